@@ -1,0 +1,1 @@
+"""Export stage: fold a trained model into the integer network a hardware config allows, and write it as NIR."""

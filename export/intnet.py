@@ -1,0 +1,231 @@
+"""The integer network: every integer a Loihi 2 core holds for a feed-forward spiking network, and the
+fixed-point equations Lava's bit-accurate models (lava-nc 0.10.0, ``Loihi2SimCfg(select_tag="fixed_pt")``)
+compute on them.
+
+This module is the one place those equations are written. ``spikefold.sim`` runs them vectorised over
+samples; ``spikefold.deploy`` hands the same integers to Lava's stock processes and the tests check that both
+agree on every spike and state integer.
+
+A network is ``InputEncoding -> [Dense -> LIF] * L``; the last layer is a *readout*: an integrating neuron
+(``dv = 0``) that never fires and whose voltage after the last timestep is the logit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from spikefold.errors import HardwareRangeError
+from spikefold.export.hw_config import HwConfig
+
+DECAY_SHIFT = 12  # decays are fractions of 2**12
+DECAY_UNITY = 1 << DECAY_SHIFT
+ACT_SHIFT = 6  # synaptic input is MSB-aligned into the 24-bit current by << 6
+VTH_SHIFT = 6  # so is the threshold
+STATE_BITS = 24
+STATE_MAX = 1 << (STATE_BITS - 1)  # 2**23
+VTH_NEVER = (1 << 17) - 1  # largest 17-bit threshold: a readout neuron uses it
+
+
+def _trunc_decay(x: np.ndarray, keep: int) -> np.ndarray:
+    """x * keep / 4096 rounded toward zero, as Loihi's decay unit computes it."""
+    prod = x.astype(np.int64) * keep
+    return np.sign(prod) * (np.abs(prod) >> DECAY_SHIFT)
+
+
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap to int32: Lava's CPU model computes in int32 and overflows silently."""
+    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def shift(x: np.ndarray, exp: np.ndarray | int) -> np.ndarray:
+    """x * 2**exp with an arithmetic (flooring) right shift for negative exponents."""
+    exp = np.asarray(exp)
+    return np.where(exp >= 0, x << np.maximum(exp, 0), x >> np.maximum(-exp, 0))
+
+
+@dataclasses.dataclass
+class InputEncoding:
+    """Direct (analog) input sent as graded spikes: ``x_int = clip(round(x * scale), 0, 2**bits - 1)``."""
+
+    size: int
+    scale: float
+    bits: int
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        q = np.rint(np.asarray(x, dtype=np.float64) * self.scale)
+        return np.clip(q, 0, (1 << self.bits) - 1).astype(np.int64)
+
+
+@dataclasses.dataclass
+class Dense:
+    """Dense synapses (Lava ``Dense``, bit-accurate model).
+
+    a_out = (W_eff @ s) << weight_exp (arithmetic >> for a negative exponent), in int32, where W_eff is ``weights``
+    clipped to 8 bits ([-256, 255] for mixed sign) and then truncated by
+    n = 8 - num_weight_bits + (1 if mixed sign) low bits: mixed-sign weights lose their lowest bit unless
+    num_weight_bits says otherwise. ``num_message_bits > 0`` means graded input (the payload is multiplied
+    in); 0 means binary spikes. Lava delivers a_out one timestep later than s arrived.
+    """
+
+    weights: np.ndarray  # int, shape (out, in), as handed to Lava's Dense
+    weight_exp: int
+    num_weight_bits: int = 8
+    num_message_bits: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.weights.shape)  # type: ignore[return-value]
+
+    def effective_weights(self) -> np.ndarray:
+        w = np.asarray(self.weights, dtype=np.int64)
+        lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
+        mixed = lo < 0 < hi
+        inhibitory = hi <= 0 and lo < 0
+        mag = -w if inhibitory else w
+        mag = np.clip(mag, -256 if mixed else 0, 255)
+        n = 8 - self.num_weight_bits + int(mixed)
+        if n > 0:
+            mag = (mag >> n) << n
+        return -mag if inhibitory else mag
+
+    def forward(self, s: np.ndarray, w_eff: np.ndarray | None = None) -> np.ndarray:
+        """Synaptic input for a batch of presynaptic outputs ``s`` (batch, in) -> (batch, out), int64."""
+        w = self.effective_weights() if w_eff is None else w_eff
+        acc = np.asarray(s, dtype=np.int64) @ w.T
+        if self.num_message_bits > 0:  # Lava's graded path accumulates in int32; the binary path in int64
+            acc = wrap32(acc)
+        return wrap32(shift(acc, self.weight_exp))
+
+
+class LIFStep(NamedTuple):
+    u: np.ndarray
+    v: np.ndarray
+    spikes: np.ndarray
+    u_wrapped: np.ndarray  # bool: the current left the 24-bit range and wrapped
+    v_saturated: np.ndarray  # bool: the voltage was clipped to the 24-bit range
+
+
+@dataclasses.dataclass
+class LIF:
+    """Loihi CUBA leaky integrate-and-fire neuron (Lava ``LIF``/``LIFReset``, ``PyLifModelBitAcc``).
+
+    Every timestep, in this order::
+
+        u = trunc0(u * (4096 - (du + 1)) / 4096) + (a_in << 6)   wrapped to 24 bits (two's complement)
+        v = trunc0(v * (4096 - dv) / 4096) + u + (bias_mant << bias_exp)   saturated to +-(2**23 - 1)
+        s = v > (vth << 6)
+        v[s] = 0
+
+    trunc0 rounds toward zero. Sums are int32 in Lava's CPU model and wrap there (only far outside the 24-bit
+    range). A float LIF ``U(t) = beta U(t-1)(1 - S(t-1)) + I(t)`` is ``du = 4095``
+    (the current forgets every step, so u = a_in << 6), ``dv = 4096 (1 - beta)``.
+    """
+
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray  # int, shape (n,)
+    bias_exp: np.ndarray  # int, shape (n,)
+
+    @property
+    def size(self) -> int:
+        return int(np.asarray(self.bias_mant).shape[0])
+
+    def effective_bias(self) -> np.ndarray:
+        return shift(np.asarray(self.bias_mant, dtype=np.int64), np.asarray(self.bias_exp, dtype=np.int64))
+
+    def step(self, u: np.ndarray, v: np.ndarray, a_in: np.ndarray, bias: np.ndarray | None = None) -> LIFStep:
+        bias = self.effective_bias() if bias is None else bias
+        u_raw = wrap32(_trunc_decay(u, DECAY_UNITY - (self.du + 1)) + wrap32(np.asarray(a_in, np.int64) << ACT_SHIFT))
+        u_new = np.where(u_raw > STATE_MAX, u_raw - 2 * STATE_MAX, u_raw)
+        u_new = np.where(u_new <= -STATE_MAX, u_raw + 2 * STATE_MAX, u_new)
+        v_raw = wrap32(_trunc_decay(v, DECAY_UNITY - self.dv) + u_new + bias)
+        v_new = np.clip(v_raw, -(STATE_MAX - 1), STATE_MAX - 1)
+        spikes = v_new > (self.vth << VTH_SHIFT)
+        v_new = np.where(spikes, 0, v_new)
+        return LIFStep(u_new, v_new, spikes, u_new != u_raw, v_new != v_raw)
+
+
+@dataclasses.dataclass
+class Layer:
+    """One layer: synapses into a population of neurons.
+
+    ``scale`` relates the integers back to the float model: v_int ~= U_float * scale (it is what makes the
+    NIR graph's float parameters consistent with the integers).
+    """
+
+    name: str
+    synapses: Dense
+    neurons: LIF
+    scale: float
+    readout: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.neurons.size
+
+
+@dataclasses.dataclass
+class IntNetwork:
+    """The integer network: what export produces, NIR carries, and sim and deploy run."""
+
+    input: InputEncoding
+    layers: list[Layer]
+    timesteps: int
+    hw_config: str = "loihi2"
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def readout(self) -> Layer:
+        return self.layers[-1]
+
+    def validate(self, hw: HwConfig) -> None:
+        """Check every integer against the ranges ``hw`` allows; name the layer, value and range if not."""
+        if self.timesteps < 1:
+            raise HardwareRangeError(f"timesteps must be >= 1, got {self.timesteps}")
+        if not self.layers or not self.layers[-1].readout:
+            raise HardwareRangeError("the last layer of an integer network must be a readout layer")
+        in_size = self.input.size
+        msg_bits = hw.bits("message_bits")
+        if not 1 <= self.input.bits <= msg_bits:
+            raise HardwareRangeError(
+                f"input encoding uses {self.input.bits} bits; {hw.name} graded spikes allow 1..{msg_bits}")
+        e_lo, e_hi = hw.range("weight_exp")
+        b_lo, b_hi = hw.range("bias_exp")
+        vth_max = (1 << hw.bits("threshold_bits")) - 1
+        dmax = (1 << hw.bits("decay_bits")) - 1
+        mant = 1 << (hw.bits("bias_mant_bits") - 1)
+        for layer in self.layers:
+            syn, neu = layer.synapses, layer.neurons
+            if syn.shape[1] != in_size:
+                raise HardwareRangeError(
+                    f"layer '{layer.name}': weights expect {syn.shape[1]} inputs but the previous layer has "
+                    f"{in_size} outputs")
+            if syn.shape[0] != neu.size:
+                raise HardwareRangeError(
+                    f"layer '{layer.name}': {syn.shape[0]} weight rows for {neu.size} neurons")
+            _check_range(layer.name, "weights", syn.weights, -256, 255, "re-quantise the weights")
+            _check_range(layer.name, "num_weight_bits", syn.num_weight_bits, 1, hw.bits("weight_bits"),
+                         "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
+            _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
+                         "rescale the layer (threshold and weights) so the exponent fits")
+            _check_range(layer.name, "du", neu.du, 0, dmax, "use a decay in [0, 1]")
+            _check_range(layer.name, "dv", neu.dv, 0, dmax, "use a decay in [0, 1]")
+            _check_range(layer.name, "vth", neu.vth, 0, vth_max, "lower the layer scale")
+            _check_range(layer.name, "bias_mant", neu.bias_mant, -mant, mant - 1, "raise bias_exp")
+            _check_range(layer.name, "bias_exp", neu.bias_exp, b_lo, b_hi, "lower the layer scale")
+            in_size = neu.size
+
+
+def _check_range(layer: str, param: str, value: Any, lo: int, hi: int, fix: str) -> None:
+    arr = np.asarray(value)
+    if arr.size == 0:
+        return
+    vmin, vmax = int(arr.min()), int(arr.max())
+    if vmin < lo or vmax > hi:
+        bad = vmin if vmin < lo else vmax
+        raise HardwareRangeError(
+            f"layer '{layer}': {param} = {bad} is outside the hardware range [{lo}, {hi}]; {fix}")

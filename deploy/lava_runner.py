@@ -148,3 +148,31 @@ def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_s
         u = [recorded[(i, "u")].astype(np.int64) for i in range(len(net.layers))]
         v = [recorded[(i, "v")].astype(np.int64) for i in range(len(net.layers))]
     return SimResult(spikes=spikes, readout_v=readout_v, stats=[], u=u, v=v)
+
+
+def run_in_chunks(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", chunk: int = 100,
+                  record_state: bool = False, on_chunk=None) -> SimResult:
+    """Run ``x_int`` in chunks of ``chunk`` samples, one Lava runtime each (stopped before the next starts);
+    ``on_chunk(done)`` is called after each, for progress bars."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 sample, got {chunk}")
+    check_target(target)
+    parts = []
+    for start in range(0, len(x_int), chunk):
+        parts.append(run(net, x_int[start : start + chunk], target, record_state))
+        if on_chunk is not None:
+            on_chunk(min(start + chunk, len(x_int)))
+    return concatenate(parts)
+
+
+def concatenate(parts: list[SimResult]) -> SimResult:
+    def cat(lists):
+        return [np.concatenate(arrays) for arrays in zip(*lists)]
+
+    return SimResult(
+        spikes=cat([p.spikes for p in parts]),
+        readout_v=np.concatenate([p.readout_v for p in parts]),
+        stats=[],
+        u=cat([p.u for p in parts]) if parts[0].u is not None else None,
+        v=cat([p.v for p in parts]) if parts[0].v is not None else None,
+    )

@@ -144,9 +144,10 @@ class LIF:
         u_new = np.where(u_new <= -STATE_MAX, u_raw + 2 * STATE_MAX, u_new)
         v_raw = wrap32(_trunc_decay(v, DECAY_UNITY - self.dv) + u_new + bias)
         v_new = np.clip(v_raw, -(STATE_MAX - 1), STATE_MAX - 1)
+        saturated = v_new != v_raw
         spikes = v_new > (self.vth << VTH_SHIFT)
         v_new = np.where(spikes, 0, v_new)
-        return LIFStep(u_new, v_new, spikes, u_new != u_raw, v_new != v_raw)
+        return LIFStep(u_new, v_new, spikes, u_new != u_raw, saturated)
 
 
 @dataclasses.dataclass

@@ -11,8 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from spikefold.errors import DataError
-from spikefold.export.intnet import IntNetwork
+from spikefold.errors import DataError, StateRangeError
+from spikefold.export.intnet import STATE_MAX, IntNetwork
 
 
 @dataclasses.dataclass
@@ -101,3 +101,27 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False) -> 
         u=trace_u,
         v=trace_v if record_state else None,
     )
+
+
+def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None) -> SimResult:
+    """Run calibration data and fail, naming the layer and by how much, if any state wraps or saturates or
+    the readout fires. With a ``QuantReport`` from export, fill in each layer's measured range use."""
+    result = simulate(net, x_int)
+    for i, (layer, st) in enumerate(zip(net.layers, result.stats)):
+        if report is not None:
+            entry = report.layers[i]
+            entry.max_abs_u, entry.max_abs_v = st.max_abs_u, st.max_abs_v
+            entry.headroom_bits = float(np.log2(STATE_MAX / max(st.max_abs_u, st.max_abs_v, 1)))
+        problems = []
+        if st.u_wraps:
+            problems.append(f"its current wrapped {st.u_wraps} times (largest |u| {st.max_abs_u})")
+        if st.v_saturations:
+            problems.append(f"its voltage saturated {st.v_saturations} times (largest |v| {st.max_abs_v})")
+        if layer.readout and result.spikes[i].any():
+            problems.append(f"the readout fired {int(result.spikes[i].sum())} times")
+        if problems:
+            raise StateRangeError(
+                f"layer '{layer.name}' leaves the 24-bit state range (limit {STATE_MAX - 1}) on "
+                f"{len(x_int)} calibration samples: {'; '.join(problems)}. Lower the layer's scale "
+                "(export with a smaller --headroom) or retrain with weight decay")
+    return result

@@ -1,0 +1,205 @@
+"""Write an integer network as a NIR graph and read it back.
+
+The graph uses standard NIR nodes whose float parameters describe the *quantised* network in the float model's
+units (one NIR time unit is one timestep, dt = 1): ``Input -> (Affine -> CubaLIF)* -> Affine -> I -> Output``.
+For a hidden layer with scale S: ``weight = W_eff 2**e 64 / (S * input_unit)``, ``bias = (bias_mant <<
+bias_exp) / S``, ``v_threshold = vth 64 / S``, ``tau_syn = 4096 / (du + 1)``, ``tau_mem = 4096 / dv`` and
+``r = tau_mem`` (so that v gains exactly I each step). The readout is an integrator ``I`` (dv = 0). The
+exact integers ride in each node's ``metadata`` under ``spikefold.*`` keys, and the graph's metadata holds
+the input encoding and timesteps, so reading gives back the identical integer network.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from spikefold.errors import NIRFileError
+from spikefold.export.intnet import ACT_SHIFT, DECAY_UNITY, LIF, VTH_SHIFT, Dense, InputEncoding, IntNetwork, Layer
+
+FORMAT = "spikefold-intnet-1"
+SUPPORTED_NODES = ("Input", "Affine", "CubaLIF", "I", "Output")
+
+
+def _affine(layer: Layer, input_unit: float) -> nir.Affine:
+    syn, neu = layer.synapses, layer.neurons
+    w_float = syn.effective_weights() * 2.0**syn.weight_exp * (1 << ACT_SHIFT) / (layer.scale * input_unit)
+    bias = neu.effective_bias() / layer.scale
+    return nir.Affine(weight=w_float, bias=bias.astype(np.float64), metadata={
+        "spikefold.weights": np.asarray(syn.weights, np.int32),
+        "spikefold.weight_exp": int(syn.weight_exp),
+        "spikefold.num_weight_bits": int(syn.num_weight_bits),
+        "spikefold.num_message_bits": int(syn.num_message_bits),
+        "spikefold.scale": float(layer.scale),
+    })
+
+
+def _neuron(layer: Layer) -> nir.NIRNode:
+    neu = layer.neurons
+    n = neu.size
+    meta = {
+        "spikefold.du": int(neu.du),
+        "spikefold.dv": int(neu.dv),
+        "spikefold.vth": int(neu.vth),
+        "spikefold.bias_mant": np.asarray(neu.bias_mant, np.int32),
+        "spikefold.bias_exp": np.asarray(neu.bias_exp, np.int32),
+        "spikefold.readout": bool(layer.readout),
+    }
+    if layer.readout:
+        return nir.I(r=np.ones(n), metadata=meta)
+    tau_mem = np.full(n, DECAY_UNITY / neu.dv)
+    return nir.CubaLIF(
+        tau_syn=np.full(n, DECAY_UNITY / (neu.du + 1)),
+        tau_mem=tau_mem,
+        r=tau_mem.copy(),
+        v_leak=np.zeros(n),
+        v_threshold=np.full(n, neu.vth * (1 << VTH_SHIFT) / layer.scale),
+        v_reset=np.zeros(n),
+        metadata=meta,
+    )
+
+
+def to_nir(net: IntNetwork) -> nir.NIRGraph:
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array([net.input.size])})}
+    edges = []
+    previous = "input"
+    for i, layer in enumerate(net.layers):
+        unit = net.input.scale if i == 0 else 1.0
+        nodes[f"{layer.name}.affine"] = _affine(layer, unit)
+        nodes[f"{layer.name}.neuron"] = _neuron(layer)
+        edges += [(previous, f"{layer.name}.affine"), (f"{layer.name}.affine", f"{layer.name}.neuron")]
+        previous = f"{layer.name}.neuron"
+    nodes["output"] = nir.Output(output_type={"output": np.array([net.readout.size])})
+    edges.append((previous, "output"))
+    metadata: dict[str, Any] = {
+        "spikefold.format": FORMAT,
+        "spikefold.timesteps": int(net.timesteps),
+        "spikefold.dt": 1.0,
+        "spikefold.hw_config": net.hw_config,
+        "spikefold.input_scale": float(net.input.scale),
+        "spikefold.input_bits": int(net.input.bits),
+    }
+    for key, value in net.metadata.items():
+        metadata[f"spikefold.meta.{key}"] = value
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def write(net: IntNetwork, path: str | Path) -> Path:
+    """Write atomically: a crash never leaves a half-written file where a good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        nir.write(tmp, to_nir(net))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read(path: str | Path) -> IntNetwork:
+    """Read a NIR file written by :func:`write` back into the identical integer network."""
+    path = Path(path)
+    if not path.is_file():
+        raise NIRFileError(f"NIR file {path} does not exist; write one with `spikefold export`")
+    try:
+        graph = nir.read(path)
+    except Exception as exc:  # h5py/nir raise many types for a damaged file; all mean the same to a user
+        raise NIRFileError(
+            f"NIR file {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or not a NIR "
+            "file: re-run `spikefold export`") from None
+    return from_nir(graph, source=str(path))
+
+
+def _chain(graph: nir.NIRGraph, source: str) -> list[str]:
+    for name, node in graph.nodes.items():
+        kind = type(node).__name__
+        if kind not in SUPPORTED_NODES:
+            raise NIRFileError(
+                f"{source}: node '{name}' has type {kind}, which spikefold deploy cannot map to Lava; "
+                f"supported node types: {', '.join(SUPPORTED_NODES)}")
+    successors: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        successors.setdefault(a, []).append(b)
+    inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    if len(inputs) != 1:
+        raise NIRFileError(f"{source}: expected one Input node, found {len(inputs)}")
+    order, current = [], inputs[0]
+    while True:
+        order.append(current)
+        nxt = successors.get(current, [])
+        if not nxt:
+            break
+        if len(nxt) > 1:
+            raise NIRFileError(f"{source}: node '{current}' feeds {len(nxt)} nodes; only chains are supported")
+        current = nxt[0]
+        if current in order:
+            raise NIRFileError(f"{source}: the graph has a cycle through node '{current}'")
+    if len(order) != len(graph.nodes):
+        missing = sorted(set(graph.nodes) - set(order))
+        raise NIRFileError(f"{source}: nodes {missing} are not on the path from input to output")
+    return order
+
+
+def _meta(node: nir.NIRNode, name: str, key: str, source: str) -> Any:
+    meta = getattr(node, "metadata", None) or {}
+    if f"spikefold.{key}" not in meta:
+        raise NIRFileError(
+            f"{source}: node '{name}' carries no spikefold integer '{key}'; only graphs written by "
+            "`spikefold export` can be deployed bit-exactly")
+    return meta[f"spikefold.{key}"]
+
+
+def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
+    meta = graph.metadata or {}
+    if meta.get("spikefold.format") != FORMAT:
+        raise NIRFileError(
+            f"{source}: this NIR graph was not written by spikefold (no '{FORMAT}' integer metadata); "
+            "export the model with `spikefold export` to get the integers Loihi runs")
+    order = _chain(graph, source)
+    kinds = [type(graph.nodes[n]).__name__ for n in order]
+    body = kinds[1:-1]
+    if kinds[-1] != "Output" or len(body) < 2 or len(body) % 2:
+        raise NIRFileError(f"{source}: expected Input -> (Affine -> neuron)+ -> Output, got {' -> '.join(kinds)}")
+    layers = []
+    for k in range(0, len(body), 2):
+        aname, nname = order[1 + k], order[2 + k]
+        if body[k] != "Affine" or body[k + 1] not in ("CubaLIF", "I"):
+            raise NIRFileError(
+                f"{source}: node '{aname}' ({body[k]}) -> '{nname}' ({body[k + 1]}) is not Affine -> CubaLIF/I")
+        affine, neuron = graph.nodes[aname], graph.nodes[nname]
+        layers.append(Layer(
+            name=nname.rsplit(".", 1)[0],
+            synapses=Dense(
+                weights=np.asarray(_meta(affine, aname, "weights", source), np.int32),
+                weight_exp=int(_meta(affine, aname, "weight_exp", source)),
+                num_weight_bits=int(_meta(affine, aname, "num_weight_bits", source)),
+                num_message_bits=int(_meta(affine, aname, "num_message_bits", source)),
+            ),
+            neurons=LIF(
+                du=int(_meta(neuron, nname, "du", source)),
+                dv=int(_meta(neuron, nname, "dv", source)),
+                vth=int(_meta(neuron, nname, "vth", source)),
+                bias_mant=np.asarray(_meta(neuron, nname, "bias_mant", source), np.int32),
+                bias_exp=np.asarray(_meta(neuron, nname, "bias_exp", source), np.int32),
+            ),
+            scale=float(_meta(affine, aname, "scale", source)),
+            readout=bool(_meta(neuron, nname, "readout", source)),
+        ))
+    first = layers[0].synapses
+    extra = {k[len("spikefold.meta."):]: v for k, v in meta.items() if k.startswith("spikefold.meta.")}
+    return IntNetwork(
+        input=InputEncoding(size=int(first.shape[1]), scale=float(meta["spikefold.input_scale"]),
+                            bits=int(meta["spikefold.input_bits"])),
+        layers=layers,
+        timesteps=int(meta["spikefold.timesteps"]),
+        hw_config=str(meta.get("spikefold.hw_config", "loihi2")),
+        metadata=extra,
+    )

@@ -1,0 +1,45 @@
+"""Plots of a run's activity and energy (matplotlib, written as PNGs). Imported only by the reporting code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from spikefold.export.intnet import IntNetwork  # noqa: E402
+from spikefold.sim.energy import EnergyReport  # noqa: E402
+from spikefold.sim.simulator import SimResult  # noqa: E402
+
+
+def firing_per_layer_and_timestep(net: IntNetwork, result: SimResult, path: Path) -> Path:
+    hidden = [i for i, layer in enumerate(net.layers) if not layer.readout]
+    rates = np.array([result.spikes[i].mean(axis=(0, 2)) for i in hidden])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    image = ax.imshow(rates, aspect="auto", cmap="viridis", vmin=0)
+    ax.set_yticks(range(len(hidden)), [net.layers[i].name for i in hidden])
+    ax.set_xticks(range(net.timesteps), [str(t + 1) for t in range(net.timesteps)])
+    ax.set_xlabel("timestep")
+    ax.set_title("firing rate (spikes per neuron per step)")
+    for (r, c), value in np.ndenumerate(rates):
+        ax.text(c, r, f"{value:.3f}", ha="center", va="center", color="w" if value < rates.max() / 2 else "k")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def energy_per_layer(report: EnergyReport, path: Path) -> Path:
+    names = [row.name for row in report.layers]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(names, [row.energy_j * 1e9 for row in report.layers], color="tab:blue", label="Loihi 2 dynamic")
+    ax.set_ylabel("nJ per inference")
+    ax.set_title(f"dynamic energy per layer (static {report.static_j * 1e6:.1f} uJ not shown)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,217 @@
+"""The stages end to end, as the CLI runs them: train -> export (fold, quantise, NIR) -> sim -> deploy (Lava)
+-> energy, with one run folder holding checkpoint, model.nir, report.json, report.md and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikefold.deploy import lava_runner
+from spikefold.deploy.validation import Agreement, compare
+from spikefold.errors import DataError
+from spikefold.export import hw_config, nir_io
+from spikefold.export.fold import QuantReport, fold, quantise
+from spikefold.export.intnet import IntNetwork
+from spikefold.sim import energy
+from spikefold.sim.simulator import SimResult, check_state_range, simulate
+from spikefold.train import data as datasets
+from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
+from spikefold.train.models import MLPConfig
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_dataset(name: str) -> datasets.Split:
+    if name not in datasets.DATASETS:
+        raise DataError(f"unknown data set '{name}'; available: {', '.join(datasets.DATASETS)}")
+    return datasets.DATASETS[name]()
+
+
+def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
+                      dataset: str = "digits", calibration_samples: int | None = None,
+                      input_scale: float | None = None) -> tuple[IntNetwork, QuantReport, float]:
+    """Fold and quantise a checkpoint, check its state range on calibration data (the training set), write
+    NIR. Returns the network, the quantisation report and the float model's test accuracy."""
+    hw = hw_config.load(hw_name)
+    split = load_dataset(dataset)
+    model = model_from_checkpoint(checkpoint)
+    if model.cfg.sizes[0] != split.features:
+        raise DataError(f"checkpoint {checkpoint} expects {model.cfg.sizes[0]} inputs; data set '{dataset}' "
+                        f"has {split.features} features")
+    fnet = fold(model)
+    calib = split.x_train[:calibration_samples] if calibration_samples else split.x_train
+    net, report = quantise(fnet, hw, calib, input_scale)
+    check_state_range(net, net.input.encode(calib), report)
+    logits, _ = fnet.run(split.x_test)
+    float_acc = float((logits.argmax(1) == split.y_test).mean())
+    int_calib = simulate(net, net.input.encode(calib))
+    report.float_int_agreement = float((int_calib.predictions == fnet.run(calib)[0].argmax(1)).mean())
+    net.metadata.update({"dataset": dataset, "float_test_accuracy": float_acc})
+    nir_io.write(net, nir_path)
+    return net, report, float_acc
+
+
+def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The encoded test split of the data set the network was trained on (first ``samples`` of it)."""
+    split = load_dataset(str(net.metadata.get("dataset", "digits")))
+    if split.features != net.input.size:
+        raise DataError(f"the network takes {net.input.size} inputs but data set has {split.features}")
+    x, y = split.x_test, split.y_test
+    if samples is not None:
+        if samples < 1:
+            raise DataError(f"--samples must be >= 1, got {samples}")
+        x, y = x[:samples], y[:samples]
+    return net.input.encode(x), y
+
+
+def layer_spike_table(net: IntNetwork, result: SimResult) -> list[dict[str, Any]]:
+    n = max(len(result.readout_v), 1)
+    return [{"layer": layer.name, "neurons": layer.size,
+             "spikes_per_sample": float(result.spikes[i].sum()) / n,
+             "per_timestep": (result.spikes[i].sum(axis=(0, 2)) / n).tolist()}
+            for i, layer in enumerate(net.layers)]
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    out: Path = Path("runs/demo")
+    dataset: str = "digits"
+    model: MLPConfig = dataclasses.field(default_factory=MLPConfig)
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30))
+    hw_config: str = "loihi2"
+    target: str = "loihi2-sim"
+    lava_samples: int = 200
+    chunk: int = 100
+
+
+def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
+    """Run every stage; ``progress`` is a rich Progress (or anything with add_task/update/advance)."""
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    lava_runner.check_target(cfg.target)  # fail before training, not after
+    split = load_dataset(cfg.dataset)
+    model_cfg = dataclasses.replace(cfg.model, sizes=(split.features, *cfg.model.sizes[1:-1], split.classes))
+
+    t0 = time.perf_counter()
+    task = progress.add_task("train", total=cfg.train.epochs)
+    result = train(model_cfg, cfg.train, split, out=out,
+                   on_epoch=lambda rec: progress.update(task, advance=1,
+                                                        description=f"train  acc {rec['test_accuracy']:.3f}"))
+    timings["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    task = progress.add_task("export", total=1)
+    net, qreport, float_acc = export_checkpoint(out / "model.pt", out / "model.nir", cfg.hw_config, cfg.dataset)
+    net = nir_io.read(out / "model.nir")  # everything downstream runs what the file holds
+    progress.update(task, advance=1)
+    timings["export_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    task = progress.add_task("sim", total=1)
+    x_all, y_all = test_inputs(net, None)
+    sim_all = simulate(net, x_all)
+    sim_acc = float((sim_all.predictions == y_all).mean())
+    progress.update(task, advance=1)
+    timings["sim_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n_lava = min(cfg.lava_samples, len(x_all))
+    task = progress.add_task(f"deploy {cfg.target}", total=n_lava)
+    x, y = x_all[:n_lava], y_all[:n_lava]
+    lava = lava_runner.run_in_chunks(net, x, cfg.target, cfg.chunk,
+                                     on_chunk=lambda done: progress.update(task, completed=done))
+    lava_acc = float((lava.predictions == y).mean())
+    timings["deploy_s"] = time.perf_counter() - t0
+
+    sim_sub = simulate(net, x)
+    agreement = compare(net, sim_sub, lava)
+    hw = hw_config.load(cfg.hw_config)
+    report = energy.estimate(net, x, lava, hw, hw_config.load("ann_45nm"))
+
+    summary = {
+        "dataset": cfg.dataset,
+        "model": model_cfg.to_dict(),
+        "target": cfg.target,
+        "hw_config": cfg.hw_config,
+        "accuracy": {"float": float_acc, "int_sim": sim_acc, "lava": lava_acc,
+                     "int_sim_on_lava_samples": float((sim_sub.predictions == y).mean()),
+                     "test_samples": len(y_all), "lava_samples": n_lava},
+        "agreement": dataclasses.asdict(agreement) | {"exact": agreement.exact},
+        "quantisation": dataclasses.asdict(qreport),
+        "spikes": layer_spike_table(net, lava),
+        "energy": report.to_dict(),
+        "timings": timings,
+        "files": {"checkpoint": "model.pt", "nir": "model.nir"},
+    }
+    write_reports(out, net, summary, report, lava, agreement)
+    return summary
+
+
+def write_reports(out: Path, net: IntNetwork, summary: dict, report: energy.EnergyReport, run: SimResult,
+                  agreement: Agreement) -> None:
+    from spikefold.sim import plots
+
+    plots.firing_per_layer_and_timestep(net, run, out / "firing.png")
+    plots.energy_per_layer(report, out / "energy.png")
+    atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=_json_default))
+    atomic_write_text(out / "report.md", markdown(summary))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """The headline figures, as (what, value) rows, for the terminal table and report.md."""
+    acc, agree, e = summary["accuracy"], summary["agreement"], summary["energy"]
+    spikes = f"{agree['spikes_compared'] - agree['spikes_differing']:,} / {agree['spikes_compared']:,}"
+    return [
+        ("float model accuracy (test)", f"{acc['float'] * 100:.2f} % ({acc['test_samples']} samples)"),
+        ("integer sim accuracy (test)", f"{acc['int_sim'] * 100:.2f} % ({acc['test_samples']} samples)"),
+        (f"Lava {summary['target']} accuracy", f"{acc['lava'] * 100:.2f} % ({acc['lava_samples']} samples)"),
+        ("spikes equal, sim vs Lava", f"{spikes} ({'every spike' if agree['exact'] else 'MISMATCH'})"),
+        ("readout voltages equal", "yes" if agree["readout_equal"] else "no"),
+        ("Loihi 2 energy / inference", f"{e['total_j'] * 1e6:.2f} uJ (dynamic {e['dynamic_j'] * 1e9:.1f} nJ, "
+                                       f"static {e['static_j'] * 1e6:.2f} uJ)"),
+        ("Loihi 2 latency / inference", f"{e['latency_s'] * 1e3:.3f} ms ({e['timesteps']} steps + layers)"),
+        ("same net as ANN, 45 nm", f"{e['ann_45nm_j'] * 1e9:.1f} nJ (SNN at 45 nm: {e['snn_45nm_j'] * 1e9:.1f} nJ)"),
+    ]
+
+
+def markdown(summary: dict) -> str:
+    lines = ["# spikefold run", "", f"Data set `{summary['dataset']}`, model sizes {summary['model']['sizes']}, "
+             f"T = {summary['model']['timesteps']}, target `{summary['target']}`, hw_config "
+             f"`{summary['hw_config']}`.", "", "| what | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]
+    lines += ["", "## Per layer (Lava run, per inference)", "",
+              "| layer | neurons | weight exp | vth | headroom (bits) | spikes | synaptic ops | energy (nJ) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for q, e in zip(summary["quantisation"]["layers"], summary["energy"]["layers"]):
+        lines.append(f"| {q['name']} | {e['neurons']} | {q['weight_exp']} | {q['vth']} | "
+                     f"{q['headroom_bits']:.2f} | {e['spikes']:.1f} | {e['synaptic_ops']:.0f} | "
+                     f"{e['energy_j'] * 1e9:.2f} |")
+    lines += ["", "## Figures used", "", "| figure | value | source | proxy |", "| --- | --- | --- | --- |"]
+    for name, f in summary["energy"]["figures"].items():
+        lines.append(f"| {name} | {f['value']:g} {f['unit']} | {f['source']} | {'yes' if f['proxy'] else 'no'} |")
+    lines += ["", "![firing rate per layer and timestep](firing.png)", "", "![energy per layer](energy.png)", ""]
+    return "\n".join(lines)

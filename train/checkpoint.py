@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically (temp file + rename, so a crash never leaves half a file) and read with
+``torch.load(weights_only=True)``, which refuses pickled code. A checkpoint holds only tensors and plain
+values: the model config, the state dict and, for resuming, the optimiser state and epoch."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spikefold.errors import CheckpointError
+
+FORMAT = "spikefold-checkpoint-1"
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with `spikefold train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read safely ({first}); it is corrupt or not a spikefold "
+            "checkpoint: re-run `spikefold train`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a spikefold checkpoint (expected format '{FORMAT}')")
+    for key in ("model_config", "state_dict"):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint {path} has no '{key}'; re-run `spikefold train`")
+    return payload

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from spikefold.errors import HardwareRangeError
+from spikefold.errors import DataError, HardwareRangeError
 from spikefold.export.hw_config import HwConfig
 
 DECAY_SHIFT = 12  # decays are fractions of 2**12
@@ -55,8 +55,15 @@ class InputEncoding:
     bits: int
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        q = np.rint(np.asarray(x, dtype=np.float64) * self.scale)
-        return np.clip(q, 0, (1 << self.bits) - 1).astype(np.int64)
+        """Encode float input; values the encoding cannot represent are an error, never silently clipped."""
+        x = np.asarray(x, dtype=np.float64)
+        hi = (1 << self.bits) - 1
+        q = np.rint(x * self.scale)
+        if x.size and (not np.isfinite(x).all() or q.min() < 0 or q.max() > hi):
+            raise DataError(
+                f"input values span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}] but the {self.bits}-bit input "
+                f"encoding (scale {self.scale:g}) represents [0, {hi / self.scale:.4g}]; scale the data to [0, 1]")
+        return q.astype(np.int64)
 
 
 @dataclasses.dataclass

@@ -20,6 +20,7 @@ import nir
 import numpy as np
 
 from spikefold.errors import NIRFileError
+from spikefold.export import hw_config
 from spikefold.export.intnet import ACT_SHIFT, DECAY_UNITY, LIF, VTH_SHIFT, Dense, InputEncoding, IntNetwork, Layer
 
 FORMAT = "spikefold-intnet-1"
@@ -105,7 +106,8 @@ def write(net: IntNetwork, path: str | Path) -> Path:
 
 
 def read(path: str | Path) -> IntNetwork:
-    """Read a NIR file written by :func:`write` back into the identical integer network."""
+    """Read a NIR file written by :func:`write` back into the identical integer network, checked against the
+    ranges of the hw_config it names."""
     path = Path(path)
     if not path.is_file():
         raise NIRFileError(f"NIR file {path} does not exist; write one with `spikefold export`")
@@ -115,7 +117,9 @@ def read(path: str | Path) -> IntNetwork:
         raise NIRFileError(
             f"NIR file {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or not a NIR "
             "file: re-run `spikefold export`") from None
-    return from_nir(graph, source=str(path))
+    net = from_nir(graph, source=str(path))
+    net.validate(hw_config.load(net.hw_config))
+    return net
 
 
 def _chain(graph: nir.NIRGraph, source: str) -> list[str]:

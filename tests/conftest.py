@@ -1,0 +1,40 @@
+"""Shared fixtures: one small real training run and its export, reused across the suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from spikefold.export import hw_config
+from spikefold.export.fold import fold, quantise
+from spikefold.sim.simulator import check_state_range
+from spikefold.train.data import digits
+from spikefold.train.loop import TrainConfig, train
+from spikefold.train.models import MLPConfig
+
+
+@pytest.fixture(scope="session")
+def split():
+    return digits()
+
+
+@pytest.fixture(scope="session")
+def trained(split, tmp_path_factory):
+    """A real digits MLP (smaller than the demo's, same recipe), with its checkpoint folder."""
+    out = tmp_path_factory.mktemp("trained")
+    result = train(MLPConfig(sizes=(64, 64, 48, 10), timesteps=4), TrainConfig(epochs=12), split, out=out)
+    return result, out
+
+
+@pytest.fixture(scope="session")
+def loihi2():
+    return hw_config.load("loihi2")
+
+
+@pytest.fixture(scope="session")
+def exported(trained, split, loihi2):
+    """The trained model folded, quantised and range-checked: (float network, integer network, report)."""
+    fnet = fold(trained[0].model)
+    net, report = quantise(fnet, loihi2, split.x_train)
+    check_state_range(net, net.input.encode(split.x_train), report)
+    net.metadata["dataset"] = "digits"
+    return fnet, net, report

@@ -1,0 +1,37 @@
+"""The CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spikefold.cli import main
+from spikefold.export import nir_io
+
+
+def test_cli_sim_deploy_validate(exported, tmp_path, capsys):
+    _, net, _ = exported
+    path = str(nir_io.write(net, tmp_path / "model.nir"))
+    assert main(["sim", path, "--samples", "50"]) == 0
+    assert "integer sim: accuracy" in capsys.readouterr().out
+    report = tmp_path / "deploy.json"
+    assert main(["deploy", path, "--samples", "30", "--chunk", "15", "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["samples"] == 30 and data["agreement_exact"] and data["accuracy"] >= 0.9
+    assert main(["validate", path, "--samples", "20", "--states"]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pipeline_on_digits(tmp_path, capsys):
+    """What `make demo` runs: every spike equal on 200 test samples, accuracy >= 95 %."""
+    out = tmp_path / "demo"
+    assert main(["pipeline", "--out", str(out), "--samples", "200"]) == 0
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["agreement"]["exact"] and summary["agreement"]["spikes_differing"] == 0
+    assert summary["accuracy"]["lava_samples"] == 200
+    assert summary["accuracy"]["float"] >= 0.95 and summary["accuracy"]["lava"] >= 0.95
+    for name in ("model.pt", "last.pt", "model.nir", "report.json", "report.md", "firing.png", "energy.png"):
+        assert (out / name).is_file(), name
+    assert "every spike" in (out / "report.md").read_text()

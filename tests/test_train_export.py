@@ -1,0 +1,121 @@
+"""Training, checkpoints, BatchNorm folding, quantisation and the NIR round trip, on real runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from spikefold.errors import HardwareRangeError, StateRangeError
+from spikefold.export import nir_io
+from spikefold.export.fold import fold, quantise
+from spikefold.export.intnet import ACT_SHIFT, VTH_SHIFT
+from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.train import checkpoint
+from spikefold.train.loop import TrainConfig, evaluate, model_from_checkpoint, train
+from spikefold.train.models import MLPConfig
+
+
+def test_training_reaches_95_percent(trained, split):
+    result, _ = trained
+    assert result.test_accuracy >= 0.95
+    assert evaluate(result.model, split.x_test, split.y_test) == result.test_accuracy
+
+
+def test_checkpoint_round_trip_and_resume(split, tmp_path):
+    cfg = MLPConfig(sizes=(64, 32, 10), timesteps=2)
+    full = train(cfg, TrainConfig(epochs=3, seed=1), split, out=tmp_path / "full")
+    # Interrupted (Ctrl-C) after 2 epochs, then resumed from last.pt: the same weights as the full run.
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, TrainConfig(epochs=3, seed=1), split, out=tmp_path / "resumed", on_epoch=interrupt)
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    state = checkpoint.load(tmp_path / "resumed" / "last.pt")
+    assert state["epoch"] == 2
+    resumed = train(cfg, TrainConfig(epochs=3, seed=1), split, out=tmp_path / "resumed", resume=True)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    loaded = model_from_checkpoint(tmp_path / "full" / "model.pt")
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_bn_folding_equals_unfolded_model(trained, split):
+    model = trained[0].model.eval()
+    # BN's running statistics must be non-trivial for the test to mean anything.
+    assert not torch.allclose(model.hidden[0].bn.running_var, torch.ones_like(model.hidden[0].bn.running_var))
+    with torch.no_grad():
+        reference = model.double()(torch.as_tensor(split.x_test, dtype=torch.float64)).numpy()
+    model.float()
+    logits, _ = fold(model).run(split.x_test)
+    np.testing.assert_allclose(logits, reference, rtol=1e-9, atol=1e-9)
+
+
+def test_integer_network_keeps_accuracy(exported, split):
+    fnet, net, report = exported
+    float_pred = fnet.run(split.x_test)[0].argmax(1)
+    int_pred = simulate(net, net.input.encode(split.x_test)).predictions
+    assert (int_pred == split.y_test).mean() >= (float_pred == split.y_test).mean() - 0.02
+    assert (int_pred == float_pred).mean() >= 0.97
+    for layer in report.layers:
+        assert 127 < layer.max_abs_weight <= 255, "weights should use the 8-bit range"
+        assert layer.headroom_bits >= 1.0, "calibration keeps a bit of headroom"
+    mixed = [l.synapses.weights for l in net.layers if l.synapses.weights.min() < 0 < l.synapses.weights.max()]
+    assert mixed and all((w % 2 == 0).all() for w in mixed), "mixed-sign weights are stored even"
+
+
+def test_nir_round_trip(exported, tmp_path):
+    _, net, _ = exported
+    path = nir_io.write(net, tmp_path / "model.nir")
+    graph = nir.read(path)  # type-checked by NIR
+    assert [type(n).__name__ for n in graph.nodes.values()].count("CubaLIF") == len(net.layers) - 1
+    back = nir_io.read(path)
+    assert back.timesteps == net.timesteps and back.input == net.input
+    for a, b in zip(net.layers, back.layers):
+        assert a.name == b.name and a.readout == b.readout and a.scale == b.scale
+        np.testing.assert_array_equal(a.synapses.weights, b.synapses.weights)
+        assert (a.synapses.weight_exp, a.synapses.num_message_bits) == (b.synapses.weight_exp,
+                                                                        b.synapses.num_message_bits)
+        assert (a.neurons.du, a.neurons.dv, a.neurons.vth) == (b.neurons.du, b.neurons.dv, b.neurons.vth)
+        np.testing.assert_array_equal(a.neurons.bias_mant, b.neurons.bias_mant)
+        np.testing.assert_array_equal(a.neurons.bias_exp, b.neurons.bias_exp)
+    # The float parameters describe the same integers in the float model's units.
+    first = graph.nodes["hidden0.affine"]
+    layer = net.layers[0]
+    expected = (layer.synapses.effective_weights() * 2.0**layer.synapses.weight_exp * 2**ACT_SHIFT
+                / (layer.scale * net.input.scale))
+    np.testing.assert_allclose(first.weight, expected)
+    lif = graph.nodes["hidden0.neuron"]
+    np.testing.assert_allclose(lif.v_threshold * layer.scale / 2**VTH_SHIFT, layer.neurons.vth)
+    np.testing.assert_allclose(1 - 1 / lif.tau_mem, 1 - layer.neurons.dv / 4096)
+
+
+def test_unrepresentable_threshold_names_layer_value_and_range(exported, split, loihi2):
+    fnet, _, _ = exported
+    bad = dataclasses.replace(fnet, layers=[dataclasses.replace(fnet.layers[0], vth=1e-9), *fnet.layers[1:]])
+    with pytest.raises(HardwareRangeError, match=r"layer 'hidden0'.*vth = 0.*\[1, 131071\]"):
+        quantise(bad, loihi2, split.x_train[:100])
+
+
+def test_calibration_overflow_names_layer(exported, split):
+    _, net, _ = exported
+    hot = dataclasses.replace(net, layers=list(net.layers))
+    layer = hot.layers[1]
+    hot.layers[1] = dataclasses.replace(layer, synapses=dataclasses.replace(layer.synapses, weight_exp=7))
+    with pytest.raises(StateRangeError, match=r"layer 'hidden1'.*(wrapped|saturated) \d+ times"):
+        check_state_range(hot, hot.input.encode(split.x_train[:200]))
+
+
+def test_validate_names_out_of_range_parameter(exported, loihi2):
+    _, net, _ = exported
+    bad = dataclasses.replace(net, layers=list(net.layers))
+    bad.layers[0] = dataclasses.replace(bad.layers[0], synapses=dataclasses.replace(
+        bad.layers[0].synapses, weight_exp=9))
+    with pytest.raises(HardwareRangeError, match=r"layer 'hidden0': weight_exp = 9 is outside the hardware range \[-8, 7\]"):
+        bad.validate(loihi2)

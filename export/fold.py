@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from spikefold.errors import HardwareRangeError
+from spikefold.errors import ConfigError, HardwareRangeError
 from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import (
     ACT_SHIFT,
@@ -34,8 +34,9 @@ from spikefold.export.intnet import (
     Layer,
     shift,
 )
-from spikefold.train.models import SpikingMLP
-from spikefold.train.neurons import lif_step
+from spikefold.train.models import SpikingMLP, TdBatchNorm
+from spikefold.train.neurons.lif import LIF as FloatLIF
+from spikefold.train.neurons.lif import lif_step
 
 HEADROOM = 0.5  # use at most half the 24-bit range on calibration data
 
@@ -71,11 +72,10 @@ class FloatNetwork:
                 return current.mean(0).numpy(), peaks
             beta = torch.tensor(layer.beta, dtype=torch.float64)
             u = torch.zeros_like(current[0])
-            s = torch.zeros_like(current[0])
             out, peak = [], float(current.abs().max())
             for step_current in current:
-                u, s = lif_step(u, s, step_current, beta, layer.vth, 1.0)
-                peak = max(peak, float(u.abs().max()))
+                u, s, h = lif_step(u, step_current, beta, layer.vth, "hard", "rectangular", 1.0)
+                peak = max(peak, float(h.abs().max()))
                 out.append(s)
             peaks.append(peak)
             h = torch.stack(out)
@@ -84,19 +84,28 @@ class FloatNetwork:
 
 def fold(model: SpikingMLP) -> FloatNetwork:
     """Fold BatchNorm (with its running statistics, i.e. evaluation mode) into the weights and biases."""
+    if model.cfg.arch != "mlp":
+        raise ConfigError(f"export folds MLPs so far; '{model.cfg.arch}' models cannot be exported yet")
     layers = []
     for i, block in enumerate(model.hidden):
+        neuron = block.neuron
+        if not isinstance(neuron, FloatLIF) or neuron.options.reset != "hard":
+            raise ConfigError(
+                f"layer hidden{i}: neuron type '{neuron.kind}' (reset '{getattr(neuron.options, 'reset', '-')}') "
+                "cannot be exported yet; export supports 'lif' with hard reset")
         bn = block.bn
-        inv_std = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
-        gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(inv_std)
-        shift = bn.bias.detach().double() if bn.affine else torch.zeros_like(inv_std)
-        weight = block.linear.weight.detach().double() * (gamma * inv_std)[:, None]
-        bias = shift - gamma * bn.running_mean.double() * inv_std
+        inv_std = 1.0 / torch.sqrt(bn.running_var.detach().cpu().double() + bn.eps)
+        gamma = bn.weight.detach().cpu().double() if bn.affine else torch.ones_like(inv_std)
+        if isinstance(bn, TdBatchNorm):
+            gamma = gamma * bn.scale
+        shift = bn.bias.detach().cpu().double() if bn.affine else torch.zeros_like(inv_std)
+        weight = block.weight.weight.detach().cpu().double() * (gamma * inv_std)[:, None]
+        bias = shift - gamma * bn.running_mean.detach().cpu().double() * inv_std
         layers.append(FloatLayer(f"hidden{i}", weight.numpy(), bias.numpy(),
-                                 float(block.neuron.beta.detach()), float(block.neuron.vth)))
+                                 float(neuron.beta.detach()), float(neuron.options.vth)))
     ro = model.readout
-    bias = ro.bias.detach().double().numpy() if ro.bias is not None else np.zeros(ro.out_features)
-    layers.append(FloatLayer("readout", ro.weight.detach().double().numpy(), bias, 0.0, 0.0, readout=True))
+    bias = ro.bias.detach().cpu().double().numpy() if ro.bias is not None else np.zeros(ro.out_features)
+    layers.append(FloatLayer("readout", ro.weight.detach().cpu().double().numpy(), bias, 0.0, 0.0, readout=True))
     return FloatNetwork(layers, model.cfg.timesteps)
 
 

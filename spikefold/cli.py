@@ -55,14 +55,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_config(args, features: int = 64, classes: int = 10):
-    from spikefold.train.models import MLPConfig
+    from spikefold.train.models import ModelConfig
+    from spikefold.train.neurons import NeuronConfig
 
     if args.timesteps < 1:
         raise SpikefoldError(f"--timesteps must be >= 1, got {args.timesteps}")
     if not 0 <= args.beta < 1:
         raise SpikefoldError(f"--beta must be in [0, 1), got {args.beta}")
-    return MLPConfig(sizes=(features, *args.hidden, classes), timesteps=args.timesteps, beta=args.beta,
-                     learn_beta=args.learn_beta)
+    neuron = NeuronConfig("lif", {"beta": args.beta, "learn_beta": args.learn_beta})
+    return ModelConfig(arch="mlp", input_shape=(features,), classes=classes, hidden=tuple(args.hidden),
+                       timesteps=args.timesteps, neuron=neuron)
 
 
 def _train_config(args):

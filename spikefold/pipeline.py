@@ -23,7 +23,7 @@ from spikefold.sim import energy
 from spikefold.sim.simulator import SimResult, check_state_range, simulate
 from spikefold.train import data as datasets
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
-from spikefold.train.models import MLPConfig
+from spikefold.train.models import ModelConfig
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -48,9 +48,9 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     hw = hw_config.load(hw_name)
     split = load_dataset(dataset)
     model = model_from_checkpoint(checkpoint)
-    if model.cfg.sizes[0] != split.features:
-        raise DataError(f"checkpoint {checkpoint} expects {model.cfg.sizes[0]} inputs; data set '{dataset}' "
-                        f"has {split.features} features")
+    if int(np.prod(model.cfg.input_shape)) != split.features:
+        raise DataError(f"checkpoint {checkpoint} expects inputs of shape {model.cfg.input_shape}; data set "
+                        f"'{dataset}' has {split.features} features")
     fnet = fold(model)
     calib = split.x_train[:calibration_samples] if calibration_samples else split.x_train
     net, report = quantise(fnet, hw, calib, input_scale)
@@ -89,7 +89,7 @@ def layer_spike_table(net: IntNetwork, result: SimResult) -> list[dict[str, Any]
 class PipelineConfig:
     out: Path = Path("runs/demo")
     dataset: str = "digits"
-    model: MLPConfig = dataclasses.field(default_factory=MLPConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30))
     hw_config: str = "loihi2"
     target: str = "loihi2-sim"
@@ -104,7 +104,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
     timings: dict[str, float] = {}
     lava_runner.check_target(cfg.target)  # fail before training, not after
     split = load_dataset(cfg.dataset)
-    model_cfg = dataclasses.replace(cfg.model, sizes=(split.features, *cfg.model.sizes[1:-1], split.classes))
+    model_cfg = dataclasses.replace(cfg.model, input_shape=(split.features,), classes=split.classes)
 
     t0 = time.perf_counter()
     task = progress.add_task("train", total=cfg.train.epochs)
@@ -199,7 +199,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["# spikefold run", "", f"Data set `{summary['dataset']}`, model sizes {summary['model']['sizes']}, "
+    lines = ["# spikefold run", "", f"Data set `{summary['dataset']}`, {summary['model']['arch']} {summary['model']['hidden']} with "
+             f"'{summary['model']['neuron']['kind']}' neurons, "
              f"T = {summary['model']['timesteps']}, target `{summary['target']}`, hw_config "
              f"`{summary['hw_config']}`.", "", "| what | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]

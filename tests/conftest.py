@@ -9,7 +9,7 @@ from spikefold.export.fold import fold, quantise
 from spikefold.sim.simulator import check_state_range
 from spikefold.train.data import digits
 from spikefold.train.loop import TrainConfig, train
-from spikefold.train.models import MLPConfig
+from spikefold.train.models import ModelConfig
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def split():
 def trained(split, tmp_path_factory):
     """A real digits MLP (smaller than the demo's, same recipe), with its checkpoint folder."""
     out = tmp_path_factory.mktemp("trained")
-    result = train(MLPConfig(sizes=(64, 64, 48, 10), timesteps=4), TrainConfig(epochs=12), split, out=out)
+    result = train(ModelConfig(hidden=(64, 48), timesteps=4), TrainConfig(epochs=12), split, out=out)
     return result, out
 
 

@@ -16,7 +16,7 @@ from spikefold.export.intnet import ACT_SHIFT, VTH_SHIFT
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train import checkpoint
 from spikefold.train.loop import TrainConfig, evaluate, model_from_checkpoint, train
-from spikefold.train.models import MLPConfig
+from spikefold.train.models import ModelConfig
 
 
 def test_training_reaches_95_percent(trained, split):
@@ -26,7 +26,7 @@ def test_training_reaches_95_percent(trained, split):
 
 
 def test_checkpoint_round_trip_and_resume(split, tmp_path):
-    cfg = MLPConfig(sizes=(64, 32, 10), timesteps=2)
+    cfg = ModelConfig(hidden=(32,), timesteps=2)
     full = train(cfg, TrainConfig(epochs=3, seed=1), split, out=tmp_path / "full")
     # Interrupted (Ctrl-C) after 2 epochs, then resumed from last.pt: the same weights as the full run.
     def interrupt(record):

@@ -1,7 +1,9 @@
-"""The training loop: surrogate-gradient BPTT with AdamW and a cosine schedule, on CUDA when available.
+"""The training loop: surrogate-gradient BPTT for any model and neuron type, on CUDA when available.
 
-Each epoch ends with an atomic ``last.pt`` (model, optimiser, scheduler, epoch), so an interrupted run
-resumes where it stopped; the final model is ``model.pt``.
+Each epoch ends with an atomic ``last.pt`` (model, optimiser, scheduler, epoch, history), so an interrupted run
+resumes where it stopped with the same batches; the final model is ``model.pt``. Under ``torch.distributed``
+(torchrun) the model is wrapped in DDP, every rank trains on its own shard of each batch, and the neurons'
+running statistics are averaged over ranks as they are computed; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -12,27 +14,47 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from spikefold.errors import CheckpointError
+from spikefold.errors import CheckpointError, ConfigError
 from spikefold.train import checkpoint
 from spikefold.train.data import Split
-from spikefold.train.models import MLPConfig, SpikingMLP
+from spikefold.train.models import ModelConfig, SpikingModel, build_model
+
+OPTIMISERS = ("adamw", "sgd")
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 64
+    optimiser: str = "adamw"
     lr: float = 5e-3
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    augment: bool = False  # random crop (pad 4) and horizontal flip, for image data
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ConfigError(f"unknown training options {sorted(unknown)}; valid: {sorted(fields)}")
+        cfg = cls(**d)
+        if cfg.optimiser not in OPTIMISERS:
+            raise ConfigError(f"unknown optimiser '{cfg.optimiser}'; valid: {', '.join(OPTIMISERS)}")
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+        return cfg
 
 
 @dataclasses.dataclass
 class TrainResult:
-    model: SpikingMLP
+    model: SpikingModel
     history: list[dict]
     test_accuracy: float
 
@@ -41,42 +63,76 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
+        raise ConfigError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
     return torch.device(name)
 
 
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for every sample of x, in evaluation mode (frozen running statistics)."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[i : i + batch_size], device=device)
-        correct += int((model(xb).argmax(1).cpu().numpy() == y[i : i + batch_size]).sum())
-    return correct / max(len(x), 1)
+    out = [model(torch.as_tensor(x[i : i + batch_size], device=device, dtype=torch.float32)).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
 
 
-def build_model(cfg: MLPConfig) -> SpikingMLP:
-    return SpikingMLP(cfg)
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    return float((predict(model, x, batch_size).argmax(1) == y).mean()) if len(x) else 0.0
 
 
-def model_from_checkpoint(path: str | Path) -> SpikingMLP:
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 4-pixel-padded crop and horizontal flip of (batch, C, H, W) images."""
+    b, _, h, w = x.shape
+    padded = nn.functional.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (b,), generator=generator)
+    dx = torch.randint(0, 9, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    return torch.where(flip[:, None, None, None].to(x.device), out.flip(-1), out)
+
+
+def model_from_checkpoint(path: str | Path) -> SpikingModel:
     payload = checkpoint.load(path)
     try:
-        model = build_model(MLPConfig.from_dict(payload["model_config"]))
+        model = build_model(ModelConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["state_dict"])
-    except (ValueError, TypeError, RuntimeError) as exc:
+    except (ConfigError, ValueError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match the model it describes: {exc}") from None
     return model.eval()
 
 
-def train(model_cfg: MLPConfig, cfg: TrainConfig, data: Split, out: str | Path | None = None,
-          resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train on ``data``; with ``out``, write ``last.pt`` every epoch and ``model.pt`` at the end."""
+def _optimiser(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimiser == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path | None = None,
+          resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+          after_backward: Callable[[SpikingModel], None] | None = None) -> TrainResult:
+    """Train on ``data``; with ``out``, write ``last.pt`` every epoch and ``model.pt`` at the end.
+
+    ``after_backward(model)`` runs after every backward pass (gradient probes).
+    """
+    rank, world = _distributed()
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     model = build_model(model_cfg).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if tuple(data.x_train.shape[1:]) != tuple(model_cfg.input_shape) and \
+            int(np.prod(data.x_train.shape[1:])) != int(np.prod(model_cfg.input_shape)):
+        raise ConfigError(f"the data's samples have shape {data.x_train.shape[1:]}, the model expects "
+                          f"{model_cfg.input_shape}")
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimiser = _optimiser(model, cfg)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=cfg.epochs)
     history: list[dict] = []
     start = 0
@@ -88,27 +144,39 @@ def train(model_cfg: MLPConfig, cfg: TrainConfig, data: Split, out: str | Path |
         schedule.load_state_dict(state["schedule"])
         history = list(state.get("history", []))
         start = int(state["epoch"])
-    x_train = torch.as_tensor(data.x_train, device=device)
-    y_train = torch.as_tensor(data.y_train, device=device)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loss_fn = nn.CrossEntropyLoss()
+    x_train = torch.as_tensor(data.x_train, dtype=torch.float32)
+    y_train = torch.as_tensor(data.y_train)
+    generator = torch.Generator()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start, cfg.epochs):
         generator.manual_seed(cfg.seed + epoch)  # the same batches whether or not the run was resumed
-        order = torch.randperm(len(x_train), generator=generator).to(device)
+        order = torch.randperm(len(x_train), generator=generator)
         model.train()
-        total = 0.0
+        total, seen = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
+            idx = order[i : i + cfg.batch_size][rank::world]  # each rank its shard of the global batch
+            if len(idx) == 0:
+                continue
+            xb, yb = x_train[idx], y_train[idx]
+            if cfg.augment:
+                xb = augment(xb.reshape(len(xb), *model_cfg.input_shape), generator)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            loss = loss_fn(net(xb), yb)
+            extra = model.auxiliary_loss()
+            if extra is not None:
+                loss = loss + extra
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward(model)
             optimiser.step()
             total += float(loss.detach()) * len(idx)
+            seen += len(idx)
         schedule.step()
-        record = {"epoch": epoch + 1, "loss": total / len(order),
+        record = {"epoch": epoch + 1, "loss": total / max(seen, 1),
                   "test_accuracy": evaluate(model, data.x_test, data.y_test)}
         history.append(record)
-        if out is not None:
+        if out is not None and rank == 0:
             checkpoint.save(out / "last.pt", {
                 "model_config": model_cfg.to_dict(), "state_dict": model.state_dict(),
                 "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
@@ -116,8 +184,8 @@ def train(model_cfg: MLPConfig, cfg: TrainConfig, data: Split, out: str | Path |
         if on_epoch is not None:
             on_epoch(record)
     accuracy = evaluate(model, data.x_test, data.y_test)
-    if out is not None:
+    if out is not None and rank == 0:
         checkpoint.save(out / "model.pt", {
             "model_config": model_cfg.to_dict(), "state_dict": model.state_dict(),
             "history": history, "test_accuracy": accuracy})
-    return TrainResult(model.cpu().eval(), history, accuracy)
+    return TrainResult(model.eval(), history, accuracy)

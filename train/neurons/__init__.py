@@ -1,0 +1,96 @@
+"""Spiking neuron types. A model config names one (``kind``) and its options; :func:`build` validates them and
+makes the layer. Each type's module states its equations once; export folds them from the same module.
+
+    lif           LIF / PLIF, hard or soft reset, fixed threshold, four surrogate shapes
+    atgo          DS-ATGO: adaptive per-timestep threshold + threshold-driven surrogate width
+    agl           MPD-AGL: surrogate width from the preceding BatchNorm's gamma
+    mpinit_trsg   MP-Init learned initial potential + threshold-robust surrogate, learnable tau and Vthr
+    psg_pda       PSG learnable surrogate width + PDA regulariser (reconstructions)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from spikefold.errors import ConfigError
+from spikefold.train.neurons import surrogates
+from spikefold.train.neurons.agl import AGL, AGLOptions
+from spikefold.train.neurons.atgo import ATGO, TGO_VARIANTS, ATGOOptions
+from spikefold.train.neurons.base import SpikingNeuron
+from spikefold.train.neurons.lif import LIF, LIFOptions, lif_step
+from spikefold.train.neurons.mpinit_trsg import MPInitTrSG, MPInitTrSGOptions
+from spikefold.train.neurons.psg_pda import PSGPDA, PSGPDAOptions
+
+NEURONS = {
+    "lif": (LIF, LIFOptions),
+    "atgo": (ATGO, ATGOOptions),
+    "agl": (AGL, AGLOptions),
+    "mpinit_trsg": (MPInitTrSG, MPInitTrSGOptions),
+    "psg_pda": (PSGPDA, PSGPDAOptions),
+}
+
+__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build", "lif_step", "surrogates"]
+
+
+@dataclasses.dataclass
+class NeuronConfig:
+    kind: str = "lif"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NeuronConfig":
+        unknown = set(d) - {"kind", "options"}
+        if unknown:
+            raise ConfigError(f"neuron config: unknown keys {sorted(unknown)}; valid: kind, options")
+        return cls(kind=str(d.get("kind", "lif")), options=dict(d.get("options", {})))
+
+
+def _choice(kind: str, name: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"neuron '{kind}': {name} = '{value}' is not valid; choose one of: {', '.join(valid)}")
+
+
+def options_for(cfg: NeuronConfig, timesteps: int):
+    """The validated options dataclass of ``cfg``; a named error lists what is valid when something is not."""
+    if cfg.kind not in NEURONS:
+        raise ConfigError(f"unknown neuron type '{cfg.kind}'; valid: {', '.join(NEURONS)}")
+    _, options_type = NEURONS[cfg.kind]
+    fields = {f.name for f in dataclasses.fields(options_type)}
+    given = dict(cfg.options)
+    if "timesteps" in fields:
+        given.setdefault("timesteps", timesteps)
+    unknown = sorted(set(given) - fields)
+    if unknown:
+        raise ConfigError(f"neuron '{cfg.kind}' has no option(s) {unknown}; valid options: "
+                          f"{', '.join(sorted(fields - {'timesteps'}))}")
+    opts = options_type(**given)
+    k = cfg.kind
+    if hasattr(opts, "reset"):
+        _choice(k, "reset", opts.reset, ("hard", "soft"))
+    if hasattr(opts, "surrogate"):
+        valid = ("sigmoid", "arctan") if k == "psg_pda" else surrogates.SHAPES
+        _choice(k, "surrogate", opts.surrogate, valid)
+    if k == "atgo":
+        _choice(k, "tgo", opts.tgo, TGO_VARIANTS)
+        if opts.timesteps != timesteps:
+            raise ConfigError(f"neuron 'atgo': its threshold schedule has {opts.timesteps} timesteps but the "
+                              f"model runs {timesteps}; leave 'timesteps' out of its options")
+    for name in ("width", "vth", "vthr", "k0"):
+        if hasattr(opts, name) and getattr(opts, name) <= 0:
+            raise ConfigError(f"neuron '{k}': {name} must be > 0, got {getattr(opts, name)}")
+    if hasattr(opts, "momentum") and not 0 < opts.momentum <= 1:
+        raise ConfigError(f"neuron '{k}': momentum must be in (0, 1], got {opts.momentum}")
+    return opts
+
+
+def build(cfg: NeuronConfig, timesteps: int) -> SpikingNeuron:
+    neuron_type, _ = NEURONS[cfg.kind] if cfg.kind in NEURONS else (None, None)
+    opts = options_for(cfg, timesteps)
+    try:
+        return neuron_type(opts)
+    except ValueError as exc:
+        raise ConfigError(f"neuron '{cfg.kind}': {exc}") from None

@@ -1,0 +1,86 @@
+"""``mpinit_trsg``: membrane-potential initialisation (MP-Init) and the threshold-robust surrogate (TrSG).
+
+    M[t] = (1 - 1/tau) U[t-1] + (1/tau) I[t]      tau = 1/sigmoid(w), learned per layer (starts at 2)
+    S[t] = Heaviside(M[t] - Vthr)                 Vthr = softplus(k), learned per layer (starts at 1)
+    U[t] = M[t] - Vthr S[t]                       soft reset (default), or U[t] = M[t] (1 - S[t]) hard
+
+MP-Init: U[0] = u0 at the start of every sample, in training and inference. u0 is a running mean (EMA, 0.9
+old + 0.1 new) of U[T] over the neurons that spiked at least once in the sample; it settles near Vthr/2 with
+soft reset and Vthr/4 with hard reset.
+
+TrSG: the surrogate acts on the relative argument x = M/Vthr - 1 and the layer sends O = Vthr S, so
+dO/dM = f'(x) whatever Vthr is, while the window scales with Vthr. ``relative=False`` gives the absolute-scale
+surrogate (x = M - Vthr, O = S) for comparison. Sending Vthr S is the same, numerically, as sending binary
+spikes and multiplying the next layer's weights by Vthr, which is how it is folded for Loihi.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.nn import functional as F
+
+from spikefold.train.neurons import surrogates
+from spikefold.train.neurons.base import SpikingNeuron, StepOutput, global_sum
+
+
+@dataclasses.dataclass
+class MPInitTrSGOptions:
+    tau: float = 2.0
+    vthr: float = 1.0
+    reset: str = "soft"
+    surrogate: str = "rectangular"
+    width: float = 1.0  # in units of the relative argument x
+    relative: bool = True  # TrSG; False: absolute-scale surrogate
+    mp_init: bool = True
+    momentum: float = 0.1
+
+
+class MPInitTrSG(SpikingNeuron):
+    kind = "mpinit_trsg"
+
+    def __init__(self, options: MPInitTrSGOptions):
+        super().__init__(options)
+        if options.tau <= 1.0:
+            raise ValueError(f"mpinit_trsg tau must be > 1 (tau = 1/sigmoid(w)), got {options.tau}")
+        if options.vthr <= 0.0:
+            raise ValueError(f"mpinit_trsg vthr must be > 0, got {options.vthr}")
+        self.inv_tau_logit = torch.nn.Parameter(torch.logit(torch.tensor(1.0 / options.tau)))
+        self.vthr_raw = torch.nn.Parameter(torch.tensor(options.vthr).expm1().log())  # softplus^-1
+        self.register_buffer("initial_potential", torch.zeros(()))
+
+    @property
+    def inv_tau(self) -> torch.Tensor:
+        return torch.sigmoid(self.inv_tau_logit)
+
+    @property
+    def vthr(self) -> torch.Tensor:
+        return F.softplus(self.vthr_raw)
+
+    def initial_state(self, current):
+        if not self.options.mp_init:
+            return torch.zeros_like(current)
+        return torch.full_like(current, float(self.initial_potential))
+
+    def step(self, u, current, t):
+        o = self.options
+        k, vthr = self.inv_tau, self.vthr
+        m = (1.0 - k) * u + k * current
+        if o.relative:
+            s = surrogates.spike(m / vthr - 1.0, o.width, o.surrogate)
+            out, window = vthr * s, o.width * vthr.detach()
+        else:
+            s = surrogates.spike(m - vthr, o.width, o.surrogate)
+            out, window = s, o.width
+        u = m - vthr * s if o.reset == "soft" else m * (1.0 - s)
+        return StepOutput(u, out, s, m, vthr.detach(), window)
+
+    def after_sequence(self, u, spikes):
+        if not (self.training and self.options.mp_init):
+            return
+        active = spikes.detach().amax(0) > 0
+        total, count = global_sum(u.detach()[active].double().sum(), active.sum().double())
+        if count > 0:
+            with torch.no_grad():
+                self.initial_potential.lerp_((total / count).to(self.initial_potential.dtype), self.options.momentum)

@@ -1,0 +1,85 @@
+"""``psg_pda``: parametric surrogate gradient (PSG) and membrane-potential distribution adjustment (PDA).
+
+RECONSTRUCTION: the paper (arXiv 2304.13289) gives neither code nor equations; this is spikefold's reading.
+
+Dynamics are the baseline LIF with hard reset: H(t) = beta U(t-1) + I(t), S = Heaviside(H - Vth),
+U(t) = H(t) (1 - S(t)).
+
+PSG: the surrogate's width w = softplus(rho) is one learnable scalar per layer. A width used only in the
+backward pass would get no gradient, so the spike is computed as a straight-through smoothed step:
+
+    S = Heaviside(x) + g_w(x) - stopgrad(g_w(x)),    x = H - Vth,    g_w = sigmoid(4x / w) (or arctan)
+
+Its value is exactly the Heaviside spike, dS/dx = g_w'(x) is the usual surrogate (peak 1/w), and dS/dw =
+dg_w/dw is the gradient the loss would give w if the forward were smoothed. After training w is fixed and
+inference is a plain LIF.
+
+PDA: a loss term per layer, lambda * SKL(N(mu, sigma^2) || N(mu*, sigma*^2)), the symmetric KL divergence between a
+Gaussian fitted to the layer's pre-spike potentials (over batch, neurons and timesteps) and a target Gaussian
+around the threshold (mu* = target_mean Vth, sigma* = target_std Vth). It keeps potentials away from the
+threshold's edge, where quantisation would flip spikes. The model sums these terms into its training loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.nn import functional as F
+
+from spikefold.train.neurons import surrogates
+from spikefold.train.neurons.base import SpikingNeuron, StepOutput, decay_parameter
+
+
+@dataclasses.dataclass
+class PSGPDAOptions:
+    beta: float = 0.5
+    learn_beta: bool = False
+    vth: float = 1.0
+    surrogate: str = "sigmoid"  # sigmoid or arctan: PSG needs a smooth step
+    width: float = 1.0  # initial width
+    learn_width: bool = True
+    pda_weight: float = 0.01  # lambda; 0 disables PDA
+    target_mean: float = 0.5  # mu* in units of Vth
+    target_std: float = 0.5  # sigma* in units of Vth
+
+
+def symmetric_kl(mu_p, var_p, mu_q, var_q) -> torch.Tensor:
+    """KL(p||q) + KL(q||p) for two univariate Gaussians."""
+    return ((var_p - var_q) ** 2 + (var_p + var_q) * (mu_p - mu_q) ** 2) / (2.0 * var_p * var_q)
+
+
+class PSGPDA(SpikingNeuron):
+    kind = "psg_pda"
+
+    def __init__(self, options: PSGPDAOptions):
+        super().__init__(options)
+        self.beta_logit = decay_parameter(options.beta, options.learn_beta)
+        self.width_raw = torch.nn.Parameter(torch.tensor(options.width).expm1().log(),
+                                            requires_grad=options.learn_width)
+        self._potentials: list[torch.Tensor] = []
+
+    @property
+    def width(self) -> torch.Tensor:
+        return F.softplus(self.width_raw)
+
+    def step(self, u, current, t):
+        o = self.options
+        h = torch.sigmoid(self.beta_logit) * u + current
+        x = h - o.vth
+        smooth = surrogates.smooth_step(o.surrogate, x, self.width)
+        s = (x > 0).to(h.dtype) + (smooth - smooth.detach())  # exactly 0 + exactly the Heaviside value
+        if self.training and o.pda_weight > 0:
+            self._potentials.append(h)
+        return StepOutput(h * (1.0 - s), s, s.detach(), h, o.vth, self.width.detach())
+
+    def after_sequence(self, u, spikes):
+        self.auxiliary_loss = None
+        if self._potentials:
+            h = torch.stack(self._potentials)
+            self._potentials = []
+            o = self.options
+            target_var = torch.tensor((o.target_std * o.vth) ** 2, dtype=h.dtype, device=h.device)
+            target_mu = torch.tensor(o.target_mean * o.vth, dtype=h.dtype, device=h.device)
+            var = h.var(unbiased=False).clamp(min=1e-6)
+            self.auxiliary_loss = o.pda_weight * symmetric_kl(h.mean(), var, target_mu, target_var)

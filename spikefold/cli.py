@@ -54,6 +54,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
 
 
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option takes key=value (e.g. reset=soft), got '{text}'")
+    key, value = text.split("=", 1)
+    import yaml
+
+    return key.strip(), yaml.safe_load(value)
+
+
 def _model_config(args, features: int = 64, classes: int = 10):
     from spikefold.train.models import ModelConfig
     from spikefold.train.neurons import NeuronConfig
@@ -62,9 +71,13 @@ def _model_config(args, features: int = 64, classes: int = 10):
         raise SpikefoldError(f"--timesteps must be >= 1, got {args.timesteps}")
     if not 0 <= args.beta < 1:
         raise SpikefoldError(f"--beta must be in [0, 1), got {args.beta}")
-    neuron = NeuronConfig("lif", {"beta": args.beta, "learn_beta": args.learn_beta})
+    kind = getattr(args, "neuron", "lif")
+    options = dict(getattr(args, "option", None) or [])
+    if kind == "lif":
+        options = {"beta": args.beta, "learn_beta": args.learn_beta, **options}
     return ModelConfig(arch="mlp", input_shape=(features,), classes=classes, hidden=tuple(args.hidden),
-                       timesteps=args.timesteps, neuron=neuron)
+                       timesteps=args.timesteps, neuron=NeuronConfig(kind, options),
+                       norm="tdbn" if kind == "agl" else "bn")
 
 
 def _train_config(args):
@@ -75,18 +88,52 @@ def _train_config(args):
     return TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
 
 
+def _recipe(path: str) -> dict:
+    import yaml
+
+    from spikefold.errors import ConfigError
+
+    try:
+        recipe = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} does not exist; shipped recipes are in recipes/") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+    unknown = set(recipe or {}) - {"dataset", "model", "train", "description"}
+    if not isinstance(recipe, dict) or unknown or "model" not in recipe:
+        raise ConfigError(f"recipe {path} needs 'dataset', 'model' and 'train' sections"
+                          + (f" (unknown: {sorted(unknown)})" if unknown else ""))
+    return recipe
+
+
 def cmd_train(args) -> int:
     from spikefold.pipeline import load_dataset
-    from spikefold.train.loop import train
+    from spikefold.train import probes
+    from spikefold.train.loop import TrainConfig, train
+    from spikefold.train.models import ModelConfig
 
-    split = load_dataset(args.dataset)
-    model_cfg = _model_config(args, split.features, split.classes)
+    if args.recipe:
+        recipe = _recipe(args.recipe)
+        split = load_dataset(recipe.get("dataset", "digits"), args.data_root)
+        model_cfg = ModelConfig.from_dict(recipe["model"])
+        overrides = {"device": args.device} | ({"epochs": args.epochs} if args.epochs_given else {})
+        train_cfg = TrainConfig.from_dict({**recipe.get("train", {}), **overrides})
+    else:
+        split = load_dataset(args.dataset, args.data_root)
+        model_cfg = _model_config(args, split.features, split.classes)
+        train_cfg = _train_config(args)
+    gradients = probes.GradientProbe() if args.probes else None
     with _progress() as progress:
-        task = progress.add_task("train", total=args.epochs)
-        result = train(model_cfg, _train_config(args), split, out=args.out, resume=args.resume,
+        task = progress.add_task("train", total=train_cfg.epochs)
+        result = train(model_cfg, train_cfg, split, out=args.out, resume=args.resume,
                        on_epoch=lambda r: progress.update(task, completed=r["epoch"],
-                                                          description=f"train  acc {r['test_accuracy']:.3f}"))
+                                                          description=f"train  acc {r['test_accuracy']:.3f}"),
+                       after_backward=gradients)
     out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}")
+    if args.probes:
+        written = probes.write(Path(args.out) / "probes", probes.observe(result.model, split.x_test),
+                               gradients.summary())
+        out_console.print(f"probes: {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -200,11 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikefold", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a spiking MLP on a data set")
+    p = sub.add_parser("train", help="train a spiking network (an MLP from flags, or any model from a recipe)")
     _model_args(p)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--out", default="runs/train", help="folder for last.pt and model.pt")
+    p.add_argument("--neuron", default="lif", help="lif, atgo, agl, mpinit_trsg or psg_pda (default lif)")
+    p.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                   help="a neuron option, e.g. --option reset=soft --option surrogate=arctan (repeatable)")
+    p.add_argument("--recipe", default=None, help="a YAML recipe (recipes/*.yaml): data set, model and training")
+    p.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, cifar100, cifar10_dvs")
+    p.add_argument("--data-root", default=None, help="local folder holding a non-embedded data set")
+    p.add_argument("--out", default="runs/train", help="folder for last.pt, model.pt and probes/")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--no-probes", dest="probes", action="store_false",
+                   help="skip firing-rate, gradient-window, potential and gradient probes")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="fold and quantise a checkpoint into a NIR file of Loihi 2 integers")
@@ -247,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv)
     try:
         return args.func(args)
     except SpikefoldError as exc:

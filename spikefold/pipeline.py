@@ -34,10 +34,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_dataset(name: str) -> datasets.Split:
-    if name not in datasets.DATASETS:
-        raise DataError(f"unknown data set '{name}'; available: {', '.join(datasets.DATASETS)}")
-    return datasets.DATASETS[name]()
+def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
+    return datasets.load(name, root)
 
 
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",

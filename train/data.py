@@ -1,11 +1,23 @@
-"""Data sets. The default, scikit-learn's digits (8x8 grey images, 1797 samples), ships with scikit-learn, so
-the whole pipeline runs offline. Pixels are scaled to [0, 1] and fed directly (analog input) every timestep."""
+"""Data sets, as float arrays in [0, 1] (direct analog input) with integer labels.
+
+- ``digits`` (default): scikit-learn's 8x8 digits (1797 samples), shipped with scikit-learn, so everything runs
+  offline. Split 80/20, stratified, with a fixed seed. Flat (64 features); conv models view it as (1, 8, 8).
+- ``cifar10`` / ``cifar100``: the "python version" archives, extracted under a local root the user gives
+  (``cifar-10-batches-py/`` or ``cifar-100-python/``). Nothing is downloaded. Their batch files are pickles;
+  they are read with an unpickler that admits numpy arrays and plain containers only, never code.
+- ``cifar10_dvs``: CIFAR10-DVS through ``tonic`` (optional) from a local root, binned into T frames of
+  (2, 48, 48); the samples are sequences (the model's ``temporal_input``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
+from pathlib import Path
 
 import numpy as np
+
+from spikefold.errors import DataError
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -13,21 +25,25 @@ TEST_FRACTION = 0.2
 
 @dataclasses.dataclass
 class Split:
-    x_train: np.ndarray  # float32, (n, features) in [0, 1]
+    x_train: np.ndarray  # float32 in [0, 1], (n, ...) per-sample shape
     y_train: np.ndarray  # int64
     x_test: np.ndarray
     y_test: np.ndarray
 
     @property
     def features(self) -> int:
-        return int(self.x_train.shape[1])
+        return int(np.prod(self.x_train.shape[1:]))
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x_train.shape[1:])
 
     @property
     def classes(self) -> int:
         return int(max(self.y_train.max(), self.y_test.max()) + 1)
 
 
-def digits() -> Split:
+def digits(root: str | Path | None = None) -> Split:
     """scikit-learn's digits, split 80/20 stratified with a fixed seed (the same split on every machine)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -40,4 +56,99 @@ def digits() -> Split:
     return Split(x_train, y_train, x_test, y_test)
 
 
-DATASETS = {"digits": digits}
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts, lists, strings and numbers; refuses every other global (i.e. code)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR batches hold only arrays")
+
+
+def _load_batch(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"missing file {path}; extract the CIFAR 'python version' archive under the data root")
+    try:
+        with path.open("rb") as f:
+            batch = _ArraysOnly(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise DataError(f"{path} is not a CIFAR batch file: {exc}") from None
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _images(batch: dict, path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    if "data" not in batch or label_key not in batch:
+        raise DataError(f"{path} has no '{label_key}' or 'data' entry; is it the right CIFAR variant?")
+    data = np.asarray(batch["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: expected (n, 3072) uint8 images, got {data.shape}")
+    return (data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0,
+            np.asarray(batch[label_key], dtype=np.int64))
+
+
+def _root(root: str | Path | None, name: str) -> Path:
+    if root is None:
+        raise DataError(f"data set '{name}' is read from a local copy: pass its folder with --data-root")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist (data set '{name}')")
+    return root
+
+
+def cifar10(root: str | Path | None) -> Split:
+    base = _root(root, "cifar10") / "cifar-10-batches-py"
+    train = [_images(_load_batch(base / f"data_batch_{i}"), base / f"data_batch_{i}", "labels") for i in range(1, 6)]
+    x_test, y_test = _images(_load_batch(base / "test_batch"), base / "test_batch", "labels")
+    return Split(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test)
+
+
+def cifar100(root: str | Path | None) -> Split:
+    base = _root(root, "cifar100") / "cifar-100-python"
+    x_train, y_train = _images(_load_batch(base / "train"), base / "train", "fine_labels")
+    x_test, y_test = _images(_load_batch(base / "test"), base / "test", "fine_labels")
+    return Split(x_train, y_train, x_test, y_test)
+
+
+def cifar10_dvs(root: str | Path | None, timesteps: int = 10, size: int = 48) -> Split:
+    """CIFAR10-DVS via tonic from a local copy, as (T, 2, size, size) event-count frames scaled to [0, 1],
+    split 90/10 per class with the fixed seed (the data set ships no split)."""
+    base = _root(root, "cifar10_dvs")
+    try:
+        import tonic
+    except ImportError:
+        raise DataError("cifar10_dvs needs the optional package 'tonic' (pip install tonic)") from None
+    dataset = tonic.datasets.CIFAR10DVS(save_to=str(base))
+    if not dataset._check_exists():
+        raise DataError(f"no CIFAR10-DVS files under {base}; extract the data set there (spikefold never downloads)")
+    sensor = tonic.datasets.CIFAR10DVS.sensor_size
+    transform = tonic.transforms.Compose([
+        tonic.transforms.Downsample(spatial_factor=size / sensor[0]),
+        tonic.transforms.ToFrame(sensor_size=(size, size, 2), n_time_bins=timesteps),
+    ])
+    frames, labels = [], []
+    for events, label in dataset:
+        f = transform(events).astype(np.float32)
+        frames.append(f / max(float(f.max()), 1.0))
+        labels.append(int(label))
+    x, y = np.stack(frames), np.asarray(labels, np.int64)
+    rng = np.random.default_rng(SPLIT_SEED)
+    test = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[: len(idx) // 10]] = True
+    return Split(x[~test], y[~test], x[test], y[test])
+
+
+DATASETS = {"digits": digits, "cifar10": cifar10, "cifar100": cifar100, "cifar10_dvs": cifar10_dvs}
+
+
+def load(name: str, root: str | Path | None = None) -> Split:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set '{name}'; available: {', '.join(DATASETS)}")
+    return DATASETS[name](root) if name != "digits" else digits()

@@ -44,6 +44,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (128, 128)  # mlp layer sizes
     width: float = 1.0  # channel multiplier for conv nets
     plan: tuple[Any, ...] | None = None  # vgg: channels and "A" (2x2 average pooling); default VGG_PLAN
+    temporal_input: bool = False  # samples are sequences (T, *input_shape), e.g. DVS frames
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -135,8 +136,17 @@ class SpikingModel(nn.Module):
         terms = [m.auxiliary_loss for _, m in self.neurons() if m.auxiliary_loss is not None]
         return torch.stack(terms).sum() if terms else None
 
+    @property
+    def static_input(self) -> bool:
+        """Direct input: the same x at every timestep, so the first layer's currents are computed once."""
+        return not self.cfg.temporal_input
+
     def repeat(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, ...) analog input -> (T, batch, *input_shape), the same x at every timestep."""
+        """(batch, ...) input -> (T, batch, *input_shape): direct input repeated, or a sequence transposed."""
+        if self.cfg.temporal_input:
+            if x.shape[1] != self.cfg.timesteps:
+                raise ConfigError(f"sequence input has {x.shape[1]} steps; the model runs {self.cfg.timesteps}")
+            return x.reshape(x.shape[0], self.cfg.timesteps, *self.cfg.input_shape).transpose(0, 1)
         x = x.reshape(x.shape[0], *self.cfg.input_shape)
         return x.unsqueeze(0).expand(self.cfg.timesteps, *x.shape)
 
@@ -153,7 +163,7 @@ class SpikingMLP(SpikingModel):
         """x: (batch, features) -> logits (batch, classes)."""
         h = self.repeat(x)
         for i, block in enumerate(self.hidden):
-            h = block(h, static=i == 0)
+            h = block(h, static=i == 0 and self.static_input)
         return self.readout(h).mean(0)
 
 
@@ -177,7 +187,7 @@ class VGGSNN(SpikingModel):
         self.readout = nn.Linear(channels * height * width, cfg.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, static = self.repeat(x), True
+        h, static = self.repeat(x), self.static_input
         for layer in self.features:
             if isinstance(layer, SpikingBlock):
                 h, static = layer(h, static), False
@@ -232,7 +242,7 @@ class ResNet19(SpikingModel):
         self.readout = nn.Linear(256 if sew else cin, cfg.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(self.repeat(x), static=True)
+        h = self.stem(self.repeat(x), static=self.static_input)
         for block in self.blocks:
             h = block(h)
         h = _over_time(self.pool, h).flatten(2)

@@ -1,0 +1,204 @@
+"""Models for every neuron type, running statistics across save/load and processes, data loaders, probes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from spikefold.cli import main
+from spikefold.errors import ConfigError, DataError
+from spikefold.train import checkpoint, data, probes
+from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
+from spikefold.train.models import ModelConfig, build_model
+from spikefold.train.neurons import NEURONS, NeuronConfig
+
+KINDS = list(NEURONS)
+
+
+def _tiny(arch: str, kind: str, timesteps: int = 2) -> ModelConfig:
+    shapes = {"mlp": (64,), "vgg": (1, 8, 8), "resnet19": (3, 16, 16), "sew_resnet19": (3, 16, 16)}
+    return ModelConfig(arch=arch, input_shape=shapes[arch], classes=5, timesteps=timesteps,
+                       neuron=NeuronConfig(kind), norm="tdbn" if kind == "agl" else "bn",
+                       hidden=(16,), width=1 / 16, plan=(64, "A", 128, "A") if arch == "vgg" else None)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "vgg", "resnet19", "sew_resnet19"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_architecture_with_every_neuron(arch, kind):
+    torch.manual_seed(0)
+    model = build_model(_tiny(arch, kind)).train()
+    x = torch.rand(3, *model.cfg.input_shape)
+    logits = model(x)
+    assert logits.shape == (3, 5)
+    loss = logits.logsumexp(1).mean() + (model.auxiliary_loss() or 0)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads[:1]) and any(float(g.abs().sum()) > 0 for g in grads if g is not None)
+
+
+def test_vgg_paper_plan_and_resnet19_layout():
+    vgg = build_model(ModelConfig(arch="vgg", input_shape=(2, 48, 48), classes=10, timesteps=1, width=1 / 32))
+    convs = [m for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8 and vgg.readout.in_features == 16 * 3 * 3  # 512/32 channels at 48/16
+    for arch, heads in (("resnet19", 0), ("sew_resnet19", 1)):
+        net = build_model(ModelConfig(arch=arch, input_shape=(3, 32, 32), timesteps=1, width=1 / 16))
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert len(convs) == 1 + 2 * 8  # stem + 8 blocks of two: with the two FC layers, 19 weight layers
+        assert (net.head is not None) == bool(heads)
+
+
+def test_sequence_input_for_event_data():
+    cfg = ModelConfig(arch="vgg", input_shape=(2, 8, 8), classes=3, timesteps=4, temporal_input=True,
+                      plan=(8, "A"))
+    model = build_model(cfg)
+    assert model(torch.rand(2, 4, 2, 8, 8)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="sequence input has 3 steps; the model runs 4"):
+        model(torch.rand(2, 3, 2, 8, 8))
+
+
+@pytest.mark.parametrize("kind", ["atgo", "mpinit_trsg"])
+def test_running_statistics_survive_save_load_and_freeze_in_eval(kind, split, tmp_path):
+    cfg = ModelConfig(hidden=(32,), timesteps=3, neuron=NeuronConfig(kind))
+    result = train(cfg, TrainConfig(epochs=1), split, out=tmp_path)
+    buffers = {k: v.clone() for k, v in result.model.named_buffers() if "running_threshold" in k
+               or "initial_potential" in k}
+    assert buffers, "the neuron must keep its statistic as a buffer"
+    initial = 1.0 if kind == "atgo" else 0.0
+    assert any(float((b - initial).abs().max()) > 1e-4 for b in buffers.values()), "training moved them"
+    loaded = model_from_checkpoint(tmp_path / "model.pt")
+    for name, value in buffers.items():
+        assert torch.equal(dict(loaded.named_buffers())[name], value)
+    x = torch.as_tensor(split.x_test[:50])
+    with torch.no_grad():
+        first = loaded(x)
+        second = loaded(x)
+    torch.testing.assert_close(first, second)
+    for name, value in buffers.items():
+        assert torch.equal(dict(loaded.named_buffers())[name], value), "eval must not update statistics"
+    with torch.no_grad():  # and eval really reads them
+        for name, buf in loaded.named_buffers():
+            if name in buffers:
+                buf.add_(0.5)
+        assert not torch.allclose(loaded(x), first)
+
+
+def _ddp_worker(rank: int, world: int, port: int, folder: str, kind: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        split = data.digits()
+        cfg = ModelConfig(hidden=(24,), timesteps=2, neuron=NeuronConfig(kind))
+        result = train(cfg, TrainConfig(epochs=1, batch_size=64), split)
+        stats = {k: v.tolist() for k, v in result.model.named_buffers()
+                 if "running_threshold" in k or "initial_potential" in k}
+        # Without DDP's buffer broadcast: each rank sees different data, yet the statistics agree because
+        # the neurons average them over processes as they compute them.
+        from spikefold.train.neurons import build
+
+        neuron = build(NeuronConfig(kind), 2).train()
+        torch.manual_seed(rank)
+        neuron(torch.randn(2, 16, 32) * (rank + 1) + rank)
+        stats["direct"] = [b.tolist() for b in neuron.buffers()]
+        with open(f"{folder}/rank{rank}.json", "w") as f:
+            json.dump(stats, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["atgo", "mpinit_trsg"])
+def test_ddp_two_processes_end_with_identical_statistics(kind, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), kind), nprocs=2, join=True)
+    a = json.loads((tmp_path / "rank0.json").read_text())
+    b = json.loads((tmp_path / "rank1.json").read_text())
+    assert a and a == b
+
+
+def _write_cifar(root, n=4, variant="cifar-10-batches-py"):
+    base = root / variant
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if "10-" in variant else ["train", "test"]
+    key = "labels" if "10-" in variant else "fine_labels"
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key.encode(): list(range(n))}
+        with open(base / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+
+
+def test_cifar_loaders_read_local_copies(tmp_path):
+    _write_cifar(tmp_path)
+    split = data.load("cifar10", tmp_path)
+    assert split.x_train.shape == (20, 3, 32, 32) and split.x_test.shape == (4, 3, 32, 32)
+    assert 0 <= split.x_train.min() and split.x_train.max() <= 1
+    _write_cifar(tmp_path / "c100", variant="cifar-100-python")
+    assert data.load("cifar100", tmp_path / "c100").y_train.tolist() == [0, 1, 2, 3]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar_loader_refuses_code_and_names_missing_files(tmp_path):
+    with pytest.raises(DataError, match="pass its folder with --data-root"):
+        data.load("cifar10")
+    with pytest.raises(DataError, match=r"data root .*nowhere does not exist"):
+        data.load("cifar10", tmp_path / "nowhere")
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    with pytest.raises(DataError, match=r"missing file .*data_batch_1"):
+        data.load("cifar10", tmp_path)
+    with open(base / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": _Evil()}, f)
+    with pytest.raises(DataError, match=r"refusing to load builtins.print"):
+        data.load("cifar10", tmp_path)
+    with pytest.raises(DataError, match="unknown data set 'mnist'"):
+        data.load("mnist")
+
+
+def test_probes_match_the_spikes(split):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=(32, 16), timesteps=3))
+    x = split.x_test[:64]
+    summary = probes.observe(model, x)
+    # Independent count: re-run and collect the spikes each neuron layer emits.
+    emitted = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: emitted.__setitem__(name, out))
+             for name, m in model.neurons()]
+    with torch.no_grad():
+        model(torch.as_tensor(x))
+    for h in hooks:
+        h.remove()
+    for name, spikes in emitted.items():
+        expected = spikes.mean(dim=tuple(range(1, spikes.dim()))).tolist()
+        assert summary[name]["firing_rate"] == pytest.approx(expected)
+        counts = np.asarray(summary[name]["histogram"]["counts"])
+        assert counts.sum() + summary[name]["histogram"]["outside_range"] == spikes.numel()
+
+
+def test_recipe_training_writes_probes(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: digits\nmodel: {arch: mlp, input_shape: [64], classes: 10, timesteps: 2,\n"
+                      "  hidden: [32], neuron: {kind: mpinit_trsg, options: {reset: soft}}}\n"
+                      "train: {epochs: 2, optimiser: sgd, lr: 0.05, label_smoothing: 0.1}\n")
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "probes" / "probes.json").read_text())
+    assert set(report["activity"]) == {"hidden.0.neuron"} and report["gradients"]
+    for png in ("firing_rate.png", "window_share.png", "potentials.png", "gradients.png"):
+        assert (tmp_path / "run" / "probes" / png).stat().st_size > 1000
+    assert checkpoint.load(tmp_path / "run" / "model.pt")["model_config"]["neuron"]["kind"] == "mpinit_trsg"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {arch: transformer}\n")
+    assert main(["train", "--recipe", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown architecture 'transformer'" in capsys.readouterr().err

@@ -202,3 +202,18 @@ def test_recipe_training_writes_probes(tmp_path, capsys):
     bad.write_text("model: {arch: transformer}\n")
     assert main(["train", "--recipe", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "unknown architecture 'transformer'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (
+    __import__("pathlib").Path(__file__).parent.parent / "recipes").glob("*.yaml")))
+def test_shipped_recipes_build(recipe):
+    import pathlib
+
+    import yaml
+
+    r = yaml.safe_load((pathlib.Path(__file__).parent.parent / "recipes" / recipe).read_text())
+    assert r["dataset"] in data.DATASETS and r["description"]
+    cfg = ModelConfig.from_dict(r["model"])
+    TrainConfig.from_dict(r["train"])
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000

@@ -2,9 +2,10 @@
 fixed-point equations Lava's bit-accurate models (lava-nc 0.10.0, ``Loihi2SimCfg(select_tag="fixed_pt")``)
 compute on them.
 
-This module is the one place those equations are written. ``spikefold.sim`` runs them vectorised over
-samples; ``spikefold.deploy`` hands the same integers to Lava's stock processes and the tests check that both
-agree on every spike and state integer.
+This module is the one place those equations are written. They take numpy arrays or torch tensors alike
+(int64; ``_ops`` supplies the three functions the two libraries spell differently), so ``spikefold.sim``
+runs this same code vectorised over samples on CPU or GPU; ``spikefold.deploy`` hands the same integers to
+Lava's stock processes and the tests check that both agree on every spike and state integer.
 
 A network is ``InputEncoding -> [Dense -> LIF] * L``; the last layer is a *readout*: an integrating neuron
 (``dv = 0``) that never fires and whose voltage after the last timestep is the logit.
@@ -13,6 +14,7 @@ A network is ``InputEncoding -> [Dense -> LIF] * L``; the last layer is a *reado
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,21 +31,61 @@ STATE_MAX = 1 << (STATE_BITS - 1)  # 2**23
 VTH_NEVER = (1 << 17) - 1  # largest 17-bit threshold: a readout neuron uses it
 
 
-def _trunc_decay(x: np.ndarray, keep: int) -> np.ndarray:
-    """x * keep / 4096 rounded toward zero, as Loihi's decay unit computes it."""
-    prod = x.astype(np.int64) * keep
-    return np.sign(prod) * (np.abs(prod) >> DECAY_SHIFT)
+class _ArrayOps(NamedTuple):
+    """The few functions the equations need that numpy and torch spell differently. Everything else is an
+    operator (``+ * << >> & < !=``), which both define identically for int64 arrays."""
+
+    int64: Callable[[Any], Any]
+    int32: Callable[[Any], Any]  # keeps the low 32 bits, two's complement, as a C cast does
+    where: Callable[[Any, Any, Any], Any]
+    clip: Callable[[Any, Any, Any], Any]
 
 
-def wrap32(x: np.ndarray) -> np.ndarray:
+_NUMPY = _ArrayOps(int64=lambda a: np.asarray(a, dtype=np.int64), int32=lambda a: np.asarray(a).astype(np.int32),
+                   where=np.where, clip=np.clip)
+
+
+def _ops(*arrays: Any) -> _ArrayOps:
+    """numpy's functions, or torch's when any argument is a torch tensor (the simulator runs these same
+    equations on int64 tensors, on CPU or GPU; torch is imported only then)."""
+    if any(type(a).__module__.startswith("torch") for a in arrays):
+        import torch
+
+        return _ArrayOps(
+            int64=lambda a: a.to(torch.int64) if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=torch.int64),
+            int32=lambda a: a.to(torch.int32),
+            where=torch.where,
+            clip=lambda a, lo, hi: torch.clamp(a, min=lo, max=hi),
+        )
+    return _NUMPY
+
+
+def _trunc_decay(x: Any, keep: int) -> Any:
+    """x * keep / 4096 rounded toward zero, as Loihi's decay unit computes it (x: int64 array or tensor)."""
+    if keep == 0:  # du = 4095 or dv = 4096: the state is forgotten every step
+        return 0
+    x = _ops(x).int64(x)
+    if keep == DECAY_UNITY:  # dv = 0: no decay (x * 4096 >> 12 is x exactly)
+        return x
+    prod = x * keep
+    # Round toward zero without a branch: a negative product is biased by 4095 before the flooring shift.
+    return (prod + ((prod >> 63) & (DECAY_UNITY - 1))) >> DECAY_SHIFT
+
+
+def wrap32(x: Any) -> Any:
     """Two's-complement wrap to int32: Lava's CPU model computes in int32 and overflows silently."""
-    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+    ops = _ops(x)
+    return ops.int64(ops.int32(x))  # the cast keeps the low 32 bits: ((x + 2**31) mod 2**32) - 2**31
 
 
-def shift(x: np.ndarray, exp: np.ndarray | int) -> np.ndarray:
-    """x * 2**exp with an arithmetic (flooring) right shift for negative exponents."""
-    exp = np.asarray(exp)
-    return np.where(exp >= 0, x << np.maximum(exp, 0), x >> np.maximum(-exp, 0))
+def shift(x: Any, exp: Any) -> Any:
+    """x * 2**exp with an arithmetic (flooring) right shift for negative exponents; ``exp`` is one integer or
+    one per element."""
+    if isinstance(exp, (int, np.integer)):
+        return x << int(exp) if exp >= 0 else x >> -int(exp)
+    ops = _ops(x, exp)
+    exp = ops.int64(exp)
+    return ops.where(exp >= 0, x << ops.clip(exp, 0, None), x >> ops.clip(-exp, 0, None))
 
 
 @dataclasses.dataclass
@@ -98,10 +140,17 @@ class Dense:
             mag = (mag >> n) << n
         return -mag if inhibitory else mag
 
-    def forward(self, s: np.ndarray, w_eff: np.ndarray | None = None) -> np.ndarray:
-        """Synaptic input for a batch of presynaptic outputs ``s`` (batch, in) -> (batch, out), int64."""
+    def forward(self, s: Any, w_eff: Any = None) -> Any:
+        """Synaptic input for a batch of presynaptic outputs ``s`` (batch, in) -> (batch, out), int64.
+
+        ``s`` and ``w_eff`` are numpy arrays or torch tensors (then both, on one device)."""
         w = self.effective_weights() if w_eff is None else w_eff
-        acc = np.asarray(s, dtype=np.int64) @ w.T
+        ops = _ops(s, w)
+        return self.a_out(ops.int64(s) @ ops.int64(w).T)
+
+    def a_out(self, acc: Any) -> Any:
+        """What Lava's Dense sends, given ``acc = W_eff @ s`` computed exactly (in integers, or in floating
+        point within its exact range, as the simulator does)."""
         if self.num_message_bits > 0:  # Lava's graded path accumulates in int32; the binary path in int64
             acc = wrap32(acc)
         return wrap32(shift(acc, self.weight_exp))
@@ -144,16 +193,19 @@ class LIF:
     def effective_bias(self) -> np.ndarray:
         return shift(np.asarray(self.bias_mant, dtype=np.int64), np.asarray(self.bias_exp, dtype=np.int64))
 
-    def step(self, u: np.ndarray, v: np.ndarray, a_in: np.ndarray, bias: np.ndarray | None = None) -> LIFStep:
+    def step(self, u: Any, v: Any, a_in: Any, bias: Any = None) -> LIFStep:
+        """One timestep for int64 state ``u``, ``v`` (numpy arrays or torch tensors, any leading batch shape).
+        With tensors on a GPU, pass ``bias`` (``effective_bias()``) as a tensor on that device."""
         bias = self.effective_bias() if bias is None else bias
-        u_raw = wrap32(_trunc_decay(u, DECAY_UNITY - (self.du + 1)) + wrap32(np.asarray(a_in, np.int64) << ACT_SHIFT))
-        u_new = np.where(u_raw > STATE_MAX, u_raw - 2 * STATE_MAX, u_raw)
-        u_new = np.where(u_new <= -STATE_MAX, u_raw + 2 * STATE_MAX, u_new)
+        ops = _ops(u, v, a_in)
+        u_raw = wrap32(_trunc_decay(u, DECAY_UNITY - (self.du + 1)) + wrap32(ops.int64(a_in) << ACT_SHIFT))
+        u_new = ops.where(u_raw > STATE_MAX, u_raw - 2 * STATE_MAX, u_raw)
+        u_new = ops.where(u_new <= -STATE_MAX, u_raw + 2 * STATE_MAX, u_new)
         v_raw = wrap32(_trunc_decay(v, DECAY_UNITY - self.dv) + u_new + bias)
-        v_new = np.clip(v_raw, -(STATE_MAX - 1), STATE_MAX - 1)
+        v_new = ops.clip(v_raw, -(STATE_MAX - 1), STATE_MAX - 1)
         saturated = v_new != v_raw
         spikes = v_new > (self.vth << VTH_SHIFT)
-        v_new = np.where(spikes, 0, v_new)
+        v_new = ops.where(spikes, 0, v_new)
         return LIFStep(u_new, v_new, spikes, u_new != u_raw, saturated)
 
 

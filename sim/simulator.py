@@ -1,18 +1,76 @@
-"""Bit-exact simulation of an integer network, vectorised over samples.
+"""Bit-exact simulation of an integer network, vectorised over samples, on CPU or GPU (torch).
 
-Timing is layer-synchronous: at timestep t every layer sees its input layer's output of the same t. Lava's
-Dense adds one timestep of delay per layer, so Lava's layer l answers l steps later; ``spikefold.deploy``
-undoes that shift before comparing. The arithmetic is ``spikefold.export.intnet``'s, unchanged.
+The arithmetic is ``spikefold.export.intnet``'s, unchanged: its equations run here on int64 tensors. The one
+thing done differently is the matrix product ``W_eff @ s``: it runs in floating point, which BLAS and GPUs
+do fast, but only where that is exact. Every operand is an integer, so a float product is exact as long as
+every partial sum is an integer the float type represents exactly. Whatever order the library sums in,
+each partial sum of row i is at most ``bound = max_i sum_j |W_eff[i, j]| * max_input`` in magnitude, so float32
+is exact when ``bound <= 2**24`` and float64 when ``bound <= 2**53``; each layer gets the narrower type that
+holds its bound (see :func:`matmul_plan`). The products themselves (|w| <= 256, input <= 255) are exact in
+every float format torch may substitute for float32 (TF32, bf16), and :func:`_ieee_float32_matmul` turns
+those substitutions off anyway.
+
+Two timings:
+
+- ``"synchronous"``: at timestep t every layer sees its input layer's output of the same t. Arrays are
+  (sample, timestep, neuron) with T timesteps.
+- ``"lava"``: Lava's. Each Dense delivers one step late, so layer l (0-based) works on a sample's timestep
+  tau at step ``tau + lava_delay(l)``; each layer's state is reset every T steps at its own offset, as
+  ``spikefold.deploy`` sets up Lava's ``LIFReset``. Arrays are (sample, step, neuron) with T + L steps
+  (L layers), from the step the input is first sent. :func:`align_to_synchronous` takes every layer's
+  window back out, and the two timings agree spike for spike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
-from spikefold.errors import DataError, StateRangeError
-from spikefold.export.intnet import STATE_MAX, IntNetwork
+from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
+from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer
+
+TIMINGS = ("synchronous", "lava")
+FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
+FLOAT64_EXACT = 1 << 53
+CPU_BATCH = 1024  # samples per pass on CPU: keeps a layer's int64 state in cache (measured, benchmarks/)
+
+
+def lava_delay(layer_index: int) -> int:
+    """Steps by which Lava's layer ``layer_index`` (0-based) lags layer-synchronous time: one per Dense from
+    the input up to and including its own."""
+    return layer_index + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulPrecision:
+    """How one layer's ``W_eff @ s`` is computed exactly."""
+
+    layer: str
+    dtype: str  # "float32" or "float64"
+    bound: int  # largest |partial sum| any row can reach
+
+
+def matmul_precision(layer: Layer, max_input: int) -> MatmulPrecision:
+    """The narrowest float type in which every partial sum of this layer's product is exact."""
+    w = layer.synapses.effective_weights()
+    bound = int(np.abs(w).sum(axis=1).max(initial=0)) * int(max_input)
+    if bound <= FLOAT32_EXACT:
+        return MatmulPrecision(layer.name, "float32", bound)
+    if bound <= FLOAT64_EXACT:
+        return MatmulPrecision(layer.name, "float64", bound)
+    # 2**53 needs a fan-in above 10**11 at full 8-bit weights and inputs: far beyond any core's axons.
+    raise HardwareRangeError(
+        f"layer '{layer.name}': partial sums can reach {bound}, beyond 2**53, where no float type is exact; "
+        "such a fan-in cannot be mapped onto hardware either: split the layer")
+
+
+def matmul_plan(net: IntNetwork) -> list[MatmulPrecision]:
+    """One :class:`MatmulPrecision` per layer: graded input can reach 2**bits - 1, spikes are 0 or 1."""
+    return [matmul_precision(layer, (1 << net.input.bits) - 1 if i == 0 else 1)
+            for i, layer in enumerate(net.layers)]
 
 
 @dataclasses.dataclass
@@ -24,22 +82,24 @@ class LayerStats:
     u_wraps: int = 0
     v_saturations: int = 0
 
-    def update(self, u: np.ndarray, v: np.ndarray, wrapped: np.ndarray, saturated: np.ndarray) -> None:
-        self.max_abs_u = max(self.max_abs_u, int(np.abs(u).max(initial=0)))
-        self.max_abs_v = max(self.max_abs_v, int(np.abs(v).max(initial=0)))
-        self.u_wraps += int(wrapped.sum())
-        self.v_saturations += int(saturated.sum())
+    def merge(self, other: LayerStats) -> None:
+        self.max_abs_u = max(self.max_abs_u, other.max_abs_u)
+        self.max_abs_v = max(self.max_abs_v, other.max_abs_v)
+        self.u_wraps += other.u_wraps
+        self.v_saturations += other.v_saturations
 
 
 @dataclasses.dataclass
 class SimResult:
-    """What a run produced. Arrays are indexed (sample, timestep, neuron)."""
+    """What a run produced. Arrays are indexed (sample, timestep, neuron); with ``timing == "lava"`` the
+    second axis is Lava's step (see the module docstring)."""
 
     spikes: list[np.ndarray]  # one bool array per layer (the readout's is all False)
     readout_v: np.ndarray  # int64, the readout layer's voltage after every timestep
     stats: list[LayerStats]
     u: list[np.ndarray] | None = None  # per-layer state traces when recorded
     v: list[np.ndarray] | None = None
+    timing: str = "synchronous"
 
     @property
     def logits(self) -> np.ndarray:
@@ -68,38 +128,188 @@ def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False) -> SimResult:
-    """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state."""
+def resolve_device(device: str | None):
+    """A torch device from a user's option: None or "auto" (CUDA when present), "cpu", "cuda[:N]"."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device '{device}'; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for, but this machine has no CUDA device; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{device}' is not supported; use auto, cpu or cuda[:N]")
+    return dev
+
+
+@contextlib.contextmanager
+def _ieee_float32_matmul() -> Iterator[None]:
+    """IEEE float32 products for the duration (no TF32/bf16 substitution), whatever the caller set."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+class _DeviceLayer:
+    """One layer's constants on the device: transposed float weights and the effective bias."""
+
+    def __init__(self, layer: Layer, precision: MatmulPrecision, device):
+        import torch
+
+        self.layer = layer
+        self.dtype = getattr(torch, precision.dtype)
+        self.weights_t = torch.as_tensor(layer.synapses.effective_weights().T, dtype=self.dtype,
+                                         device=device).contiguous()
+        self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
+
+    def synaptic_input(self, s):
+        """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
+        import torch
+
+        acc = (s.to(self.dtype) @ self.weights_t).to(torch.int64)  # exact: see matmul_precision
+        return self.layer.synapses.a_out(acc)
+
+
+def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, timing: str = "synchronous",
+             device: str | None = "cpu", batch_size: int | None = None) -> SimResult:
+    """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
+
+    ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default: 1024 on
+    CPU, all on GPU); results do not depend on it.
+    """
+    import torch
+
     x = check_input(net, x_int)
-    n, steps = x.shape[0], net.timesteps
-    weights = [layer.synapses.effective_weights() for layer in net.layers]
-    biases = [layer.neurons.effective_bias() for layer in net.layers]
-    u = [np.zeros((n, layer.size), np.int64) for layer in net.layers]
-    v = [np.zeros((n, layer.size), np.int64) for layer in net.layers]
+    if timing not in TIMINGS:
+        raise ConfigError(f"unknown timing '{timing}'; choose one of: {', '.join(TIMINGS)}")
+    dev = resolve_device(device)
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
+    batch = batch_size or (CPU_BATCH if dev.type == "cpu" else max(len(x), 1))
+    layers = [_DeviceLayer(layer, p, dev) for layer, p in zip(net.layers, matmul_plan(net))]
+    n = x.shape[0]
+    steps = net.timesteps + (len(net.layers) if timing == "lava" else 0)
     spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
-    trace_u = [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers] if record_state else None
-    trace_v = [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
+    traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
+              for name in (("u", "v") if record_state else ())}
+    readout_v = traces["v"][-1] if record_state else np.zeros((n, steps, net.readout.size), np.int64)
     stats = [LayerStats() for _ in net.layers]
+    with _ieee_float32_matmul(), torch.inference_mode():
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            xb = torch.as_tensor(x[start:stop], device=dev)
+            run = _run_batch(net, layers, xb, steps, timing, record_state)
+            for i in range(len(net.layers)):
+                spikes[i][start:stop] = run.spikes[i].cpu().numpy()
+                for name, arrays in traces.items():
+                    arrays[i][start:stop] = run.traces[name][i].cpu().numpy()
+                stats[i].merge(run.stats[i].result())
+            if not record_state:
+                readout_v[start:stop] = run.readout_v.cpu().numpy()
+    return SimResult(spikes=spikes, readout_v=readout_v, stats=stats, u=traces.get("u"), v=traces.get("v"),
+                     timing=timing)
+
+
+class _StatsOnDevice:
+    """LayerStats accumulated as device tensors, read back once per batch (a read-back per step would
+    synchronise the GPU every step)."""
+
+    def __init__(self, device):
+        import torch
+
+        zero = torch.zeros((), dtype=torch.int64, device=device)
+        self.max_u, self.max_v, self.wraps, self.saturations = zero, zero.clone(), zero.clone(), zero.clone()
+
+    def update(self, out) -> None:
+        import torch
+
+        for name, state in (("max_u", out.u), ("max_v", out.v)):
+            low, high = torch.aminmax(state)
+            setattr(self, name, torch.maximum(getattr(self, name), torch.maximum(high, -low)))
+        self.wraps = self.wraps + out.u_wrapped.sum()
+        self.saturations = self.saturations + out.v_saturated.sum()
+
+    def result(self) -> LayerStats:
+        return LayerStats(int(self.max_u), int(self.max_v), int(self.wraps), int(self.saturations))
+
+
+@dataclasses.dataclass
+class _BatchRun:
+    spikes: list
+    readout_v: object
+    traces: dict
+    stats: list
+
+
+def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timing: str,
+               record_state: bool) -> _BatchRun:
+    import torch
+
+    n, dev, T = x.shape[0], x.device, net.timesteps
+    lava = timing == "lava"
+    u = [torch.zeros((n, dl.layer.size), dtype=torch.int64, device=dev) for dl in layers]
+    v = [torch.zeros_like(state) for state in u]
+    spikes = [torch.zeros((n, steps, dl.layer.size), dtype=torch.bool, device=dev) for dl in layers]
+    traces = {name: [torch.zeros((n, steps, dl.layer.size), dtype=torch.int64, device=dev) for dl in layers]
+              for name in (("u", "v") if record_state else ())}
+    readout_v = torch.zeros((n, steps, net.readout.size), dtype=torch.int64, device=dev)
+    stats = [_StatsOnDevice(dev) for _ in layers]
     # Direct input: the same graded message every timestep, so the first layer's synaptic input is constant.
-    first_input = net.layers[0].synapses.forward(x, weights[0])
+    first_input = layers[0].synaptic_input(x)
+    no_input = torch.zeros_like(first_input)
+    sent = [torch.zeros((n, dl.layer.size), dtype=torch.bool, device=dev) for dl in layers]
     for t in range(steps):
-        pre = None
-        for i, layer in enumerate(net.layers):
-            a_in = first_input if i == 0 else layer.synapses.forward(pre, weights[i])
-            out = layer.neurons.step(u[i], v[i], a_in, biases[i])
+        # Synchronous: layer i receives what layer i-1 sends in this step. Lava: what layer i-1 sent in the
+        # previous step (``sent`` still holds it while layer i runs), and the input is sent at steps 0..T-1.
+        for i, dl in enumerate(layers):
+            if i == 0:
+                a_in = first_input if not lava or 1 <= t <= T else no_input
+            else:
+                a_in = dl.synaptic_input(sent[i - 1])
+            if lava and (t - lava_delay(i)) % T == 0:  # LIFReset: this layer starts a sample's timestep 0
+                u[i].zero_()
+                v[i].zero_()
+            out = dl.layer.neurons.step(u[i], v[i], a_in, dl.bias)
             u[i], v[i] = out.u, out.v
-            stats[i].update(out.u, out.v, out.u_wrapped, out.v_saturated)
+            stats[i].update(out)
             spikes[i][:, t] = out.spikes
-            trace_v[i][:, t] = out.v
-            if trace_u is not None:
-                trace_u[i][:, t] = out.u
-            pre = out.spikes
+            if record_state:
+                traces["u"][i][:, t] = out.u
+                traces["v"][i][:, t] = out.v
+            if not lava:
+                sent[i] = out.spikes
+        if lava:
+            sent = [s[:, t] for s in spikes]
+        readout_v[:, t] = v[-1]
+    return _BatchRun(spikes, readout_v, traces, stats)
+
+
+def align_to_synchronous(net: IntNetwork, result: SimResult) -> SimResult:
+    """A Lava-timing result re-indexed to layer-synchronous time: layer l's window starts lava_delay(l)
+    steps late (the same shift ``spikefold.deploy`` applies to what Lava's monitors record)."""
+    if result.timing != "lava":
+        raise ValueError(f"align_to_synchronous needs a Lava-timing result, got '{result.timing}'")
+    T = net.timesteps
+
+    def window(i: int, a: np.ndarray) -> np.ndarray:
+        return a[:, lava_delay(i) : lava_delay(i) + T]
+
+    last = len(net.layers) - 1
     return SimResult(
-        spikes=spikes,
-        readout_v=trace_v[-1],
-        stats=stats,
-        u=trace_u,
-        v=trace_v if record_state else None,
+        spikes=[window(i, s) for i, s in enumerate(result.spikes)],
+        readout_v=window(last, result.readout_v),
+        stats=result.stats,
+        u=[window(i, a) for i, a in enumerate(result.u)] if result.u is not None else None,
+        v=[window(i, a) for i, a in enumerate(result.v)] if result.v is not None else None,
+        timing="synchronous",
     )
 
 

@@ -70,26 +70,38 @@ def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
     layers, monitors = [], {}
     for index, layer in enumerate(net.layers):
         syn, neu = layer.synapses, layer.neurons
+        # Conv2d synapses run as a Dense with the convolution's connectivity (see intnet.Conv2d).
         dense = Dense(
-            weights=np.asarray(syn.weights, np.int32),
+            weights=syn.lava_weights().astype(np.int32),
             weight_exp=int(syn.weight_exp),
             num_weight_bits=int(syn.num_weight_bits),
             num_message_bits=int(syn.num_message_bits),
             name=f"{layer.name}.dense",
         )
-        lif = LIFReset(
-            shape=(neu.size,),
-            du=int(neu.du),
-            dv=int(neu.dv),
-            vth=int(neu.vth),
-            bias_mant=np.asarray(neu.bias_mant, np.int32),
-            bias_exp=np.asarray(neu.bias_exp, np.int32),
-            reset_interval=steps_per_sample,
-            reset_offset=(index + 2) % steps_per_sample,
-            name=f"{layer.name}.lif",
-        )
+        # Layer `index` starts each sample at Lava step k T + index + 2 (one step of delay per Dense).
+        offset = (index + 2) % steps_per_sample
+        common = dict(shape=(neu.size,), du=int(neu.du), dv=int(neu.dv),
+                      bias_mant=np.asarray(neu.bias_mant, np.int32), bias_exp=np.asarray(neu.bias_exp, np.int32),
+                      name=f"{layer.name}.lif")
+        if neu.stock:
+            lif = LIFReset(vth=int(neu.vth), reset_interval=steps_per_sample, reset_offset=offset, **common)
+        else:
+            from spikefold.deploy.scheduled_lif import ScheduledLIF
+
+            lif = ScheduledLIF(vth=neu.vth, reset=neu.reset, timesteps=steps_per_sample, offset=offset, **common)
         sender.connect(dense.s_in)
         dense.a_out.connect(lif.a_in)
+        if layer.initial is not None:
+            # MP-Init re-encoded on stock processes: one spike sent the step before each sample's first step
+            # reaches the neurons through the initial-potential synapses exactly then.
+            pulses = np.zeros((1, steps), np.int32)
+            pulses[0, index + np.arange(n) * steps_per_sample] = 1
+            pulse_source = RingBuffer(data=pulses)
+            initial = Dense(weights=layer.initial.lava_weights().astype(np.int32),
+                            weight_exp=int(layer.initial.weight_exp),
+                            num_weight_bits=int(layer.initial.num_weight_bits), name=f"{layer.name}.initial")
+            pulse_source.s_out.connect(initial.s_in)
+            initial.a_out.connect(lif.a_in)
         sender = lif.s_out
         probes = ["s_out"] if not layer.readout else ["v"]
         if record_state:

@@ -7,8 +7,8 @@ This module is the one place those equations are written. They take numpy arrays
 runs this same code vectorised over samples on CPU or GPU; ``spikefold.deploy`` hands the same integers to
 Lava's stock processes and the tests check that both agree on every spike and state integer.
 
-A network is ``InputEncoding -> [Dense -> LIF] * L``; the last layer is a *readout*: an integrating neuron
-(``dv = 0``) that never fires and whose voltage after the last timestep is the logit.
+A network is ``InputEncoding -> [Dense or Conv2d -> LIF] * L``; the last layer is a *readout*: an integrating
+neuron (``dv = 0``) that never fires and whose voltage after the last timestep is the logit.
 """
 
 from __future__ import annotations
@@ -129,22 +129,22 @@ class Dense:
         return tuple(self.weights.shape)  # type: ignore[return-value]
 
     def effective_weights(self) -> np.ndarray:
-        w = np.asarray(self.weights, dtype=np.int64)
-        lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
-        mixed = lo < 0 < hi
-        inhibitory = hi <= 0 and lo < 0
-        mag = -w if inhibitory else w
-        mag = np.clip(mag, -256 if mixed else 0, 255)
-        n = 8 - self.num_weight_bits + int(mixed)
-        if n > 0:
-            mag = (mag >> n) << n
-        return -mag if inhibitory else mag
+        return lava_weights(self.weights, self.num_weight_bits)
+
+    def matrix(self) -> np.ndarray:
+        """The effective (out, in) weight matrix Lava's Dense holds."""
+        return self.effective_weights()
+
+    def lava_weights(self) -> np.ndarray:
+        """The integer (out, in) matrix to hand to Lava's Dense (which then clips and truncates it)."""
+        return np.asarray(self.weights, np.int64)
 
     def forward(self, s: Any, w_eff: Any = None) -> Any:
         """Synaptic input for a batch of presynaptic outputs ``s`` (batch, in) -> (batch, out), int64.
 
-        ``s`` and ``w_eff`` are numpy arrays or torch tensors (then both, on one device)."""
-        w = self.effective_weights() if w_eff is None else w_eff
+        ``s`` and ``w_eff`` (the effective matrix) are numpy arrays or torch tensors (then both, on one
+        device)."""
+        w = self.matrix() if w_eff is None else w_eff
         ops = _ops(s, w)
         return self.a_out(ops.int64(s) @ ops.int64(w).T)
 
@@ -154,6 +154,70 @@ class Dense:
         if self.num_message_bits > 0:  # Lava's graded path accumulates in int32; the binary path in int64
             acc = wrap32(acc)
         return wrap32(shift(acc, self.weight_exp))
+
+
+def lava_weights(weights: np.ndarray, num_weight_bits: int) -> np.ndarray:
+    """What Lava's Dense keeps of integer weights: clipped to 8 bits ([-256, 255] for mixed sign), then
+    ``n = 8 - num_weight_bits + (1 if mixed sign)`` low bits truncated; the sign mode is the whole matrix's."""
+    w = np.asarray(weights, dtype=np.int64)
+    lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
+    mixed = lo < 0 < hi
+    inhibitory = hi <= 0 and lo < 0
+    mag = -w if inhibitory else w
+    mag = np.clip(mag, -256 if mixed else 0, 255)
+    n = 8 - num_weight_bits + int(mixed)
+    if n > 0:
+        mag = (mag >> n) << n
+    return -mag if inhibitory else mag
+
+
+@dataclasses.dataclass
+class Conv2d(Dense):
+    """Convolution synapses: ``weights`` (out, in, kh, kw) over input maps ``input_shape`` (C, H, W), zero
+    ``padding`` and ``stride`` on both axes, neurons ordered (channel, row, column).
+
+    Arithmetic is the Dense's on the unrolled matrix (:meth:`matrix`), which is also how it runs in Lava:
+    Lava 0.10's CPU ``Conv`` ignores ``weight_exp`` and sums in float32, so it cannot match hardware that
+    applies the exponent. A pooling layer before the convolution is folded into its kernel by export.
+    """
+
+    input_shape: tuple[int, int, int] = (1, 1, 1)
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.input_shape
+        k_out, _, kh, kw = np.asarray(self.weights).shape
+        return (int(k_out), (h + 2 * self.padding - kh) // self.stride + 1,
+                (w + 2 * self.padding - kw) // self.stride + 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(np.prod(self.output_shape)), int(np.prod(self.input_shape))
+
+    def matrix(self) -> np.ndarray:
+        """The convolution as an (out C*H*W, in C*H*W) matrix of effective weights."""
+        return self.unroll(self.effective_weights())
+
+    def lava_weights(self) -> np.ndarray:
+        # Unrolling adds only zeros, so Lava finds the kernel's sign mode and clips/truncates as for it.
+        return self.unroll(np.asarray(self.weights, np.int64))
+
+    def unroll(self, kernel: np.ndarray) -> np.ndarray:
+        """A (out, in, kh, kw) kernel as the matrix mapping (C, H, W)-ordered inputs to outputs."""
+        c_in, h, w = self.input_shape
+        c_out, ho, wo = self.output_shape
+        _, _, kh, kw = kernel.shape
+        m = np.zeros((c_out, ho, wo, c_in, h, w), dtype=np.int64)
+        for y in range(ho):
+            for x in range(wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        yy, xx = y * self.stride + i - self.padding, x * self.stride + j - self.padding
+                        if 0 <= yy < h and 0 <= xx < w:
+                            m[:, y, x, :, yy, xx] = kernel[:, :, i, j]
+        return m.reshape(c_out * ho * wo, c_in * h * w)
 
 
 class LIFStep(NamedTuple):
@@ -172,12 +236,13 @@ class LIF:
 
         u = trunc0(u * (4096 - (du + 1)) / 4096) + (a_in << 6)   wrapped to 24 bits (two's complement)
         v = trunc0(v * (4096 - dv) / 4096) + u + (bias_mant << bias_exp)   saturated to +-(2**23 - 1)
-        s = v > (vth << 6)
-        v[s] = 0
+        s = v > (vth[t] << 6)                     vth: one threshold, or one per timestep t of a sample
+        v[s] = 0                or   v[s] -= vth[t] << 6      reset "zero" (Lava's LIF) or "subtract"
 
     trunc0 rounds toward zero. Sums are int32 in Lava's CPU model and wrap there (only far outside the 24-bit
     range). A float LIF ``U(t) = beta U(t-1)(1 - S(t-1)) + I(t)`` is ``du = 4095``
-    (the current forgets every step, so u = a_in << 6), ``dv = 4096 (1 - beta)``.
+    (the current forgets every step, so u = a_in << 6), ``dv = 4096 (1 - beta)``. Lava's stock LIF has one
+    threshold and the zero reset; a schedule or the subtractive reset needs spikefold's ``ScheduledLIF``.
     """
 
     du: int
@@ -185,6 +250,16 @@ class LIF:
     vth: int
     bias_mant: np.ndarray  # int, shape (n,)
     bias_exp: np.ndarray  # int, shape (n,)
+    reset: str = "zero"  # or "subtract"
+
+    @property
+    def stock(self) -> bool:
+        """Whether Lava's stock LIF/LIFReset computes this neuron exactly."""
+        return self.reset == "zero" and np.ndim(self.vth) == 0
+
+    def threshold(self, t: int) -> int:
+        """vth at position t of a sample."""
+        return int(self.vth) if np.ndim(self.vth) == 0 else int(np.asarray(self.vth)[t])
 
     @property
     def size(self) -> int:
@@ -193,9 +268,10 @@ class LIF:
     def effective_bias(self) -> np.ndarray:
         return shift(np.asarray(self.bias_mant, dtype=np.int64), np.asarray(self.bias_exp, dtype=np.int64))
 
-    def step(self, u: Any, v: Any, a_in: Any, bias: Any = None) -> LIFStep:
-        """One timestep for int64 state ``u``, ``v`` (numpy arrays or torch tensors, any leading batch shape).
-        With tensors on a GPU, pass ``bias`` (``effective_bias()``) as a tensor on that device."""
+    def step(self, u: Any, v: Any, a_in: Any, bias: Any = None, t: int = 0) -> LIFStep:
+        """One timestep (position ``t`` in its sample) for int64 state ``u``, ``v`` (numpy arrays or torch
+        tensors, any leading batch shape). With tensors on a GPU, pass ``bias`` (``effective_bias()``) as a
+        tensor on that device."""
         bias = self.effective_bias() if bias is None else bias
         ops = _ops(u, v, a_in)
         u_raw = wrap32(_trunc_decay(u, DECAY_UNITY - (self.du + 1)) + wrap32(ops.int64(a_in) << ACT_SHIFT))
@@ -204,8 +280,9 @@ class LIF:
         v_raw = wrap32(_trunc_decay(v, DECAY_UNITY - self.dv) + u_new + bias)
         v_new = ops.clip(v_raw, -(STATE_MAX - 1), STATE_MAX - 1)
         saturated = v_new != v_raw
-        spikes = v_new > (self.vth << VTH_SHIFT)
-        v_new = ops.where(spikes, 0, v_new)
+        threshold = self.threshold(t) << VTH_SHIFT
+        spikes = v_new > threshold
+        v_new = ops.where(spikes, v_new - threshold if self.reset == "subtract" else 0, v_new)
         return LIFStep(u_new, v_new, spikes, u_new != u_raw, saturated)
 
 
@@ -222,10 +299,25 @@ class Layer:
     neurons: LIF
     scale: float
     readout: bool = False
+    # An initial potential (MP-Init), re-encoded for stock hardware: one spike at the first step of every
+    # sample through these (n, 1) synapses, so a_in gains ``initial.forward([1])`` at timestep 0.
+    initial: Dense | None = None
 
     @property
     def size(self) -> int:
         return self.neurons.size
+
+    @property
+    def process(self) -> str:
+        """How Lava runs the neurons: "stock (hardware-compatible)" or "custom (simulation only)", and why."""
+        if self.neurons.stock:
+            return "stock (hardware-compatible): LIFReset"
+        why = "a per-timestep threshold" if np.ndim(self.neurons.vth) else "a subtractive reset"
+        return f"custom (simulation only): ScheduledLIF for {why}"
+
+    def initial_input(self) -> np.ndarray | None:
+        """The synaptic input the initial-potential synapses add at a sample's first step, or None."""
+        return None if self.initial is None else self.initial.forward(np.ones((1, 1), np.int64))[0]
 
 
 @dataclasses.dataclass
@@ -277,6 +369,18 @@ class IntNetwork:
             _check_range(layer.name, "vth", neu.vth, 0, vth_max, "lower the layer scale")
             _check_range(layer.name, "bias_mant", neu.bias_mant, -mant, mant - 1, "raise bias_exp")
             _check_range(layer.name, "bias_exp", neu.bias_exp, b_lo, b_hi, "lower the layer scale")
+            if neu.reset not in ("zero", "subtract"):
+                raise HardwareRangeError(f"layer '{layer.name}': reset '{neu.reset}' is not zero or subtract")
+            if np.ndim(neu.vth) and np.shape(neu.vth) != (self.timesteps,):
+                raise HardwareRangeError(
+                    f"layer '{layer.name}': threshold schedule has {np.size(neu.vth)} entries but the network "
+                    f"runs {self.timesteps} timesteps; export the model with timesteps = {np.size(neu.vth)}")
+            if layer.initial is not None:
+                if layer.initial.shape != (neu.size, 1):
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': initial-potential synapses {layer.initial.shape}, need ({neu.size}, 1)")
+                _check_range(layer.name, "initial weights", layer.initial.weights, -256, 255, "rescale")
+                _check_range(layer.name, "initial weight_exp", layer.initial.weight_exp, e_lo, e_hi, "rescale")
             in_size = neu.size
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
-from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer
+from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer, wrap32
 
 TIMINGS = ("synchronous", "lava")
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
@@ -55,7 +55,7 @@ class MatmulPrecision:
 
 def matmul_precision(layer: Layer, max_input: int) -> MatmulPrecision:
     """The narrowest float type in which every partial sum of this layer's product is exact."""
-    w = layer.synapses.effective_weights()
+    w = layer.synapses.matrix()
     bound = int(np.abs(w).sum(axis=1).max(initial=0)) * int(max_input)
     if bound <= FLOAT32_EXACT:
         return MatmulPrecision(layer.name, "float32", bound)
@@ -166,9 +166,10 @@ class _DeviceLayer:
 
         self.layer = layer
         self.dtype = getattr(torch, precision.dtype)
-        self.weights_t = torch.as_tensor(layer.synapses.effective_weights().T, dtype=self.dtype,
-                                         device=device).contiguous()
+        self.weights_t = torch.as_tensor(layer.synapses.matrix().T, dtype=self.dtype, device=device).contiguous()
         self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
+        initial = layer.initial_input()
+        self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)
 
     def synaptic_input(self, s):
         """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
@@ -274,10 +275,15 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
                 a_in = first_input if not lava or 1 <= t <= T else no_input
             else:
                 a_in = dl.synaptic_input(sent[i - 1])
-            if lava and (t - lava_delay(i)) % T == 0:  # LIFReset: this layer starts a sample's timestep 0
+            position = (t - lava_delay(i)) % T if lava else t  # the timestep within the sample
+            if lava and position == 0:  # LIFReset: this layer starts a sample's timestep 0
                 u[i].zero_()
                 v[i].zero_()
-            out = dl.layer.neurons.step(u[i], v[i], a_in, dl.bias)
+            if dl.initial is not None and position == 0 and (not lava or t >= lava_delay(i)):
+                # MP-Init's initial potential: one spike through its own synapses; Lava sums a port's
+                # inputs in int32.
+                a_in = wrap32(a_in + dl.initial)
+            out = dl.layer.neurons.step(u[i], v[i], a_in, dl.bias, t=position)
             u[i], v[i] = out.u, out.v
             stats[i].update(out)
             spikes[i][:, t] = out.spikes

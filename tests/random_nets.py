@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikefold.export.intnet import LIF, VTH_NEVER, Dense, InputEncoding, IntNetwork, Layer
+from spikefold.export.intnet import LIF, VTH_NEVER, Conv2d, Dense, InputEncoding, IntNetwork, Layer
 
 
 def random_network(seed: int, sizes=(12, 16, 10, 5), timesteps: int = 3, input_bits: int = 8,
@@ -49,3 +49,39 @@ def random_network(seed: int, sizes=(12, 16, 10, 5), timesteps: int = 3, input_b
 def random_input(net: IntNetwork, samples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 1 << net.input.bits, size=(samples, net.input.size))
+
+
+def featured_network(seed: int, timesteps: int = 4) -> IntNetwork:
+    """A random network whose hidden layers use what Lava's stock LIF lacks or re-encodes: per-timestep
+    threshold schedules, subtractive reset, initial potentials (through their pulse synapses)."""
+    net = random_network(seed, timesteps=timesteps)
+    rng = np.random.default_rng(1000 + seed)
+    for i, layer in enumerate(net.layers[:-1]):
+        neu = layer.neurons
+        if i % 2 == 0:
+            neu.vth = rng.integers(1, 2000, size=timesteps)
+        neu.reset = "subtract" if (i + seed) % 2 == 0 else "zero"
+        layer.initial = Dense(weights=rng.integers(-256, 256, size=(neu.size, 1)).astype(np.int32),
+                              weight_exp=int(rng.integers(0, 5)))
+    return net
+
+
+def conv_network(seed: int, timesteps: int = 3) -> IntNetwork:
+    """Input (1, 6, 6) -> 3x3 conv (4 maps, padding 1) -> 4x4 stride-2 conv, as pooling folds into it
+    (3 maps, 3x3) -> readout of 4."""
+    rng = np.random.default_rng(seed)
+
+    def lif(n, readout=False):
+        return LIF(du=4095, dv=0 if readout else int(rng.integers(100, 4000)),
+                   vth=VTH_NEVER if readout else int(rng.integers(50, 800)),
+                   bias_mant=rng.integers(-500, 500, size=n).astype(np.int32),
+                   bias_exp=rng.integers(0, 3, size=n).astype(np.int32))
+
+    c1 = Conv2d(weights=rng.integers(-256, 256, size=(4, 1, 3, 3)).astype(np.int32), weight_exp=-1,
+                num_message_bits=8, input_shape=(1, 6, 6), stride=1, padding=1)
+    c2 = Conv2d(weights=rng.integers(-256, 256, size=(3, 4, 4, 4)).astype(np.int32), weight_exp=2,
+                input_shape=(4, 6, 6), stride=2, padding=1)
+    readout = Dense(weights=rng.integers(-256, 256, size=(4, 27)).astype(np.int32), weight_exp=1)
+    layers = [Layer("conv1", c1, lif(c1.shape[0]), 1.0), Layer("conv2", c2, lif(c2.shape[0]), 1.0),
+              Layer("readout", readout, lif(4, readout=True), 1.0, readout=True)]
+    return IntNetwork(input=InputEncoding(size=36, scale=255.0, bits=8), layers=layers, timesteps=timesteps)

@@ -8,7 +8,7 @@ import pytest
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import compare
 from spikefold.sim.simulator import simulate
-from tests.random_nets import random_input, random_network
+from tests.random_nets import conv_network, featured_network, random_input, random_network
 
 
 def _assert_identical(net, ref, got):
@@ -65,3 +65,71 @@ def test_demo_model_spikes_equal(exported, split):
     got = lava_runner.run_in_chunks(net, x, chunk=20, record_state=True)
     _assert_identical(net, ref, got)
     assert sum(int(s.sum()) for s in ref.spikes) > 1000, "the demo model must actually spike"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_schedules_subtractive_reset_and_initial_potentials(seed):
+    net = featured_network(seed)
+    assert any(not layer.neurons.stock for layer in net.layers)
+    x = random_input(net, samples=5, seed=seed)
+    _assert_identical(net, simulate(net, x, record_state=True), lava_runner.run(net, x, record_state=True))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_convolutions_with_graded_input(seed):
+    net = conv_network(seed)
+    x = random_input(net, samples=4, seed=seed)
+    ref = simulate(net, x, record_state=True)
+    assert all(s.any() for s in ref.spikes[:-1]), "both conv layers must spike"
+    _assert_identical(net, ref, lava_runner.run(net, x, record_state=True))
+
+
+def test_conv_unrolling_matches_torch_conv2d():
+    """The (C, H, W)-ordered matrix is the convolution torch computes (correlation, zero padding)."""
+    import torch
+
+    net = conv_network(5)
+    conv = net.layers[1].synapses
+    kernel = conv.effective_weights()
+    x = np.random.default_rng(0).integers(0, 2, size=(3, *conv.input_shape))
+    expected = torch.nn.functional.conv2d(torch.as_tensor(x, dtype=torch.float64),
+                                          torch.as_tensor(kernel, dtype=torch.float64),
+                                          stride=conv.stride, padding=conv.padding)
+    assert expected.shape[1:] == conv.output_shape
+    got = x.reshape(3, -1) @ conv.matrix().T
+    np.testing.assert_array_equal(got, expected.reshape(3, -1).numpy().astype(np.int64))
+
+
+def test_scheduled_lif_float_model_agrees_where_arithmetic_is_exact():
+    """With no decay and integer inputs the float model's real arithmetic equals the fixed-point model."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.monitor.process import Monitor
+
+    from spikefold.deploy.scheduled_lif import ScheduledLIF
+    from spikefold.export.intnet import LIF
+
+    rng = np.random.default_rng(0)
+    steps, n = 12, 6
+    data = rng.integers(0, 2, size=(4, steps))
+    weights = rng.integers(-20, 40, size=(n, 4))
+    neuron = LIF(du=4095, dv=0, vth=np.array([30, 60, 90]), bias_mant=np.zeros(n, int), bias_exp=np.zeros(n, int),
+                 reset="subtract")
+    spikes = {}
+    for tag in ("fixed_pt", "floating_pt"):
+        src, dense = RingBuffer(data=data), Dense(weights=weights * 2)
+        lif = ScheduledLIF(shape=(n,), du=4095, dv=0, vth=neuron.vth, bias_mant=np.zeros(n), bias_exp=np.zeros(n),
+                           reset="subtract", timesteps=3, offset=2)
+        src.s_out.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        mon = Monitor()
+        mon.probe(lif.s_out, steps)
+        try:
+            lif.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag=tag))
+            spikes[tag] = np.asarray(mon.get_data()[lif.name]["s_out"]).astype(bool)
+        finally:
+            lif.stop()
+    assert spikes["fixed_pt"].any()
+    np.testing.assert_array_equal(spikes["fixed_pt"], spikes["floating_pt"])

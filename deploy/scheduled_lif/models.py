@@ -1,17 +1,5 @@
-"""spikefold's own Lava process, for what Lava's stock LIF cannot express: a threshold that changes with the
-timestep (DS-ATGO's frozen schedule) and a subtractive (soft) reset (TrSG, soft-reset LIF).
-
-Built like Lava's own LIF: the process declares what the neuron is (ports and variables); process models say
-how it runs. The bit-accurate model (tag ``fixed_pt``) does not restate the equations: it calls
-``spikefold.export.intnet.LIF.step``, the same function the simulator runs, so the two cannot drift. The
-floating-point model (tag ``floating_pt``) reads the same variables as real numbers (decays as fractions of
-4096, no wrap-around or saturation), like Lava's float LIF.
-
-Samples are ``timesteps`` long; u and v are cleared at the first step of each sample (``time_step % timesteps
-== offset``, as in Lava's ``LIFReset``) and the threshold used is ``vth[t]`` for the step's position t in the
-sample. These run in simulation only: on Loihi 2 they would need a microcode neuron model, which lava-loihi
-provides to its licensees, so the export marks such layers "custom (simulation only)".
-"""
+"""How ScheduledLIF runs: a bit-accurate model that calls spikefold.export.intnet.LIF.step (the simulator's
+equations, not a copy) and a floating-point model. See the package docstring."""
 
 from __future__ import annotations
 
@@ -26,30 +14,10 @@ from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
-from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
-from lava.magma.core.process.process import AbstractProcess  # noqa: E402
-from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-
-class ScheduledLIF(AbstractProcess):
-    """CUBA LIF with a per-timestep threshold schedule ``vth`` (length ``timesteps``) and a zero or
-    subtractive reset; equations in :class:`spikefold.export.intnet.LIF`."""
-
-    def __init__(self, *, shape: tuple[int, ...], du: int, dv: int, vth: np.ndarray, bias_mant: np.ndarray,
-                 bias_exp: np.ndarray, reset: str, timesteps: int, offset: int, name: str | None = None):
-        vth = np.broadcast_to(np.asarray(vth, np.int64), (timesteps,)).copy()
-        super().__init__(shape=shape, name=name, reset=reset, timesteps=timesteps, offset=offset % timesteps)
-        self.a_in = InPort(shape=shape)
-        self.s_out = OutPort(shape=shape)
-        self.u = Var(shape=shape, init=0)
-        self.v = Var(shape=shape, init=0)
-        self.du = Var(shape=(1,), init=du)
-        self.dv = Var(shape=(1,), init=dv)
-        self.vth = Var(shape=(timesteps,), init=vth)
-        self.bias_mant = Var(shape=shape, init=bias_mant)
-        self.bias_exp = Var(shape=shape, init=bias_exp)
+from spikefold.deploy.scheduled_lif.process import ScheduledLIF  # noqa: E402
 
 
 class _ScheduledLIFModel(PyLoihiProcessModel):

@@ -1,12 +1,14 @@
 """Write an integer network as a NIR graph and read it back.
 
 The graph uses standard NIR nodes whose float parameters describe the *quantised* network in the float model's
-units (one NIR time unit is one timestep, dt = 1): ``Input -> (Affine -> CubaLIF)* -> Affine -> I -> Output``.
-For a hidden layer with scale S: ``weight = W_eff 2**e 64 / (S * input_unit)``, ``bias = (bias_mant <<
-bias_exp) / S``, ``v_threshold = vth 64 / S``, ``tau_syn = 4096 / (du + 1)``, ``tau_mem = 4096 / dv`` and
-``r = tau_mem`` (so that v gains exactly I each step). The readout is an integrator ``I`` (dv = 0). The
-exact integers ride in each node's ``metadata`` under ``spikefold.*`` keys, and the graph's metadata holds
-the input encoding and timesteps, so reading gives back the identical integer network.
+units (one NIR time unit is one timestep, dt = 1): ``Input -> ((Flatten ->) Affine or Conv2d -> CubaLIF)* ->
+(Flatten ->) Affine -> I -> Output``. For a layer with scale S: ``weight = W_eff 2**e 64 / (S * input_unit)``,
+``bias = (bias_mant << bias_exp) / S``, ``v_threshold = vth 64 / S``, ``tau_syn = 4096 / (du + 1)``,
+``tau_mem = 4096 / dv`` and ``r = tau_mem`` (so that v gains exactly I each step). The readout is an
+integrator ``I`` (dv = 0). The exact integers ride in each node's ``metadata`` under ``spikefold.*`` keys,
+including what standard NIR cannot say (a per-timestep threshold schedule, the subtractive reset, MP-Init's
+initial-potential synapses, and whether the layer runs on stock or custom Lava processes), and the graph's
+metadata holds the input encoding and timesteps, so reading gives back the identical integer network.
 """
 
 from __future__ import annotations
@@ -21,60 +23,93 @@ import numpy as np
 
 from spikefold.errors import NIRFileError
 from spikefold.export import hw_config
-from spikefold.export.intnet import ACT_SHIFT, DECAY_UNITY, LIF, VTH_SHIFT, Dense, InputEncoding, IntNetwork, Layer
+from spikefold.export.intnet import (
+    ACT_SHIFT,
+    DECAY_UNITY,
+    LIF,
+    VTH_SHIFT,
+    Conv2d,
+    Dense,
+    InputEncoding,
+    IntNetwork,
+    Layer,
+)
 
 FORMAT = "spikefold-intnet-1"
-SUPPORTED_NODES = ("Input", "Affine", "CubaLIF", "I", "Output")
+SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "CubaLIF", "I", "Flatten", "Output")
 
 
-def _affine(layer: Layer, input_unit: float) -> nir.Affine:
+def _synapse(layer: Layer, input_unit: float) -> nir.NIRNode:
     syn, neu = layer.synapses, layer.neurons
-    w_float = syn.effective_weights() * 2.0**syn.weight_exp * (1 << ACT_SHIFT) / (layer.scale * input_unit)
+    gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) / (layer.scale * input_unit)
     bias = neu.effective_bias() / layer.scale
-    return nir.Affine(weight=w_float, bias=bias.astype(np.float64), metadata={
+    meta = {
         "spikefold.weights": np.asarray(syn.weights, np.int32),
         "spikefold.weight_exp": int(syn.weight_exp),
         "spikefold.num_weight_bits": int(syn.num_weight_bits),
         "spikefold.num_message_bits": int(syn.num_message_bits),
         "spikefold.scale": float(layer.scale),
-    })
+    }
+    if isinstance(syn, Conv2d):
+        c_in, h, w = syn.input_shape
+        meta |= {"spikefold.input_shape": np.asarray(syn.input_shape), "spikefold.stride": int(syn.stride),
+                 "spikefold.padding": int(syn.padding)}
+        per_channel = bias.reshape(syn.output_shape[0], -1)[:, 0]  # one bias per map: export repeats it per neuron
+        return nir.Conv2d(input_shape=(h, w), weight=syn.effective_weights() * gain, stride=syn.stride,
+                          padding=syn.padding, dilation=1, groups=1, bias=per_channel.astype(np.float64),
+                          metadata=meta)
+    return nir.Affine(weight=syn.effective_weights() * gain, bias=bias.astype(np.float64), metadata=meta)
 
 
 def _neuron(layer: Layer) -> nir.NIRNode:
     neu = layer.neurons
-    n = neu.size
+    shape = layer.synapses.output_shape if isinstance(layer.synapses, Conv2d) else (neu.size,)
     meta = {
         "spikefold.du": int(neu.du),
         "spikefold.dv": int(neu.dv),
-        "spikefold.vth": int(neu.vth),
+        "spikefold.vth": int(neu.vth) if np.ndim(neu.vth) == 0 else np.asarray(neu.vth, np.int64),
+        "spikefold.reset": neu.reset,
         "spikefold.bias_mant": np.asarray(neu.bias_mant, np.int32),
         "spikefold.bias_exp": np.asarray(neu.bias_exp, np.int32),
         "spikefold.readout": bool(layer.readout),
+        "spikefold.process": layer.process,
     }
+    if layer.initial is not None:
+        meta |= {"spikefold.initial_weights": np.asarray(layer.initial.weights, np.int32),
+                 "spikefold.initial_weight_exp": int(layer.initial.weight_exp)}
     if layer.readout:
-        return nir.I(r=np.ones(n), metadata=meta)
-    tau_mem = np.full(n, DECAY_UNITY / neu.dv)
+        return nir.I(r=np.ones(shape), metadata=meta)
+    tau_mem = np.full(shape, DECAY_UNITY / neu.dv)
+    # NIR's CubaLIF has one threshold and a reset to v_reset: a schedule's first value stands in for it and
+    # the subtractive reset is only in the metadata, which is what deploy reads.
     return nir.CubaLIF(
-        tau_syn=np.full(n, DECAY_UNITY / (neu.du + 1)),
+        tau_syn=np.full(shape, DECAY_UNITY / (neu.du + 1)),
         tau_mem=tau_mem,
         r=tau_mem.copy(),
-        v_leak=np.zeros(n),
-        v_threshold=np.full(n, neu.vth * (1 << VTH_SHIFT) / layer.scale),
-        v_reset=np.zeros(n),
+        v_leak=np.zeros(shape),
+        v_threshold=np.full(shape, neu.threshold(0) * (1 << VTH_SHIFT) / layer.scale),
+        v_reset=np.zeros(shape),
         metadata=meta,
     )
 
 
 def to_nir(net: IntNetwork) -> nir.NIRGraph:
-    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array([net.input.size])})}
+    first = net.layers[0].synapses
+    in_shape = first.input_shape if isinstance(first, Conv2d) else (net.input.size,)
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges = []
-    previous = "input"
+    previous, previous_shape = "input", in_shape
     for i, layer in enumerate(net.layers):
         unit = net.input.scale if i == 0 else 1.0
-        nodes[f"{layer.name}.affine"] = _affine(layer, unit)
+        if not isinstance(layer.synapses, Conv2d) and len(previous_shape) > 1:
+            nodes[f"{layer.name}.flatten"] = nir.Flatten(input_type={"input": np.array(previous_shape)}, start_dim=0)
+            edges.append((previous, f"{layer.name}.flatten"))
+            previous = f"{layer.name}.flatten"
+        nodes[f"{layer.name}.synapse"] = _synapse(layer, unit)
         nodes[f"{layer.name}.neuron"] = _neuron(layer)
-        edges += [(previous, f"{layer.name}.affine"), (f"{layer.name}.affine", f"{layer.name}.neuron")]
+        edges += [(previous, f"{layer.name}.synapse"), (f"{layer.name}.synapse", f"{layer.name}.neuron")]
         previous = f"{layer.name}.neuron"
+        previous_shape = layer.synapses.output_shape if isinstance(layer.synapses, Conv2d) else (layer.size,)
     nodes["output"] = nir.Output(output_type={"output": np.array([net.readout.size])})
     edges.append((previous, "output"))
     metadata: dict[str, Any] = {
@@ -167,40 +202,56 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
         raise NIRFileError(
             f"{source}: this NIR graph was not written by spikefold (no '{FORMAT}' integer metadata); "
             "export the model with `spikefold export` to get the integers Loihi runs")
-    order = _chain(graph, source)
+    order = [n for n in _chain(graph, source) if not isinstance(graph.nodes[n], nir.Flatten)]
     kinds = [type(graph.nodes[n]).__name__ for n in order]
     body = kinds[1:-1]
     if kinds[-1] != "Output" or len(body) < 2 or len(body) % 2:
-        raise NIRFileError(f"{source}: expected Input -> (Affine -> neuron)+ -> Output, got {' -> '.join(kinds)}")
+        raise NIRFileError(f"{source}: expected Input -> (Affine/Conv2d -> neuron)+ -> Output, got {' -> '.join(kinds)}")
     layers = []
     for k in range(0, len(body), 2):
-        aname, nname = order[1 + k], order[2 + k]
-        if body[k] != "Affine" or body[k + 1] not in ("CubaLIF", "I"):
+        sname, nname = order[1 + k], order[2 + k]
+        if body[k] not in ("Affine", "Conv2d") or body[k + 1] not in ("CubaLIF", "I"):
             raise NIRFileError(
-                f"{source}: node '{aname}' ({body[k]}) -> '{nname}' ({body[k + 1]}) is not Affine -> CubaLIF/I")
-        affine, neuron = graph.nodes[aname], graph.nodes[nname]
+                f"{source}: node '{sname}' ({body[k]}) -> '{nname}' ({body[k + 1]}) is not Affine/Conv2d -> CubaLIF/I")
+        synapse, neuron = graph.nodes[sname], graph.nodes[nname]
+
+        def value(node, name, key):
+            return _meta(node, name, key, source)
+
+        common = dict(weights=np.asarray(value(synapse, sname, "weights"), np.int32),
+                      weight_exp=int(value(synapse, sname, "weight_exp")),
+                      num_weight_bits=int(value(synapse, sname, "num_weight_bits")),
+                      num_message_bits=int(value(synapse, sname, "num_message_bits")))
+        if body[k] == "Conv2d":
+            syn = Conv2d(**common, input_shape=tuple(int(v) for v in value(synapse, sname, "input_shape")),
+                         stride=int(value(synapse, sname, "stride")), padding=int(value(synapse, sname, "padding")))
+        else:
+            syn = Dense(**common)
+        vth = np.asarray(value(neuron, nname, "vth"), np.int64)
+        initial = None
+        if "spikefold.initial_weights" in (neuron.metadata or {}):
+            initial = Dense(weights=np.asarray(value(neuron, nname, "initial_weights"), np.int32),
+                            weight_exp=int(value(neuron, nname, "initial_weight_exp")))
         layers.append(Layer(
             name=nname.rsplit(".", 1)[0],
-            synapses=Dense(
-                weights=np.asarray(_meta(affine, aname, "weights", source), np.int32),
-                weight_exp=int(_meta(affine, aname, "weight_exp", source)),
-                num_weight_bits=int(_meta(affine, aname, "num_weight_bits", source)),
-                num_message_bits=int(_meta(affine, aname, "num_message_bits", source)),
-            ),
+            synapses=syn,
             neurons=LIF(
-                du=int(_meta(neuron, nname, "du", source)),
-                dv=int(_meta(neuron, nname, "dv", source)),
-                vth=int(_meta(neuron, nname, "vth", source)),
-                bias_mant=np.asarray(_meta(neuron, nname, "bias_mant", source), np.int32),
-                bias_exp=np.asarray(_meta(neuron, nname, "bias_exp", source), np.int32),
+                du=int(value(neuron, nname, "du")),
+                dv=int(value(neuron, nname, "dv")),
+                vth=int(vth) if vth.ndim == 0 else vth,
+                bias_mant=np.asarray(value(neuron, nname, "bias_mant"), np.int32),
+                bias_exp=np.asarray(value(neuron, nname, "bias_exp"), np.int32),
+                reset=str(value(neuron, nname, "reset")),
             ),
-            scale=float(_meta(affine, aname, "scale", source)),
-            readout=bool(_meta(neuron, nname, "readout", source)),
+            scale=float(value(synapse, sname, "scale")),
+            readout=bool(value(neuron, nname, "readout")),
+            initial=initial,
         ))
     first = layers[0].synapses
+    in_size = int(np.prod(first.input_shape)) if isinstance(first, Conv2d) else int(first.shape[1])
     extra = {k[len("spikefold.meta."):]: v for k, v in meta.items() if k.startswith("spikefold.meta.")}
     return IntNetwork(
-        input=InputEncoding(size=int(first.shape[1]), scale=float(meta["spikefold.input_scale"]),
+        input=InputEncoding(size=in_size, scale=float(meta["spikefold.input_scale"]),
                             bits=int(meta["spikefold.input_bits"])),
         layers=layers,
         timesteps=int(meta["spikefold.timesteps"]),

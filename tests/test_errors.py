@@ -66,8 +66,8 @@ def test_unmappable_node_is_named(capsys, tmp_path, exported):
     graph = nir_io.to_nir(net)
     width = net.layers[0].size
     graph.nodes["squash"] = nir.Threshold(threshold=np.ones(width))
-    graph.edges = [e for e in graph.edges if e != ("hidden0.neuron", "hidden1.affine")]
-    graph.edges += [("hidden0.neuron", "squash"), ("squash", "hidden1.affine")]
+    graph.edges = [e for e in graph.edges if e != ("hidden0.neuron", "hidden1.synapse")]
+    graph.edges += [("hidden0.neuron", "squash"), ("squash", "hidden1.synapse")]
     path = tmp_path / "odd.nir"
     nir.write(path, graph)
     code, err = _run(capsys, "deploy", str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import nir
@@ -17,6 +18,7 @@ from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train import checkpoint
 from spikefold.train.loop import TrainConfig, evaluate, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig
+from spikefold.train.neurons import NeuronConfig
 
 
 def test_training_reaches_95_percent(trained, split):
@@ -86,7 +88,7 @@ def test_nir_round_trip(exported, tmp_path):
         np.testing.assert_array_equal(a.neurons.bias_mant, b.neurons.bias_mant)
         np.testing.assert_array_equal(a.neurons.bias_exp, b.neurons.bias_exp)
     # The float parameters describe the same integers in the float model's units.
-    first = graph.nodes["hidden0.affine"]
+    first = graph.nodes["hidden0.synapse"]
     layer = net.layers[0]
     expected = (layer.synapses.effective_weights() * 2.0**layer.synapses.weight_exp * 2**ACT_SHIFT
                 / (layer.scale * net.input.scale))
@@ -97,8 +99,8 @@ def test_nir_round_trip(exported, tmp_path):
 
 
 def test_unrepresentable_threshold_names_layer_value_and_range(exported, split, loihi2):
-    fnet, _, _ = exported
-    bad = dataclasses.replace(fnet, layers=[dataclasses.replace(fnet.layers[0], vth=1e-9), *fnet.layers[1:]])
+    bad = copy.deepcopy(exported[0])
+    bad.layers[0].neuron.options.vth = 1e-9
     with pytest.raises(HardwareRangeError, match=r"layer 'hidden0'.*vth = 0.*\[1, 131071\]"):
         quantise(bad, loihi2, split.x_train[:100])
 
@@ -119,3 +121,71 @@ def test_validate_names_out_of_range_parameter(exported, loihi2):
         bad.layers[0].synapses, weight_exp=9))
     with pytest.raises(HardwareRangeError, match=r"layer 'hidden0': weight_exp = 9 is outside the hardware range \[-8, 7\]"):
         bad.validate(loihi2)
+
+
+KINDS = ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"]
+SMALL = {"mlp": dict(arch="mlp", input_shape=(64,), hidden=(24,)),
+         "cnn": dict(arch="vgg", input_shape=(1, 8, 8), plan=(4, "A", 8, "A"))}
+
+
+@pytest.fixture(scope="module")
+def every_type(split):
+    """One short real training run per neuron type and model."""
+    out = {}
+    for kind in KINDS:
+        for model, arch in SMALL.items():
+            options = {"reset": "soft"} if kind == "lif" and model == "cnn" else {}
+            cfg = ModelConfig(timesteps=3, neuron=NeuronConfig(kind, options),
+                              norm="tdbn" if kind == "agl" else "bn", **arch)
+            out[kind, model] = train(cfg, TrainConfig(epochs=2), split).model
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("model", list(SMALL))
+def test_fold_equals_the_trained_model(every_type, split, kind, model):
+    """BatchNorm, pooling, input gains and output scales folded: the same logits as the model."""
+    net = every_type[kind, model]
+    with torch.no_grad():
+        reference = net.double()(torch.as_tensor(split.x_test[:100], dtype=torch.float64)).numpy()
+    net.float()
+    logits, _ = fold(net).run(split.x_test[:100])
+    np.testing.assert_allclose(logits, reference, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("model", list(SMALL))
+def test_every_type_runs_exactly_in_lava(every_type, split, loihi2, kind, model, tmp_path):
+    from spikefold.deploy import lava_runner
+    from spikefold.deploy.validation import compare
+
+    fnet = fold(every_type[kind, model])
+    net, report = quantise(fnet, loihi2, split.x_train)
+    check_state_range(net, net.input.encode(split.x_train), report)
+    net = nir_io.read(nir_io.write(net, tmp_path / "m.nir"))  # through NIR, as deploy gets it
+    x = net.input.encode(split.x_test[:12])
+    ref = simulate(net, x)
+    assert sum(int(s.sum()) for s in ref.spikes) > 0
+    agreement = compare(net, ref, lava_runner.run(net, x))
+    assert agreement.exact, agreement.first
+    stock = kind in ("agl", "psg_pda") or (kind == "lif" and model == "mlp")
+    assert all(q.process.startswith("stock" if stock else "custom") for q in report.layers[:-1])
+    assert (int_acc := (simulate(net, net.input.encode(split.x_test)).predictions == split.y_test).mean()) > 0.5, int_acc
+
+
+def test_schedule_longer_than_the_model_is_named(every_type, split, loihi2):
+    fnet = fold(every_type["atgo", "mlp"])
+    fnet.timesteps = 2  # the neurons keep a 3-step schedule
+    with pytest.raises(HardwareRangeError, match=r"layer 'hidden0': its threshold schedule has 3 timesteps but "
+                                                 r"the model runs 2"):
+        quantise(fnet, loihi2, split.x_train[:50])
+
+
+def test_weights_beyond_the_exponent_range_are_named(exported, split, loihi2):
+    bad = copy.deepcopy(exported[0])
+    # A threshold 10**4 times the weights' scale: the 17-bit vth caps the layer scale so low that the 8-bit
+    # graded-input weights would need an exponent below -8.
+    bad.layers[0].neuron.options.vth = 1e4
+    with pytest.raises(HardwareRangeError, match=r"layer 'hidden0': weights span .* weight_exp = -\d+, below the "
+                                                 r"hardware range \[-8, 7\]"):
+        quantise(bad, loihi2, split.x_train[:100])

@@ -21,7 +21,7 @@ import torch
 
 from spikefold.errors import ConfigError
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter
 
 MIN_WIDTH = 1e-3
 
@@ -68,3 +68,6 @@ class AGL(SpikingNeuron):
         width = agl_width(t, self.gbar(), tau.detach(), o.vth)
         s = surrogates.spike(h - o.vth, width, "rectangular")
         return StepOutput(h * (1.0 - s), s, s, h, o.vth, width)
+
+    def inference_form(self) -> InferenceForm:
+        return InferenceForm(decay=float(self.tau.detach()), input_gain=1.0, threshold=self.options.vth, reset="zero")

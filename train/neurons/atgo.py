@@ -21,7 +21,7 @@ import dataclasses
 import torch
 
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import SpikingNeuron, StepOutput, decay_parameter, global_sum
+from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter, global_sum
 
 TGO_VARIANTS = ("threshold", "std", "off")
 
@@ -85,3 +85,7 @@ class ATGO(SpikingNeuron):
             width = tgo_width(thr if o.tgo == "threshold" else std, o.k0, o.v_ref)
         s = surrogates.spike(h - thr, width.to(h.dtype), "rectangular")
         return StepOutput(h * (1.0 - s), s, s, h, thr, width)
+
+    def inference_form(self) -> InferenceForm:
+        return InferenceForm(decay=float(self.tau.detach()), input_gain=1.0,
+                             threshold=[float(v) for v in self.running_threshold], reset="zero")

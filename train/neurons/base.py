@@ -28,6 +28,25 @@ class StepOutput(NamedTuple):
     window: torch.Tensor | float  # surrogate window width, in the potential's units
 
 
+@dataclasses.dataclass
+class InferenceForm:
+    """What a trained neuron computes in evaluation mode, in the one form every type folds to::
+
+        H(t) = decay U(t-1) + input_gain I(t),     U(0) = initial
+        S(t) = Heaviside(H(t) - threshold[t])      (threshold: one value, or one per timestep)
+        U(t) = H(t) (1 - S(t))   reset "zero",   or   H(t) - threshold[t] S(t)   reset "subtract"
+        the layer sends output_scale * S(t)
+
+    Export maps it onto Loihi's integer LIF (``spikefold.export.intnet``)."""
+
+    decay: float
+    input_gain: float
+    threshold: float | list[float]
+    reset: str
+    initial: float = 0.0
+    output_scale: float = 1.0
+
+
 def global_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """Sum tensors over all processes when running distributed (a no-op otherwise)."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
@@ -55,6 +74,10 @@ class SpikingNeuron(nn.Module, abc.ABC):
     @abc.abstractmethod
     def step(self, state: Any, current: torch.Tensor, t: int) -> StepOutput:
         """One timestep of the neuron's equations."""
+
+    @abc.abstractmethod
+    def inference_form(self) -> InferenceForm:
+        """The evaluation-mode dynamics in the common form export folds (see :class:`InferenceForm`)."""
 
     def after_sequence(self, state: Any, spikes: torch.Tensor) -> None:
         """Hook after the last timestep (running statistics that need the whole sequence)."""

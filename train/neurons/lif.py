@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter
 
 
 @dataclasses.dataclass
@@ -53,3 +53,8 @@ class LIF(SpikingNeuron):
         o = self.options
         u, s, h = lif_step(u, current, self.beta, o.vth, o.reset, o.surrogate, o.width)
         return StepOutput(u, s, s, h, o.vth, o.width)
+
+    def inference_form(self) -> InferenceForm:
+        o = self.options
+        return InferenceForm(decay=float(self.beta.detach()), input_gain=1.0, threshold=o.vth,
+                             reset="zero" if o.reset == "hard" else "subtract")

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import SpikingNeuron, StepOutput, global_sum
+from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, global_sum
 
 
 @dataclasses.dataclass
@@ -75,6 +75,13 @@ class MPInitTrSG(SpikingNeuron):
             out, window = s, o.width
         u = m - vthr * s if o.reset == "soft" else m * (1.0 - s)
         return StepOutput(u, out, s, m, vthr.detach(), window)
+
+    def inference_form(self) -> InferenceForm:
+        o, k, vthr = self.options, float(self.inv_tau.detach()), float(self.vthr.detach())
+        return InferenceForm(decay=1.0 - k, input_gain=k, threshold=vthr,
+                             reset="subtract" if o.reset == "soft" else "zero",
+                             initial=float(self.initial_potential) if o.mp_init else 0.0,
+                             output_scale=vthr if o.relative else 1.0)
 
     def after_sequence(self, u, spikes):
         if not (self.training and self.options.mp_init):

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter
 
 
 @dataclasses.dataclass
@@ -72,6 +72,10 @@ class PSGPDA(SpikingNeuron):
         if self.training and o.pda_weight > 0:
             self._potentials.append(h)
         return StepOutput(h * (1.0 - s), s, s.detach(), h, o.vth, self.width.detach())
+
+    def inference_form(self) -> InferenceForm:
+        return InferenceForm(decay=float(torch.sigmoid(self.beta_logit.detach())), input_gain=1.0,
+                             threshold=self.options.vth, reset="zero")
 
     def after_sequence(self, u, spikes):
         self.auxiliary_loss = None

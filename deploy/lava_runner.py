@@ -108,16 +108,22 @@ def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_s
     ensure_lava()
     built = _build(net, x, record_state)
     n, steps_per_sample = x.shape[0], net.timesteps
-    with lava_run(built.source, _run_config(target), built.steps):
-        recorded = {}
-        for (index, var), monitor in built.monitors.items():
-            _, lif = built.layers[index]
-            rows = np.asarray(monitor.get_data()[lif.name][var])
-            # Layer `index` works on sample k, timestep tau at Lava step k T + tau + 1 + lava_delay(index),
-            # which the monitor stores in row k T + tau + lava_delay(index).
-            start = lava_delay(index)
-            window = rows[start : start + n * steps_per_sample]
-            recorded[(index, var)] = window.reshape(n, steps_per_sample, -1)
+    try:
+        with lava_run(built.source, _run_config(target), built.steps):
+            recorded = {}
+            for (index, var), monitor in built.monitors.items():
+                _, lif = built.layers[index]
+                rows = np.asarray(monitor.get_data()[lif.name][var])
+                # Layer `index` works on sample k, timestep tau at Lava step k T + tau + 1 + lava_delay(index),
+                # which the monitor stores in row k T + tau + lava_delay(index).
+                start = lava_delay(index)
+                window = rows[start : start + n * steps_per_sample]
+                recorded[(index, var)] = window.reshape(n, steps_per_sample, -1)
+    except Exception as exc:
+        if target != "loihi2" or isinstance(exc, TargetError):
+            raise
+        raise TargetError(f"target 'loihi2' could not be reached or run ({type(exc).__name__}: {exc}); check the "
+                          "board and lava-loihi's settings, or use --target loihi2-sim") from exc
 
     spikes = []
     for index, layer in enumerate(net.layers):

@@ -10,16 +10,15 @@ layer-synchronous timing so the two compare array for array.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 
 from spikefold.deploy.lava_compat import ensure_lava
-from spikefold.errors import TargetError
+from spikefold.deploy.lava_runtime import lava_run
+from spikefold.errors import ConfigError, TargetError
 from spikefold.export.intnet import IntNetwork
-from spikefold.sim.simulator import SimResult, check_input
+from spikefold.sim.simulator import SimResult, check_input, lava_delay
 
 TARGETS = ("loihi2-sim", "loihi2")
 
@@ -114,38 +113,29 @@ def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
     return _Built(source, layers, monitors, steps)
 
 
-@contextlib.contextmanager
-def _running(built: _Built) -> Iterator[None]:
-    """Stop the Lava runtime on every path out, errors and Ctrl-C included."""
-    try:
-        yield
-    finally:
-        runtime = getattr(built.source, "runtime", None)
-        if runtime is not None:
-            with contextlib.suppress(Exception):
-                built.source.stop()
-
-
 def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_state: bool = False) -> SimResult:
     """Run ``x_int`` (samples, inputs) through Lava; the result is aligned to the simulator's timing."""
     check_target(target)
     x = check_input(net, x_int)
     ensure_lava()
-    from lava.magma.core.run_conditions import RunSteps
-
     built = _build(net, x, record_state)
     n, steps_per_sample = x.shape[0], net.timesteps
-    with _running(built):
-        built.source.run(condition=RunSteps(num_steps=built.steps), run_cfg=_run_config(target))
-        recorded = {}
-        for (index, var), monitor in built.monitors.items():
-            _, lif = built.layers[index]
-            rows = np.asarray(monitor.get_data()[lif.name][var])
-            # Layer l (0-based index) works on sample k, timestep tau at Lava step k T + tau + 2 + index,
-            # which the monitor stores in row k T + tau + 1 + index.
-            start = index + 1
-            window = rows[start : start + n * steps_per_sample]
-            recorded[(index, var)] = window.reshape(n, steps_per_sample, -1)
+    try:
+        with lava_run(built.source, _run_config(target), built.steps):
+            recorded = {}
+            for (index, var), monitor in built.monitors.items():
+                _, lif = built.layers[index]
+                rows = np.asarray(monitor.get_data()[lif.name][var])
+                # Layer `index` works on sample k, timestep tau at Lava step k T + tau + 1 + lava_delay(index),
+                # which the monitor stores in row k T + tau + lava_delay(index).
+                start = lava_delay(index)
+                window = rows[start : start + n * steps_per_sample]
+                recorded[(index, var)] = window.reshape(n, steps_per_sample, -1)
+    except Exception as exc:
+        if target != "loihi2" or isinstance(exc, TargetError):
+            raise
+        raise TargetError(f"target 'loihi2' could not be reached or run ({type(exc).__name__}: {exc}); check the "
+                          "board and lava-loihi's settings, or use --target loihi2-sim") from exc
 
     spikes = []
     for index, layer in enumerate(net.layers):
@@ -167,7 +157,7 @@ def run_in_chunks(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim"
     """Run ``x_int`` in chunks of ``chunk`` samples, one Lava runtime each (stopped before the next starts);
     ``on_chunk(done)`` is called after each, for progress bars."""
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 sample, got {chunk}")
+        raise ConfigError(f"--chunk must be >= 1 sample, got {chunk}")
     check_target(target)
     parts = []
     for start in range(0, len(x_int), chunk):

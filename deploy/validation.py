@@ -1,4 +1,5 @@
-"""Compare a target's run with the simulator's, spike for spike and integer for integer."""
+"""Compare a target's run with a reference run of the same network shape, spike for spike and integer for
+integer: per layer and timestep, per sample, and where they first diverge."""
 
 from __future__ import annotations
 
@@ -22,18 +23,36 @@ class Divergence:
 
 
 @dataclasses.dataclass
+class LayerAgreement:
+    """One layer, per timestep, summed over samples and neurons."""
+
+    name: str
+    reference_spikes: list[int]
+    target_spikes: list[int]
+    differing: list[int]  # spike slots (sample, neuron) that differ
+    slots: int  # slots per timestep: samples x neurons
+
+    @property
+    def differing_share(self) -> float:
+        return sum(self.differing) / max(self.slots * len(self.differing), 1)
+
+
+@dataclasses.dataclass
 class Agreement:
     samples: int
     spikes_compared: int  # spike slots (sample x timestep x neuron) compared, all layers
     spikes_differing: int
     readout_equal: bool
+    max_logit_difference: int  # largest |readout voltage difference| after the last timestep
+    states_differing: int | None  # u and v integers that differ, when both runs recorded them
     predictions_equal: float  # share of samples with the same prediction
     per_layer_differing: dict[str, int]
+    layers: list[LayerAgreement]
     first: Divergence | None
 
     @property
     def exact(self) -> bool:
-        return self.spikes_differing == 0 and self.readout_equal
+        return self.spikes_differing == 0 and self.readout_equal and not self.states_differing
 
 
 def _first(net: IntNetwork, index: int, what: str, ref: np.ndarray, got: np.ndarray):
@@ -52,26 +71,39 @@ def compare(net: IntNetwork, reference: SimResult, target: SimResult) -> Agreeme
     The first divergence is the earliest timestep, and within it the lowest layer: in layer-synchronous time
     that is where the two runs started to differ; everything after it may only be a consequence.
     """
-    per_layer, found, compared = {}, [], 0
+    layers, found, compared = [], [], 0
+    states_compared = all(r is not None for r in (reference.u, reference.v, target.u, target.v))
+    states_differing = 0
     for i, layer in enumerate(net.layers):
         ref, got = reference.spikes[i], target.spikes[i]
         if ref.shape != got.shape:
             raise ValueError(f"layer '{layer.name}': reference spikes {ref.shape} vs target {got.shape}")
-        per_layer[layer.name] = int((ref != got).sum())
+        layers.append(LayerAgreement(
+            name=layer.name,
+            reference_spikes=ref.sum(axis=(0, 2)).tolist(),
+            target_spikes=got.sum(axis=(0, 2)).tolist(),
+            differing=(ref != got).sum(axis=(0, 2)).tolist(),
+            slots=ref.shape[0] * ref.shape[2],
+        ))
         compared += ref.size
         pairs = [("spikes", ref, got)]
         if i == len(net.layers) - 1:
             pairs.append(("readout v", reference.readout_v, target.readout_v))
-        for name, a, b in (("u", reference.u, target.u), ("v", reference.v, target.v)):
-            if a is not None and b is not None:
+        if states_compared:
+            for name, a, b in (("u", reference.u, target.u), ("v", reference.v, target.v)):
                 pairs.append((name, a[i], b[i]))
+                states_differing += int((a[i] != b[i]).sum())
         found += [hit for hit in (_first(net, i, *pair) for pair in pairs) if hit is not None]
+    logit_diff = np.abs(reference.logits - target.logits)
     return Agreement(
         samples=len(reference.readout_v),
         spikes_compared=compared,
-        spikes_differing=sum(per_layer.values()),
+        spikes_differing=sum(sum(row.differing) for row in layers),
         readout_equal=bool(np.array_equal(reference.readout_v, target.readout_v)),
+        max_logit_difference=int(logit_diff.max(initial=0)),
+        states_differing=states_differing if states_compared else None,
         predictions_equal=float((reference.predictions == target.predictions).mean()),
-        per_layer_differing=per_layer,
+        per_layer_differing={row.name: sum(row.differing) for row in layers},
+        layers=layers,
         first=min(found, key=lambda hit: hit[0])[1] if found else None,
     )

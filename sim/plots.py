@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spikefold.export.intnet import IntNetwork  # noqa: E402
@@ -39,6 +40,30 @@ def energy_per_layer(report: EnergyReport, path: Path) -> Path:
     ax.bar(names, [row.energy_j * 1e9 for row in report.layers], color="tab:blue", label="Loihi 2 dynamic")
     ax.set_ylabel("nJ per inference")
     ax.set_title(f"dynamic energy per layer (static {report.static_j * 1e6:.1f} uJ not shown)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def cores_used(report: EnergyReport, path: Path) -> Path:
+    """Cores per layer, and each core's work per timestep (mean over timesteps) against the barrier."""
+    names = [row.name for row in report.layers]
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [1, 2.2]})
+    left.bar(names, [row.cores for row in report.layers], color=[colours[n] for n in names])
+    left.set_ylabel("cores")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_title(f"{sum(row.cores for row in report.layers)} cores on {report.hw_config}")
+    busy_us = [float(np.mean(core.busy_s)) * 1e6 for core in report.cores]
+    right.bar(range(len(report.cores)), busy_us, color=[colours[core.layer] for core in report.cores])
+    barrier_us = report.figures["timing.barrier_sync"].value * 1e6
+    right.axhline(barrier_us, color="k", linestyle=":", label=f"barrier {barrier_us:.2f} us")
+    right.set_xlabel("core")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_ylabel("us of work per timestep")
+    right.set_title(f"latency {report.latency_s * 1e6:.1f} us per inference")
+    right.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -7,7 +7,7 @@ every partial sum is an integer the float type represents exactly. Whatever orde
 each partial sum of row i is at most ``bound = max_i sum_j |W_eff[i, j]| * max_input`` in magnitude, so float32
 is exact when ``bound <= 2**24`` and float64 when ``bound <= 2**53``; each layer gets the narrower type that
 holds its bound (see :func:`matmul_plan`). The products themselves (|w| <= 256, input <= 255) are exact in
-every float format torch may substitute for float32 (TF32, bf16), and :func:`_ieee_float32_matmul` turns
+every float format torch may substitute for float32 (TF32, bf16), and :func:`_torch_settings` turns
 those substitutions off anyway.
 
 Two timings:
@@ -146,16 +146,20 @@ def resolve_device(device: str | None):
 
 
 @contextlib.contextmanager
-def _ieee_float32_matmul() -> Iterator[None]:
-    """IEEE float32 products for the duration (no TF32/bf16 substitution), whatever the caller set."""
+def _torch_settings(threads: int | None) -> Iterator[None]:
+    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set) and,
+    when given, the number of CPU threads."""
     import torch
 
-    before = torch.get_float32_matmul_precision()
+    precision, before_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(before)
+        torch.set_float32_matmul_precision(precision)
+        torch.set_num_threads(before_threads)
 
 
 class _DeviceLayer:
@@ -180,11 +184,11 @@ class _DeviceLayer:
 
 
 def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, timing: str = "synchronous",
-             device: str | None = "cpu", batch_size: int | None = None) -> SimResult:
+             device: str | None = "cpu", batch_size: int | None = None, threads: int | None = None) -> SimResult:
     """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
 
     ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default: 1024 on
-    CPU, all on GPU); results do not depend on it.
+    CPU, all on GPU); ``threads``: CPU threads (default: torch's). Results depend on neither.
     """
     import torch
 
@@ -194,6 +198,8 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
     dev = resolve_device(device)
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     batch = batch_size or (CPU_BATCH if dev.type == "cpu" else max(len(x), 1))
     layers = [_DeviceLayer(layer, p, dev) for layer, p in zip(net.layers, matmul_plan(net))]
     n = x.shape[0]
@@ -203,7 +209,7 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
               for name in (("u", "v") if record_state else ())}
     readout_v = traces["v"][-1] if record_state else np.zeros((n, steps, net.readout.size), np.int64)
     stats = [LayerStats() for _ in net.layers]
-    with _ieee_float32_matmul(), torch.inference_mode():
+    with _torch_settings(threads), torch.inference_mode():
         for start in range(0, n, batch):
             stop = min(start + batch, n)
             xb = torch.as_tensor(x[start:stop], device=dev)
@@ -317,6 +323,15 @@ def align_to_synchronous(net: IntNetwork, result: SimResult) -> SimResult:
         v=[window(i, a) for i, a in enumerate(result.v)] if result.v is not None else None,
         timing="synchronous",
     )
+
+
+def spike_table(net: IntNetwork, result: SimResult) -> list[dict]:
+    """Spikes per layer, per sample and per timestep (means over samples), as plain rows for reports."""
+    n = max(len(result.readout_v), 1)
+    return [{"layer": layer.name, "neurons": layer.size,
+             "spikes_per_sample": float(result.spikes[i].sum()) / n,
+             "per_timestep": (result.spikes[i].sum(axis=(0, 2)) / n).tolist()}
+            for i, layer in enumerate(net.layers)]
 
 
 def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None) -> SimResult:

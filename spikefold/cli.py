@@ -6,8 +6,9 @@ Errors a user can act on print one line (no traceback) and exit with status 2; a
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -156,78 +157,114 @@ def _load_net(path: str):
     return nir_io.read(path)
 
 
+def _run_data(args, net):
+    from spikefold.deploy import data_source
+
+    return data_source.load(args.data, net, args.samples, args.model)
+
+
 def cmd_deploy(args) -> int:
     from spikefold.deploy import lava_runner
     from spikefold.deploy.validation import compare
-    from spikefold.pipeline import layer_spike_table, test_inputs
-    from spikefold.sim.simulator import simulate
+    from spikefold.sim.simulator import simulate, spike_table
 
     lava_runner.check_target(args.target)
     net = _load_net(args.model)
-    x, y = test_inputs(net, args.samples)
+    data = _run_data(args, net)
     with _progress() as progress:
-        task = progress.add_task(f"deploy {args.target}", total=len(x))
-        result = lava_runner.run_in_chunks(net, x, args.target, args.chunk,
+        task = progress.add_task(f"deploy {args.target}", total=len(data.x_int))
+        result = lava_runner.run_in_chunks(net, data.x_int, args.target, args.chunk,
                                            on_chunk=lambda done: progress.update(task, completed=done))
-    agreement = compare(net, simulate(net, x), result)
-    accuracy = float((result.predictions == y).mean())
+    agreement = compare(net, simulate(net, data.x_int), result)
+    accuracy = float((result.predictions == data.labels).mean()) if data.labels is not None else None
     rows = [(r["layer"], r["neurons"], f"{r['spikes_per_sample']:.1f}",
-             " ".join(f"{v:.1f}" for v in r["per_timestep"])) for r in layer_spike_table(net, result)]
-    out_console.print(_table(f"{args.target}: accuracy {accuracy * 100:.2f} % on {len(x)} test samples", rows,
-                             ("layer", "neurons", "spikes / sample", "per timestep")))
+             " ".join(f"{v:.1f}" for v in r["per_timestep"])) for r in spike_table(net, result)]
+    title = f"{args.target} on {len(data.x_int)} samples of {data.source}"
+    if accuracy is not None:
+        title += f": accuracy {accuracy * 100:.2f} %"
+    out_console.print(_table(title, rows, ("layer", "neurons", "spikes / sample", "per timestep")))
     out_console.print(f"spike agreement with spikefold sim: {agreement.spikes_compared - agreement.spikes_differing:,}"
                       f" / {agreement.spikes_compared:,} equal; readout equal: {agreement.readout_equal}")
     if args.report:
-        from spikefold.pipeline import atomic_write_text
+        from spikefold import report_files
 
-        atomic_write_text(Path(args.report), json.dumps({
-            "target": args.target, "samples": len(x), "accuracy": accuracy,
-            "spikes": layer_spike_table(net, result), "agreement_exact": agreement.exact}, indent=2))
+        report_files.write_json(Path(args.report), {
+            "target": args.target, "data": data.source, "samples": len(data.x_int), "accuracy": accuracy,
+            "spikes": spike_table(net, result), "agreement_exact": agreement.exact})
     return 0
 
 
 def cmd_sim(args) -> int:
     from spikefold.export import hw_config
-    from spikefold.pipeline import test_inputs
     from spikefold.sim import energy
     from spikefold.sim.simulator import simulate
 
     net = _load_net(args.model)
-    x, y = test_inputs(net, args.samples)
-    result = simulate(net, x)
-    report = energy.estimate(net, x, result, hw_config.load(args.hw_config), hw_config.load("ann_45nm"))
-    rows = [(r.name, r.neurons, f"{r.spikes:.1f}", f"{r.firing_rate:.3f}", f"{r.synaptic_ops:.0f}",
+    data = _run_data(args, net)
+    result = simulate(net, data.x_int, device=args.device, batch_size=args.batch_size, threads=args.threads)
+    report = energy.estimate(net, data.x_int, result, hw_config.load(args.hw_config or net.hw_config),
+                             hw_config.load("ann_45nm"))
+    rows = [(r.name, r.neurons, r.cores, f"{r.spikes:.1f}", f"{r.firing_rate:.3f}", f"{r.synaptic_ops:.0f}",
              f"{r.energy_j * 1e9:.2f}") for r in report.layers]
+    title = f"integer sim on {len(data.x_int)} samples of {data.source}"
+    if data.labels is not None:
+        title += f": accuracy {(result.predictions == data.labels).mean() * 100:.2f} %"
     out_console.print(_table(
-        f"integer sim: accuracy {(result.predictions == y).mean() * 100:.2f} % on {len(x)} samples; "
-        f"{report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e3:.3f} ms per inference on {args.hw_config}",
-        rows, ("layer", "neurons", "spikes", "rate", "synaptic ops", "dynamic nJ")))
+        f"{title}; {report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e6:.1f} us per inference on "
+        f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
+    if args.out:
+        from spikefold import report_files
+        from spikefold.sim import plots
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plots.firing_per_layer_and_timestep(net, result, out / "firing.png")
+        plots.energy_per_layer(report, out / "energy.png")
+        plots.cores_used(report, out / "cores.png")
+        report_files.write_json(out / "energy.json", report.to_dict())
+        report_files.write_text(out / "energy.md", "\n".join(
+            [f"# Energy and latency of {args.model} on {report.hw_config}", ""] + energy.markdown_lines(
+                report.to_dict()) + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
+        out_console.print(f"report: {out} (energy.json, energy.md, firing.png, energy.png, cores.png)")
     return 0
 
 
 def cmd_validate(args) -> int:
-    from spikefold.deploy import lava_runner
-    from spikefold.deploy.validation import compare
-    from spikefold.pipeline import test_inputs
-    from spikefold.sim.simulator import simulate
+    from spikefold.deploy import validation_report
+    from spikefold.deploy.validation_run import Tolerances, ValidationConfig, run_validation
 
-    lava_runner.check_target(args.target)
-    net = _load_net(args.model)
-    x, _ = test_inputs(net, args.samples)
+    cfg = ValidationConfig(
+        model=Path(args.model), reference=Path(args.reference) if args.reference else None,
+        float_model=Path(args.float_model) if args.float_model else None, data=args.data, samples=args.samples,
+        target=args.target, chunk=args.chunk, out=Path(args.out), resume=args.resume, states=args.states,
+        hw_config=args.hw_config,
+        tolerances=Tolerances(spikes=args.spike_tolerance, logits=args.logit_tolerance,
+                              agreement=args.min_agreement, float_agreement=args.min_float_agreement,
+                              accuracy_drop=args.max_accuracy_drop))
     with _progress() as progress:
-        task = progress.add_task(f"validate {args.target}", total=len(x))
-        target = lava_runner.run_in_chunks(net, x, args.target, args.chunk, record_state=args.states,
-                                           on_chunk=lambda done: progress.update(task, completed=done))
-    agreement = compare(net, simulate(net, x, record_state=args.states), target)
-    if agreement.exact:
-        out_console.print(f"PASS: {args.target} and the integer sim agree on all {agreement.spikes_compared:,} "
-                          f"spike slots of {len(x)} samples and on every readout voltage")
-        return 0
-    f = agreement.first
-    out_console.print(f"FAIL: {agreement.spikes_differing:,} spikes differ; first divergence in layer "
-                      f"'{f.layer}' ({f.what}) at timestep {f.timestep}, sample {f.sample}, neuron {f.neuron}: "
-                      f"sim {f.reference} vs target {f.target}")
-    return 1
+        tasks = []  # made on the first report, once the data is known to be good
+
+        def on_progress(done: int, total: int, reused: int) -> None:
+            text = f"validate {args.target}" + (f" (resumed {reused})" if reused else "")
+            if not tasks:
+                tasks.append(progress.add_task(text, total=total))
+            progress.update(tasks[0], completed=done, description=text)
+
+        try:
+            report = run_validation(cfg, on_progress)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished chunks are kept in {cfg.out / 'chunks'}; "
+                          "rerun with --resume to continue from the last one")
+            raise
+    rows = [(c["name"], f"{c['measured']:.6g}", f"{c['limit']:.6g}", "pass" if c["passed"] else "FAIL")
+            for c in report["checks"]]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    out_console.print(_table(f"{verdict}: {args.target} running {cfg.model} vs golden references, "
+                             f"{report['samples']} samples of {report['data']}", rows,
+                             ("check", "measured", "limit", "result")))
+    out_console.print(f"{verdict}: {validation_report.first_divergence_sentence(report)}")
+    out_console.print(f"report: {cfg.out} (report.json, report.md, " + ", ".join(validation_report.PNGS) + ")")
+    return 0 if report["passed"] else 1
 
 
 def cmd_pipeline(args) -> int:
@@ -239,8 +276,22 @@ def cmd_pipeline(args) -> int:
     with _progress() as progress:
         summary = run_pipeline(cfg, progress)
     out_console.print(_table("spikefold pipeline", summary_rows(summary)))
-    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, firing.png, energy.png)")
+    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, firing.png, energy.png, "
+                      "cores.png)")
     return 0 if summary["agreement"]["exact"] else 1
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="loihi2-sim", help="loihi2-sim (Lava CPU, bit-accurate) or loihi2")
+    p.add_argument("--chunk", type=int, default=100, help="samples per Lava run (default 100)")
+
+
+def _data_args(p: argparse.ArgumentParser, samples_default: int | None) -> None:
+    p.add_argument("--data", default=None,
+                   help="data set NAME[:test|train|all] or a .npz file with x (samples, features) in [0, 1] and "
+                        "optional labels y (default: the test split of the model's own data set)")
+    p.add_argument("--samples", type=int, default=samples_default,
+                   help=f"first N samples (default {samples_default or 'all'})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,23 +321,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-scale", type=float, default=None, help="x_int = round(x * scale); default 2**bits - 1")
     p.set_defaults(func=cmd_export)
 
-    for name, func, text in (("deploy", cmd_deploy, "run a NIR file in Lava and report accuracy and spikes"),
-                             ("validate", cmd_validate, "compare a target against the integer sim, exactly")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("model", help="a NIR file written by spikefold export")
-        p.add_argument("--target", default="loihi2-sim", help="loihi2-sim (Lava CPU, bit-accurate) or loihi2")
-        p.add_argument("--samples", type=int, default=200, help="test samples to run (default 200)")
-        p.add_argument("--chunk", type=int, default=100, help="samples per Lava run (default 100)")
-        p.set_defaults(func=func)
-        if name == "deploy":
-            p.add_argument("--report", default=None, help="also write the results as JSON here")
-        else:
-            p.add_argument("--states", action="store_true", help="compare every u and v integer too")
+    p = sub.add_parser("deploy", help="run a NIR file in Lava and report accuracy and spikes")
+    p.add_argument("model", help="a NIR file written by spikefold export")
+    _target_args(p)
+    _data_args(p, samples_default=200)
+    p.add_argument("--report", default=None, help="also write the results as JSON here")
+    p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("sim", help="run a NIR file in the bit-exact simulator and estimate energy")
+    p = sub.add_parser("validate", help="hardware-in-the-loop run: a target against the integer sim and the "
+                                        "float model; exit 1 when a check fails")
+    p.add_argument("model", help="the NIR file the target runs")
+    p.add_argument("--reference", default=None,
+                   help="golden NIR file for the integer sim (default: MODEL itself); e.g. the export a changed "
+                        "model came from")
+    p.add_argument("--float-model", default=None, help="checkpoint (model.pt) of the float model, a second reference")
+    _target_args(p)
+    _data_args(p, samples_default=None)
+    p.add_argument("--out", default="runs/validate", help="report folder (default runs/validate)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished chunk")
+    p.add_argument("--states", action="store_true", help="compare every u and v integer too")
+    p.add_argument("--hw-config", default=None, help="for energy and latency (default: the model's)")
+    p.add_argument("--spike-tolerance", type=float, default=0.0,
+                   help="share of a layer's spike slots that may differ from the integer sim (default 0)")
+    p.add_argument("--logit-tolerance", type=int, default=0,
+                   help="largest |readout voltage difference| from the integer sim (default 0)")
+    p.add_argument("--min-agreement", type=float, default=1.0,
+                   help="share of samples predicted as the integer sim predicts them (default 1)")
+    p.add_argument("--min-float-agreement", type=float, default=0.95,
+                   help="share of samples predicted as the float model predicts them (default 0.95)")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.02,
+                   help="how far accuracy may fall below the float model's (default 0.02)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sim", help="run a NIR file in the bit-exact simulator and estimate energy and latency")
     p.add_argument("model")
-    p.add_argument("--samples", type=int, default=None, help="test samples (default: all)")
-    p.add_argument("--hw-config", default="loihi2")
+    _data_args(p, samples_default=None)
+    p.add_argument("--hw-config", default=None, help="loihi2, loihi1 or a .yaml path (default: the model's)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per pass (default 1024 on CPU, all on GPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--out", default=None, help="also write energy.json, energy.md and plots here")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("pipeline", help="train, export, sim, deploy and report on the default data set")
@@ -300,10 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C does, so Lava runtimes are stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
         return args.func(args)
     except SpikefoldError as exc:
@@ -312,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; Lava runtimes were stopped")
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,7 @@ class ConfigError(SpikefoldError):
 
 class DataError(SpikefoldError):
     """Input data of the wrong shape or range for the model."""
+
+
+class MappingError(SpikefoldError):
+    """A layer does not fit the per-core limits (neurons, synapses, axons) of a hardware config."""

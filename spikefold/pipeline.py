@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from spikefold import report_files
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
 from spikefold.errors import DataError
@@ -20,18 +18,10 @@ from spikefold.export import hw_config, nir_io
 from spikefold.export.fold import QuantReport, fold, quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
-from spikefold.sim.simulator import SimResult, check_state_range, simulate
+from spikefold.sim.simulator import SimResult, check_state_range, simulate, spike_table
 from spikefold.train import data as datasets
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
@@ -73,14 +63,6 @@ def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.nd
             raise DataError(f"--samples must be >= 1, got {samples}")
         x, y = x[:samples], y[:samples]
     return net.input.encode(x), y
-
-
-def layer_spike_table(net: IntNetwork, result: SimResult) -> list[dict[str, Any]]:
-    n = max(len(result.readout_v), 1)
-    return [{"layer": layer.name, "neurons": layer.size,
-             "spikes_per_sample": float(result.spikes[i].sum()) / n,
-             "per_timestep": (result.spikes[i].sum(axis=(0, 2)) / n).tolist()}
-            for i, layer in enumerate(net.layers)]
 
 
 @dataclasses.dataclass
@@ -150,7 +132,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
                      "test_samples": len(y_all), "lava_samples": n_lava},
         "agreement": dataclasses.asdict(agreement) | {"exact": agreement.exact},
         "quantisation": dataclasses.asdict(qreport),
-        "spikes": layer_spike_table(net, lava),
+        "spikes": spike_table(net, lava),
         "energy": report.to_dict(),
         "timings": timings,
         "files": {"checkpoint": "model.pt", "nir": "model.nir"},
@@ -165,33 +147,27 @@ def write_reports(out: Path, net: IntNetwork, summary: dict, report: energy.Ener
 
     plots.firing_per_layer_and_timestep(net, run, out / "firing.png")
     plots.energy_per_layer(report, out / "energy.png")
-    atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=_json_default))
-    atomic_write_text(out / "report.md", markdown(summary))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
+    plots.cores_used(report, out / "cores.png")
+    report_files.write_json(out / "report.json", summary)
+    report_files.write_text(out / "report.md", markdown(summary))
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
     """The headline figures, as (what, value) rows, for the terminal table and report.md."""
     acc, agree, e = summary["accuracy"], summary["agreement"], summary["energy"]
     spikes = f"{agree['spikes_compared'] - agree['spikes_differing']:,} / {agree['spikes_compared']:,}"
+    per_layer_cores = ", ".join(f"{row['name']} {row['cores']}" for row in e["layers"])
     return [
         ("float model accuracy (test)", f"{acc['float'] * 100:.2f} % ({acc['test_samples']} samples)"),
         ("integer sim accuracy (test)", f"{acc['int_sim'] * 100:.2f} % ({acc['test_samples']} samples)"),
         (f"Lava {summary['target']} accuracy", f"{acc['lava'] * 100:.2f} % ({acc['lava_samples']} samples)"),
         ("spikes equal, sim vs Lava", f"{spikes} ({'every spike' if agree['exact'] else 'MISMATCH'})"),
         ("readout voltages equal", "yes" if agree["readout_equal"] else "no"),
-        ("Loihi 2 energy / inference", f"{e['total_j'] * 1e6:.2f} uJ (dynamic {e['dynamic_j'] * 1e9:.1f} nJ, "
-                                       f"static {e['static_j'] * 1e6:.2f} uJ)"),
-        ("Loihi 2 latency / inference", f"{e['latency_s'] * 1e3:.3f} ms ({e['timesteps']} steps + layers)"),
+        (f"{e['hw_config']} cores", f"{len(e['cores'])} ({per_layer_cores})"),
+        (f"{e['hw_config']} energy / inference", f"{e['total_j'] * 1e6:.2f} uJ (dynamic {e['dynamic_j'] * 1e9:.1f} nJ, "
+                                                 f"static {e['static_j'] * 1e6:.2f} uJ)"),
+        (f"{e['hw_config']} latency / inference", f"{e['latency_s'] * 1e6:.1f} us ({e['timesteps']} steps + "
+                                                  f"{len(e['layers'])} of Dense delay; busiest core + barrier)"),
         ("same net as ANN, 45 nm", f"{e['ann_45nm_j'] * 1e9:.1f} nJ (SNN at 45 nm: {e['snn_45nm_j'] * 1e9:.1f} nJ)"),
     ]
 
@@ -203,14 +179,13 @@ def markdown(summary: dict) -> str:
              f"`{summary['hw_config']}`.", "", "| what | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]
     lines += ["", "## Per layer (Lava run, per inference)", "",
-              "| layer | neurons | weight exp | vth | headroom (bits) | spikes | synaptic ops | energy (nJ) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| layer | neurons | cores | weight exp | vth | headroom (bits) | spikes | synaptic ops | energy (nJ) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for q, e in zip(summary["quantisation"]["layers"], summary["energy"]["layers"]):
-        lines.append(f"| {q['name']} | {e['neurons']} | {q['weight_exp']} | {q['vth']} | "
+        lines.append(f"| {q['name']} | {e['neurons']} | {e['cores']} | {q['weight_exp']} | {q['vth']} | "
                      f"{q['headroom_bits']:.2f} | {e['spikes']:.1f} | {e['synaptic_ops']:.0f} | "
                      f"{e['energy_j'] * 1e9:.2f} |")
-    lines += ["", "## Figures used", "", "| figure | value | source | proxy |", "| --- | --- | --- | --- |"]
-    for name, f in summary["energy"]["figures"].items():
-        lines.append(f"| {name} | {f['value']:g} {f['unit']} | {f['source']} | {'yes' if f['proxy'] else 'no'} |")
-    lines += ["", "![firing rate per layer and timestep](firing.png)", "", "![energy per layer](energy.png)", ""]
+    lines += energy.markdown_lines(summary["energy"])
+    lines += ["", "![firing rate per layer and timestep](firing.png)", "", "![energy per layer](energy.png)", "",
+              "![cores used](cores.png)", ""]
     return "\n".join(lines)

@@ -1,14 +1,17 @@
-"""Activity counts and the energy model on a network whose spikes are known by construction."""
+"""Core mapping, activity counts, energy and latency on a network whose spikes are known by construction."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 from spikefold.deploy import lava_runner
+from spikefold.errors import MappingError
 from spikefold.export import hw_config
 from spikefold.export.intnet import LIF, VTH_NEVER, Dense, InputEncoding, IntNetwork, Layer
 from spikefold.sim import energy
+from spikefold.sim.cores import map_onto_cores
 from spikefold.sim.simulator import simulate
 
 
@@ -23,31 +26,104 @@ def _known_network() -> IntNetwork:
     return IntNetwork(InputEncoding(2, 255.0, 8), [hidden, readout], timesteps=3)
 
 
-def test_counts_and_energy_by_hand():
+def _config_with_limits(tmp_path, **limits) -> hw_config.HwConfig:
+    """loihi2.yaml with some per-core limits replaced: small enough to split the tiny test networks."""
+    raw = hw_config.load("loihi2").raw
+    for key, value in limits.items():
+        raw["limits"][key] = dict(raw["limits"][key], value=value)
+    path = tmp_path / "small_cores.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return hw_config.load(path)
+
+
+def test_counts_energy_and_latency_per_core_by_hand(tmp_path):
     net = _known_network()
     x = np.array([[5, 0], [0, 0]])  # one non-zero input in sample 0, none in sample 1
     result = simulate(net, x)
     assert result.spikes[0][:, :, 0].all() and not result.spikes[0][:, :, 1:].any()
     # Readout voltage: 3 spikes x weight 3, each shifted << 6 into the current.
     np.testing.assert_array_equal(result.logits, [[3 * 3 * 64, 0], [3 * 3 * 64, 0]])
-    loihi, ref = hw_config.load("loihi2"), hw_config.load("ann_45nm")
-    report = energy.estimate(net, x, result, loihi, ref)
-    hidden, out = report.layers
-    # Per inference: 1 non-zero input in 2 samples over 3 steps = 1.5 messages into 3 neurons.
-    assert (hidden.input_messages, hidden.synaptic_ops, hidden.neuron_updates, hidden.spikes) == (1.5, 4.5, 9, 3)
-    # The readout receives neuron 0's 3 spikes, each driving 2 synapses.
-    assert (out.input_messages, out.synaptic_ops, out.neuron_updates, out.spikes) == (3, 6, 6, 0)
-    assert hidden.firing_rate == pytest.approx(3 / 9)
-    e = {k: loihi.figure(s, k).value for s, k in [("energy", "synaptic_op"), ("energy", "neuron_update"),
-                                                  ("energy", "neuron_update_active"), ("energy", "spike_message")]}
-    expected_hidden = 4.5 * e["synaptic_op"] + 6 * e["neuron_update"] + 3 * e["neuron_update_active"] \
-        + 1.5 * e["spike_message"]
-    assert hidden.energy_j == pytest.approx(expected_hidden)
-    step = loihi.figure("timing", "time_per_step").value
-    assert report.latency_s == pytest.approx((3 + 2) * step)
-    assert report.static_j == pytest.approx(loihi.figure("energy", "static_power").value * 3 * step)
+    hw = _config_with_limits(tmp_path, neurons_per_core=2)  # the 3 hidden neurons need 2 cores: {0}, {1, 2}
+    report = energy.estimate(net, x, result, hw, hw_config.load("ann_45nm"))
+    e = {k: hw.figure("energy", k).value for k in hw.raw["energy"]}
+    t = {k: hw.figure("timing", k).value for k in hw.raw["timing"]}
+    core0, core1, core2 = report.cores
+    assert [(c.layer, c.neurons) for c in report.cores] == [("hidden", 1), ("hidden", 2), ("readout", 2)]
+    # Per inference: 1 non-zero input in 2 samples, every step: 0.5 messages per step into every hidden core.
+    assert (core0.messages_in, core0.synaptic_ops, core0.spikes, core0.messages_out) == (1.5, 1.5, 3, 3)
+    assert (core1.messages_in, core1.synaptic_ops, core1.spikes, core1.messages_out) == (1.5, 3.0, 0, 0)
+    # The readout core receives neuron 0's spike each step; each drives its 2 neurons' synapses.
+    assert (core2.messages_in, core2.synaptic_ops, core2.neuron_updates, core2.spikes) == (3, 6, 6, 0)
+    busy = {0: 0.5 * t["synaptic_op"] + t["neuron_spike"] + t["spike_message"],
+            1: 1.0 * t["synaptic_op"] + 2 * t["neuron_update"],
+            2: 2.0 * t["synaptic_op"] + 2 * t["neuron_update"]}
+    for core in report.cores:
+        assert core.busy_s == pytest.approx([busy[core.core]] * 3)
+    step = max(busy.values()) + t["barrier_sync"]
+    assert report.step_s == pytest.approx([step] * 3)
+    assert report.busiest_core == [max(busy, key=busy.get)] * 3
+    assert report.period_s == pytest.approx(3 * step)
+    assert report.latency_s == pytest.approx((3 + 2) * step)  # T steps + one per layer of Dense delay
+    assert core0.energy_j == pytest.approx(1.5 * e["synaptic_op"] + 3 * e["neuron_update_active"]
+                                           + 3 * e["spike_message"])
+    assert core1.energy_j == pytest.approx(3 * e["synaptic_op"] + 6 * e["neuron_update"])
+    hidden, readout = report.layers
+    assert (hidden.cores, hidden.synaptic_ops, hidden.spikes, hidden.firing_rate) == (2, 4.5, 3, pytest.approx(1 / 3))
+    assert hidden.spikes_per_timestep == [1, 1, 1]
+    assert hidden.energy_j == pytest.approx(core0.energy_j + core1.energy_j)
+    assert report.dynamic_j == pytest.approx(core0.energy_j + core1.energy_j + core2.energy_j)
+    assert report.static_j == pytest.approx(e["static_power"] * 3 * step)
     assert report.ann_45nm_j == pytest.approx((6 + 6) * 4.6e-12)
     assert report.snn_45nm_j == pytest.approx(6 * 3 * 4.6e-12 + 6 * 0.9e-12)
+
+
+def test_loihi1_has_no_static_power_and_says_so():
+    net = _known_network()
+    x = np.array([[5, 0]])
+    report = energy.estimate(net, x, simulate(net, x), hw_config.load("loihi1"), hw_config.load("ann_45nm"))
+    assert report.static_j == 0 and any("static" in note for note in report.notes)
+    assert report.total_j == report.dynamic_j > 0
+
+
+def test_mapping_splits_by_synapse_memory_and_output_axons(tmp_path):
+    net = _known_network()  # hidden: fan-in 2, 3 neurons; readout: fan-in 3, 2 neurons
+    # 3 synapses per core hold one neuron of either layer (2 and 3 synapses per neuron).
+    by_synapses = map_onto_cores(net, _config_with_limits(tmp_path, synapses_per_core=3))
+    assert [c.neurons for c in by_synapses.of_layer(0)] == [1, 1, 1]
+    assert [c.neurons for c in by_synapses.of_layer(1)] == [1, 1]
+    by_axons = map_onto_cores(net, _config_with_limits(tmp_path, output_axons_per_core=1, synapses_per_core=6))
+    # The readout fits one core (6 synapses); each hidden neuron needs one output axon per readout core.
+    assert len(by_axons.of_layer(1)) == 1 and [c.neurons for c in by_axons.of_layer(0)] == [1, 1, 1]
+    for core_map, hw in ((by_synapses, 3), (by_axons, 6)):
+        assert all(c.synapses <= hw for c in core_map.cores)
+        assert all(c.output_axons <= core_map.limits["output_axons_per_core"].value for c in core_map.cores)
+
+
+def test_mapping_respects_every_limit_of_the_shipped_configs(exported):
+    _, net, _ = exported
+    for name in ("loihi2", "loihi1"):
+        core_map = map_onto_cores(net, hw_config.load(name))
+        lim = {k: f.value for k, f in core_map.limits.items()}
+        for i, layer in enumerate(net.layers):
+            cores = core_map.of_layer(i)
+            assert sum(c.neurons for c in cores) == layer.size
+            assert max(c.neurons for c in cores) - min(c.neurons for c in cores) <= 1
+            nxt = len(core_map.of_layer(i + 1)) if i + 1 < len(net.layers) else 0
+            for c in cores:
+                assert c.neurons <= lim["neurons_per_core"]
+                assert c.synapses == c.neurons * layer.synapses.shape[1] <= lim["synapses_per_core"]
+                assert c.input_axons == layer.synapses.shape[1] <= lim["input_axons_per_core"]
+                assert c.output_axons == c.neurons * nxt <= lim["output_axons_per_core"]
+
+
+def test_a_layer_no_core_can_hold_is_a_named_error(tmp_path):
+    net = _known_network()
+    with pytest.raises(MappingError, match=r"layer 'readout': its 3 inputs exceed the 2 input axons"):
+        map_onto_cores(net, _config_with_limits(tmp_path, input_axons_per_core=2))
+    with pytest.raises(MappingError, match=r"layer 'readout': one neuron needs 3 synapses .* holds 2 "):
+        map_onto_cores(net, _config_with_limits(tmp_path, synapses_per_core=2))
+    with pytest.raises(MappingError, match=r"layer 'hidden': one neuron needs 2 output axons .* has 1 "):
+        map_onto_cores(net, _config_with_limits(tmp_path, synapses_per_core=3, output_axons_per_core=1))
 
 
 def test_energy_from_lava_equals_energy_from_sim():
@@ -59,10 +135,15 @@ def test_energy_from_lava_equals_energy_from_sim():
     assert from_sim.to_dict() == from_lava.to_dict()
 
 
-def test_every_figure_names_its_source():
+def test_every_figure_names_its_unit_and_source_and_loihi2_marks_its_proxies():
     for name in hw_config.available():
         cfg = hw_config.load(name)
-        for section in ("energy", "timing"):
+        for section in ("energy", "timing", "limits"):
             for key in cfg.raw.get(section, {}):
                 fig = cfg.figure(section, key)
                 assert fig.source and fig.unit, f"{name}: {section}.{key} needs a unit and a source"
+    # Intel has published no Loihi 2 per-operation energy or time: every such figure must say it is a proxy.
+    loihi2 = hw_config.load("loihi2")
+    for section in ("energy", "timing"):
+        for key in loihi2.raw[section]:
+            assert loihi2.figure(section, key).proxy, f"loihi2 {section}.{key} must be marked as a proxy"

@@ -1,20 +1,31 @@
-"""Lava on Python 3.11 through spikefold's compatibility fix, and runtimes stopped on every path."""
+"""Lava on Python 3.11 through spikefold's compatibility fix, and every Lava runtime stopped on every path:
+a normal end, an error after the run, a Lava process that fails mid-run, and Ctrl-C."""
 
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import multiprocessing.shared_memory
 import os
+import signal
 import sys
+import time
 
 import pytest
 
 from spikefold.deploy import lava_compat, lava_runner
+from spikefold.errors import TargetError
+from spikefold.export import nir_io
+from tests.lava_leftovers import live_processes_after, segments, start_cli, unique_tag
 from tests.random_nets import random_input, random_network
 
 
-def _shm() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+@pytest.fixture
+def shm_tag(monkeypatch):
+    """Lava's segments in this test carry a tag of their own (see tests/lava_leftovers.py)."""
+    tag = unique_tag()
+    monkeypatch.setattr(multiprocessing.shared_memory, "_SHM_NAME_PREFIX", f"/{tag}")
+    return tag
 
 
 def test_compat_fix_leaves_dataclasses_untouched():
@@ -29,12 +40,23 @@ def test_compat_fix_leaves_dataclasses_untouched():
     assert CoreEncoder().x == ByteEncoder()
 
 
-def test_runtime_stopped_after_success_and_failure(monkeypatch):
+def test_runtime_stopped_after_success_and_after_an_error(monkeypatch, shm_tag):
     net = random_network(3)
     x = random_input(net, samples=3, seed=0)
-    shm_before = _shm()
-    lava_runner.run(net, x)
+    lava_compat.ensure_lava()
     from lava.proc.monitor.process import Monitor
+
+    seen, get_data = [], Monitor.get_data
+
+    def observed(self):  # runs while the runtime is up: its segments must carry the tag
+        seen.append(segments(shm_tag))
+        return get_data(self)
+
+    monkeypatch.setattr(Monitor, "get_data", observed)
+    lava_runner.run(net, x)
+    assert seen and all(seen), "the run's segments must be named with the tag"
+    assert multiprocessing.active_children() == []
+    assert segments(shm_tag) == []
 
     def broken(self):
         raise RuntimeError("monitor failed")
@@ -43,4 +65,46 @@ def test_runtime_stopped_after_success_and_failure(monkeypatch):
     with pytest.raises(RuntimeError, match="monitor failed"):
         lava_runner.run(net, x)
     assert multiprocessing.active_children() == []
-    assert _shm() - shm_before == set()
+    assert segments(shm_tag) == []
+
+
+def test_a_lava_process_failing_mid_run_is_reported_not_waited_on(monkeypatch, shm_tag):
+    """Lava's own Runtime.wait() never returns when a process model raises; the run must end with a named
+    error and nothing left behind. The failure is injected into Lava's LIF model, which the forked
+    processes inherit."""
+    lava_compat.ensure_lava()
+    from lava.proc.lif.models import PyLifResetModelBitAcc
+
+    def broken(self):
+        raise ValueError("neuron model failed")
+
+    monkeypatch.setattr(PyLifResetModelBitAcc, "run_spk", broken)
+    net = random_network(3)
+    with pytest.raises(TargetError, match="a Lava process ended during the run: ValueError: neuron model failed"):
+        lava_runner.run(net, random_input(net, samples=3, seed=0))
+    assert multiprocessing.active_children() == []
+    assert segments(shm_tag) == []
+
+
+@pytest.mark.parametrize("whom", ["process group", "parent only"])
+def test_ctrl_c_mid_run_stops_everything(tmp_path, exported, whom):
+    """A terminal's Ctrl-C reaches the whole process group, Lava's processes included; `kill -INT` only the
+    parent. Either way: exit status 130 promptly, no process and no shared-memory segment left."""
+    _, net, _ = exported
+    model = nir_io.write(net, tmp_path / "model.nir")
+    tag = unique_tag()
+    proc = start_cli(["deploy", str(model), "--samples", "300", "--chunk", "300"], tag)
+    deadline = time.monotonic() + 60
+    while not segments(tag) and time.monotonic() < deadline:  # Lava's channels exist: the runtime is up
+        time.sleep(0.05)
+    assert segments(tag), "the Lava runtime never started"
+    time.sleep(1.0)  # well into the run
+    if whom == "process group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert live_processes_after(proc.pid) == []
+    assert segments(tag) == []

@@ -13,13 +13,17 @@ from spikefold.export import nir_io
 def test_cli_sim_deploy_validate(exported, tmp_path, capsys):
     _, net, _ = exported
     path = str(nir_io.write(net, tmp_path / "model.nir"))
-    assert main(["sim", path, "--samples", "50"]) == 0
-    assert "integer sim: accuracy" in capsys.readouterr().out
+    assert main(["sim", path, "--samples", "50", "--hw-config", "loihi1", "--out", str(tmp_path / "sim")]) == 0
+    assert "integer sim on 50 samples of digits:test: accuracy" in capsys.readouterr().out
+    energy = json.loads((tmp_path / "sim" / "energy.json").read_text())
+    assert energy["hw_config"] == "loihi1" and energy["samples"] == 50 and energy["cores"]
+    for name in ("energy.md", "firing.png", "energy.png", "cores.png"):
+        assert (tmp_path / "sim" / name).is_file(), name
     report = tmp_path / "deploy.json"
     assert main(["deploy", path, "--samples", "30", "--chunk", "15", "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["samples"] == 30 and data["agreement_exact"] and data["accuracy"] >= 0.9
-    assert main(["validate", path, "--samples", "20", "--states"]) == 0
+    assert main(["validate", path, "--samples", "20", "--states", "--out", str(tmp_path / "validate")]) == 0
     assert "PASS" in capsys.readouterr().out
 
 
@@ -32,6 +36,7 @@ def test_pipeline_on_digits(tmp_path, capsys):
     assert summary["agreement"]["exact"] and summary["agreement"]["spikes_differing"] == 0
     assert summary["accuracy"]["lava_samples"] == 200
     assert summary["accuracy"]["float"] >= 0.95 and summary["accuracy"]["lava"] >= 0.95
-    for name in ("model.pt", "last.pt", "model.nir", "report.json", "report.md", "firing.png", "energy.png"):
+    for name in ("model.pt", "last.pt", "model.nir", "report.json", "report.md", "firing.png", "energy.png",
+                 "cores.png"):
         assert (out / name).is_file(), name
     assert "every spike" in (out / "report.md").read_text()

@@ -1,0 +1,284 @@
+"""Hardware-in-the-loop validation: stream a data set through a target in chunks and hold it against golden
+references, the integer simulator (exact by default) and, when given, the float model.
+
+The target runs ``model``; the integer-sim reference runs ``reference`` (by default the same file). So a
+changed model is validated against the export it came from with ``validate changed.nir --reference
+model.nir``, and the report names the layer and timestep where the two first part.
+
+Each finished chunk's target output is saved under ``out/chunks/`` before the next chunk starts; a run that
+was interrupted (Ctrl-C, a crash) continues from its last finished chunk with ``resume=True``, provided the
+model, target, data and chunking are the same (recorded in ``out/chunks/manifest.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikefold import report_files
+from spikefold.deploy import data_source, lava_runner
+from spikefold.deploy.validation import Agreement, compare
+from spikefold.errors import ConfigError, DataError, NIRFileError
+from spikefold.export import hw_config, nir_io
+from spikefold.export.intnet import IntNetwork
+from spikefold.sim import energy
+from spikefold.sim.simulator import SimResult, simulate
+
+
+@dataclasses.dataclass
+class Tolerances:
+    """What counts as agreement. The defaults demand exact agreement with the integer simulator."""
+
+    spikes: float = 0.0  # largest share of a layer's spike slots (sample x timestep x neuron) that may differ
+    logits: int = 0  # largest |readout voltage difference| after the last timestep
+    agreement: float = 1.0  # smallest share of samples predicted as the integer sim predicts them
+    float_agreement: float = 0.95  # the same against the float model (with a float model)
+    accuracy_drop: float = 0.02  # how far the target's accuracy may fall below the float model's
+
+    FLAGS = {"spikes": "--spike-tolerance", "agreement": "--min-agreement",
+             "float_agreement": "--min-float-agreement", "accuracy_drop": "--max-accuracy-drop"}
+
+    def check(self) -> None:
+        for name, flag in self.FLAGS.items():
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{flag} must be a share in [0, 1], got {value}")
+        if self.logits < 0:
+            raise ConfigError(f"--logit-tolerance must be >= 0, got {self.logits}")
+
+
+@dataclasses.dataclass
+class ValidationConfig:
+    model: Path
+    reference: Path | None = None  # golden integer network; default: the model itself
+    float_model: Path | None = None  # checkpoint of the float model, for the float reference
+    data: str | None = None  # data set name[:split] or .npz file; default: the model's own test split
+    samples: int | None = None
+    target: str = "loihi2-sim"
+    chunk: int = 100
+    out: Path = Path("runs/validate")
+    resume: bool = False
+    states: bool = False  # also compare every u and v integer
+    hw_config: str | None = None  # for energy and latency; default: the model's
+    tolerances: Tolerances = dataclasses.field(default_factory=Tolerances)
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    passed: bool
+    measured: float
+    limit: float
+    detail: str
+
+
+ProgressCallback = Callable[[int, int, int], None]  # (samples done, samples in all, samples reused)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run the whole validation and write its report (report.json, report.md, PNGs) to ``cfg.out``.
+    Returns the report; ``report["passed"]`` says whether every check held."""
+    cfg.tolerances.check()
+    if cfg.chunk < 1:
+        raise ConfigError(f"--chunk must be >= 1 sample, got {cfg.chunk}")
+    lava_runner.check_target(cfg.target)  # an unreachable target fails before anything else runs
+    net = nir_io.read(cfg.model)
+    reference_path = cfg.reference or cfg.model
+    reference = nir_io.read(reference_path) if cfg.reference else net
+    _check_same_shape(net, reference, cfg.model, reference_path)
+    data = data_source.load(cfg.data, reference, cfg.samples, str(reference_path))
+    timings: dict[str, float] = {}
+    float_predictions = None
+    if cfg.float_model is not None:  # before the long target run, so a bad checkpoint fails fast
+        t0 = time.perf_counter()
+        float_predictions = _float_predictions(Path(cfg.float_model), data.x, reference.readout.size)
+        timings["float_model_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    store = ChunkStore(cfg.out / "chunks", {
+        "model_sha256": file_digest(Path(cfg.model)), "target": cfg.target, "data": data.source,
+        "data_fingerprint": data.fingerprint, "samples": len(data.x_int), "chunk": cfg.chunk,
+        "states": cfg.states}, cfg.resume)
+    target, reused = _run_target(net, data.x_int, cfg, store, on_progress)
+    timings["target_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    golden = simulate(reference, data.x_int, record_state=cfg.states)
+    timings["int_sim_s"] = time.perf_counter() - t0
+
+    agreement = compare(reference, golden, target)
+    hw = hw_config.load(cfg.hw_config or net.hw_config)
+    estimate = energy.estimate(net, data.x_int, target, hw, hw_config.load("ann_45nm"))
+    report = _report(cfg, net, data, reused, agreement, golden, target, float_predictions, estimate, timings)
+    from spikefold.deploy import validation_report
+
+    validation_report.write(cfg.out, net, report, target, agreement, estimate)
+    return report
+
+
+def _check_same_shape(net: IntNetwork, reference: IntNetwork, model: Path, reference_path: Path) -> None:
+    ours = (net.input.size, net.input.bits, net.input.scale, net.timesteps, [layer.size for layer in net.layers])
+    theirs = (reference.input.size, reference.input.bits, reference.input.scale, reference.timesteps,
+              [layer.size for layer in reference.layers])
+    if ours != theirs:
+        what = ("input size", "input bits", "input scale", "timesteps", "layer sizes")
+        differ = [f"{name} {a} vs {b}" for name, a, b in zip(what, ours, theirs) if a != b]
+        raise NIRFileError(f"{model} and the reference {reference_path} are not the same network shape "
+                           f"({'; '.join(differ)}); validate a model against the export it came from")
+
+
+def _run_target(net: IntNetwork, x_int: np.ndarray, cfg: ValidationConfig, store: ChunkStore,
+                on_progress: ProgressCallback | None) -> tuple[SimResult, int]:
+    """The target's output for every sample, chunk by chunk, reusing chunks a resumed run already has.
+    Returns it and the number of samples reused."""
+    n = len(x_int)
+    bounds = [(start, min(start + cfg.chunk, n)) for start in range(0, n, cfg.chunk)]
+    reused = sum(stop - start for k, (start, stop) in enumerate(bounds) if store.has(k))
+    done = reused
+    if on_progress is not None:
+        on_progress(done, n, reused)
+    parts = []
+    for k, (start, stop) in enumerate(bounds):
+        if store.has(k):
+            parts.append(store.load(k))
+            continue
+        parts.append(lava_runner.run(net, x_int[start:stop], cfg.target, cfg.states))
+        store.save(k, parts[-1])
+        done += stop - start
+        if on_progress is not None:
+            on_progress(done, n, reused)
+    return lava_runner.concatenate(parts), reused
+
+
+def _float_predictions(checkpoint: Path, x: np.ndarray, classes: int) -> np.ndarray:
+    # Only a float reference needs torch and the training code's model definitions.
+    from spikefold.export.fold import fold
+    from spikefold.train.loop import model_from_checkpoint
+
+    model = model_from_checkpoint(checkpoint)
+    sizes = model.cfg.sizes
+    if sizes[0] != x.shape[1] or sizes[-1] != classes:
+        raise DataError(f"float model {checkpoint} maps {sizes[0]} inputs to {sizes[-1]} classes, but the data "
+                        f"has {x.shape[1]} features and the integer model {classes} outputs; pass the checkpoint "
+                        "the reference was exported from")
+    logits, _ = fold(model).run(x)
+    return logits.argmax(axis=1)
+
+
+class ChunkStore:
+    """Finished chunks of a run on disk, each written atomically, with the manifest a resume must match."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], resume: bool):
+        self.folder = folder
+        path = folder / "manifest.json"
+        if resume and path.is_file():
+            before = json.loads(path.read_text())
+            differ = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in manifest.items()
+                      if before.get(key) != value]
+            if differ:
+                raise ConfigError(f"cannot resume the run in {folder.parent}: {'; '.join(differ)}; "
+                                  "run without --resume to start over")
+        else:
+            for old in folder.glob("chunk-*.npz"):
+                old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        report_files.write_json(path, manifest)
+
+    def _path(self, k: int) -> Path:
+        return self.folder / f"chunk-{k:05d}.npz"
+
+    def has(self, k: int) -> bool:
+        return self._path(k).is_file()
+
+    def save(self, k: int, part: SimResult) -> None:
+        arrays = {"readout_v": part.readout_v}
+        for name in ("spikes", "u", "v"):
+            for i, a in enumerate(getattr(part, name) or []):
+                arrays[f"{name}_{i}"] = a
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        report_files.write_bytes(self._path(k), buffer.getvalue())
+
+    def load(self, k: int) -> SimResult:
+        with np.load(self._path(k)) as f:
+            arrays = {key: f[key] for key in f.files}
+
+        def layers(name: str) -> list[np.ndarray] | None:
+            found = sorted((int(key.rsplit("_", 1)[1]), a) for key, a in arrays.items() if key.startswith(f"{name}_"))
+            return [a for _, a in found] or None
+
+        return SimResult(spikes=layers("spikes"), readout_v=arrays["readout_v"], stats=[], u=layers("u"),
+                         v=layers("v"))
+
+
+def _checks(tol: Tolerances, agreement: Agreement, accuracy: dict, float_agreement: float | None) -> list[Check]:
+    checks = []
+    for row in agreement.layers:
+        share = row.differing_share
+        checks.append(Check(f"spikes {row.name}", share <= tol.spikes, share, tol.spikes,
+                            f"{sum(row.differing):,} of {row.slots * len(row.differing):,} spike slots differ"))
+    checks.append(Check("readout voltages", agreement.max_logit_difference <= tol.logits,
+                        agreement.max_logit_difference, tol.logits, "largest absolute readout-voltage difference vs the integer sim"))
+    if agreement.states_differing is not None:  # --states: every u and v integer, exactly
+        checks.append(Check("neuron states (u, v)", agreement.states_differing == 0, agreement.states_differing, 0,
+                            "u and v integers that differ from the integer sim"))
+    checks.append(Check("predictions vs integer sim", agreement.predictions_equal >= tol.agreement,
+                        agreement.predictions_equal, tol.agreement, "share of samples predicted alike"))
+    if float_agreement is not None:
+        checks.append(Check("predictions vs float model", float_agreement >= tol.float_agreement,
+                            float_agreement, tol.float_agreement, "share of samples predicted alike"))
+        if accuracy.get("float") is not None and accuracy.get("target") is not None:
+            drop = accuracy["float"] - accuracy["target"]
+            checks.append(Check("accuracy vs float model", drop <= tol.accuracy_drop, drop, tol.accuracy_drop,
+                                f"target {accuracy['target']:.4f} vs float {accuracy['float']:.4f}"))
+    return checks
+
+
+def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, reused: int,
+            agreement: Agreement, golden: SimResult, target: SimResult, float_predictions: np.ndarray | None,
+            estimate: energy.EnergyReport, timings: dict[str, float]) -> dict[str, Any]:
+    predictions = {"target": target.predictions, "int_sim": golden.predictions}
+    if float_predictions is not None:
+        predictions["float"] = float_predictions
+    accuracy = {name: (float((p == data.labels).mean()) if data.labels is not None else None)
+                for name, p in predictions.items()}
+    float_agreement = (float((target.predictions == float_predictions).mean())
+                       if float_predictions is not None else None)
+    checks = _checks(cfg.tolerances, agreement, accuracy, float_agreement)
+    n = len(data.x_int)
+    return {
+        "passed": all(c.passed for c in checks),
+        "model": str(cfg.model),
+        "reference": str(cfg.reference or cfg.model),
+        "float_model": str(cfg.float_model) if cfg.float_model else None,
+        "target": cfg.target,
+        "data": data.source,
+        "samples": n,
+        "timesteps": net.timesteps,
+        "chunks": {"size": cfg.chunk, "count": -(-n // cfg.chunk), "reused_samples": reused},
+        "tolerances": dataclasses.asdict(cfg.tolerances),
+        "checks": [dataclasses.asdict(c) for c in checks],
+        "first_divergence": dataclasses.asdict(agreement.first) if agreement.first else None,
+        "agreement": dataclasses.asdict(agreement) | {"exact": agreement.exact},
+        "accuracy": accuracy,
+        "predictions": {
+            "agreement_with_int_sim": agreement.predictions_equal,
+            "agreement_with_float": float_agreement,
+            "per_sample": {name: p.tolist() for name, p in predictions.items()}
+            | {"labels": data.labels.tolist() if data.labels is not None else None},
+        },
+        "energy": estimate.to_dict(),
+        "timings": timings,
+    }

@@ -168,9 +168,9 @@ def _float_predictions(checkpoint: Path, x: np.ndarray, classes: int) -> np.ndar
     from spikefold.train.loop import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint)
-    sizes = model.cfg.sizes
-    if sizes[0] != x.shape[1] or sizes[-1] != classes:
-        raise DataError(f"float model {checkpoint} maps {sizes[0]} inputs to {sizes[-1]} classes, but the data "
+    features = int(np.prod(model.cfg.input_shape))
+    if features != x.shape[1] or model.cfg.classes != classes:
+        raise DataError(f"float model {checkpoint} maps {features} inputs to {model.cfg.classes} classes, but the data "
                         f"has {x.shape[1]} features and the integer model {classes} outputs; pass the checkpoint "
                         "the reference was exported from")
     logits, _ = fold(model).run(x)

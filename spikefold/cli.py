@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -53,14 +54,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument("--neuron", default="lif", help="lif, atgo, agl, mpinit_trsg or psg_pda (default lif)")
+    p.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                   help="a neuron option, e.g. --option reset=soft --option surrogate=arctan (repeatable)")
 
 
 def _option(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--option takes key=value (e.g. reset=soft), got '{text}'")
     key, value = text.split("=", 1)
-    import yaml
-
     return key.strip(), yaml.safe_load(value)
 
 
@@ -72,8 +74,8 @@ def _model_config(args, features: int = 64, classes: int = 10):
         raise SpikefoldError(f"--timesteps must be >= 1, got {args.timesteps}")
     if not 0 <= args.beta < 1:
         raise SpikefoldError(f"--beta must be in [0, 1), got {args.beta}")
-    kind = getattr(args, "neuron", "lif")
-    options = dict(getattr(args, "option", None) or [])
+    kind = args.neuron
+    options = dict(args.option or [])
     if kind == "lif":
         options = {"beta": args.beta, "learn_beta": args.learn_beta, **options}
     return ModelConfig(arch="mlp", input_shape=(features,), classes=classes, hidden=tuple(args.hidden),
@@ -90,8 +92,6 @@ def _train_config(args):
 
 
 def _recipe(path: str) -> dict:
-    import yaml
-
     from spikefold.errors import ConfigError
 
     try:
@@ -300,9 +300,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a spiking network (an MLP from flags, or any model from a recipe)")
     _model_args(p)
-    p.add_argument("--neuron", default="lif", help="lif, atgo, agl, mpinit_trsg or psg_pda (default lif)")
-    p.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
-                   help="a neuron option, e.g. --option reset=soft --option surrogate=arctan (repeatable)")
     p.add_argument("--recipe", default=None, help="a YAML recipe (recipes/*.yaml): data set, model and training")
     p.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, cifar100, cifar10_dvs")
     p.add_argument("--data-root", default=None, help="local folder holding a non-embedded data set")

@@ -35,7 +35,7 @@ from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer
 TIMINGS = ("synchronous", "lava")
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
 FLOAT64_EXACT = 1 << 53
-CPU_BATCH = 1024  # samples per pass on CPU: keeps a layer's int64 state in cache (measured, benchmarks/)
+CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
 
 
 def lava_delay(layer_index: int) -> int:
@@ -186,8 +186,9 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
              device: str | None = "cpu", batch_size: int | None = None, threads: int | None = None) -> SimResult:
     """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
 
-    ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default: 1024 on
-    CPU, all on GPU); ``threads``: CPU threads (default: torch's). Results depend on neither.
+    ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default on CPU:
+    as many as keep a layer's state near 1 MiB, 64..1024; on GPU: all); ``threads``: CPU threads (default:
+    torch's). Results depend on neither.
     """
     import torch
 
@@ -199,7 +200,8 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    batch = batch_size or (CPU_BATCH if dev.type == "cpu" else max(len(x), 1))
+    widest = max(layer.size for layer in net.layers)
+    batch = batch_size or (min(1024, max(64, CPU_STATE_VALUES // widest)) if dev.type == "cpu" else max(len(x), 1))
     layers = [_DeviceLayer(layer, p, dev) for layer, p in zip(net.layers, matmul_plan(net))]
     n = x.shape[0]
     steps = net.timesteps + (len(net.layers) if timing == "lava" else 0)

@@ -162,7 +162,7 @@ def main() -> int:
           f"lava-nc {info['lava-nc']}, GPU: {info['cuda'] or 'none'}; load average {info['load_average_start']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "results": rows, "table": text}, indent=2))
+    out.write_text(json.dumps({"machine": info, "options": vars(args), "results": rows, "table": text}, indent=2))
     print(f"results: {out}")
     return 0 if all(r["spikes_differing"] == 0 and r["readout_equal"] for r in rows) else 1
 

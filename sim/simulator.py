@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
 from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer
@@ -130,8 +131,6 @@ def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
 
 def resolve_device(device: str | None):
     """A torch device from a user's option: None or "auto" (CUDA when present), "cpu", "cuda[:N]"."""
-    import torch
-
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -149,8 +148,6 @@ def resolve_device(device: str | None):
 def _torch_settings(threads: int | None) -> Iterator[None]:
     """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set) and,
     when given, the number of CPU threads."""
-    import torch
-
     precision, before_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
     if threads is not None:
@@ -166,8 +163,6 @@ class _DeviceLayer:
     """One layer's constants on the device: transposed float weights and the effective bias."""
 
     def __init__(self, layer: Layer, precision: MatmulPrecision, device):
-        import torch
-
         self.layer = layer
         self.dtype = getattr(torch, precision.dtype)
         self.weights_t = torch.as_tensor(layer.synapses.effective_weights().T, dtype=self.dtype,
@@ -176,8 +171,6 @@ class _DeviceLayer:
 
     def synaptic_input(self, s):
         """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
-        import torch
-
         acc = (s.to(self.dtype) @ self.weights_t).to(torch.int64)  # exact: see matmul_precision
         return self.layer.synapses.a_out(acc)
 
@@ -190,8 +183,6 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
     as many as keep a layer's state near 1 MiB, 64..1024; on GPU: all); ``threads``: CPU threads (default:
     torch's). Results depend on neither.
     """
-    import torch
-
     x = check_input(net, x_int)
     if timing not in TIMINGS:
         raise ConfigError(f"unknown timing '{timing}'; choose one of: {', '.join(TIMINGS)}")
@@ -231,14 +222,10 @@ class _StatsOnDevice:
     synchronise the GPU every step)."""
 
     def __init__(self, device):
-        import torch
-
         zero = torch.zeros((), dtype=torch.int64, device=device)
         self.max_u, self.max_v, self.wraps, self.saturations = zero, zero.clone(), zero.clone(), zero.clone()
 
     def update(self, out) -> None:
-        import torch
-
         for name, state in (("max_u", out.u), ("max_v", out.v)):
             low, high = torch.aminmax(state)
             setattr(self, name, torch.maximum(getattr(self, name), torch.maximum(high, -low)))
@@ -259,8 +246,6 @@ class _BatchRun:
 
 def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timing: str,
                record_state: bool) -> _BatchRun:
-    import torch
-
     n, dev, T = x.shape[0], x.device, net.timesteps
     lava = timing == "lava"
     u = [torch.zeros((n, dl.layer.size), dtype=torch.int64, device=dev) for dl in layers]

@@ -274,16 +274,21 @@ class LIF:
         tensor on that device."""
         bias = self.effective_bias() if bias is None else bias
         ops = _ops(u, v, a_in)
-        u_raw = wrap32(_trunc_decay(u, DECAY_UNITY - (self.du + 1)) + wrap32(ops.int64(a_in) << ACT_SHIFT))
-        u_new = ops.where(u_raw > STATE_MAX, u_raw - 2 * STATE_MAX, u_raw)
-        u_new = ops.where(u_new <= -STATE_MAX, u_raw + 2 * STATE_MAX, u_new)
+        u_raw = wrap32(ops.int64(a_in) << ACT_SHIFT)
+        if self.du + 1 < DECAY_UNITY:  # else the current is forgotten each step: nothing to add, nothing to re-wrap
+            u_raw = wrap32(_trunc_decay(u, DECAY_UNITY - (self.du + 1)) + u_raw)
+        # Lava wraps u once: above 2**23 it subtracts 2**24, at or below -2**23 it adds 2**24, however far
+        # outside it is. turns = floor((u + 2**23 - 1) / 2**24) is 0 inside (-2**23, 2**23], so clipped to
+        # [-1, 1] it says which of the two (if any) applies.
+        turns = ops.clip((u_raw + (STATE_MAX - 1)) >> STATE_BITS, -1, 1)
+        u_new = u_raw - (turns << STATE_BITS)
         v_raw = wrap32(_trunc_decay(v, DECAY_UNITY - self.dv) + u_new + bias)
         v_new = ops.clip(v_raw, -(STATE_MAX - 1), STATE_MAX - 1)
         saturated = v_new != v_raw
         threshold = self.threshold(t) << VTH_SHIFT
         spikes = v_new > threshold
-        v_new = ops.where(spikes, v_new - threshold if self.reset == "subtract" else 0, v_new)
-        return LIFStep(u_new, v_new, spikes, u_new != u_raw, saturated)
+        v_new = v_new - threshold * spikes if self.reset == "subtract" else v_new * ~spikes  # v[s] -= thr or = 0
+        return LIFStep(u_new, v_new, spikes, turns != 0, saturated)
 
 
 @dataclasses.dataclass

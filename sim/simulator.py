@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
 from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer, wrap32
@@ -35,7 +36,7 @@ from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer, wrap32
 TIMINGS = ("synchronous", "lava")
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
 FLOAT64_EXACT = 1 << 53
-CPU_BATCH = 1024  # samples per pass on CPU: keeps a layer's int64 state in cache (measured, benchmarks/)
+CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
 
 
 def lava_delay(layer_index: int) -> int:
@@ -130,8 +131,6 @@ def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
 
 def resolve_device(device: str | None):
     """A torch device from a user's option: None or "auto" (CUDA when present), "cpu", "cuda[:N]"."""
-    import torch
-
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -149,8 +148,6 @@ def resolve_device(device: str | None):
 def _torch_settings(threads: int | None) -> Iterator[None]:
     """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set) and,
     when given, the number of CPU threads."""
-    import torch
-
     precision, before_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
     if threads is not None:
@@ -166,8 +163,6 @@ class _DeviceLayer:
     """One layer's constants on the device: transposed float weights and the effective bias."""
 
     def __init__(self, layer: Layer, precision: MatmulPrecision, device):
-        import torch
-
         self.layer = layer
         self.dtype = getattr(torch, precision.dtype)
         self.weights_t = torch.as_tensor(layer.synapses.matrix().T, dtype=self.dtype, device=device).contiguous()
@@ -177,8 +172,6 @@ class _DeviceLayer:
 
     def synaptic_input(self, s):
         """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
-        import torch
-
         acc = (s.to(self.dtype) @ self.weights_t).to(torch.int64)  # exact: see matmul_precision
         return self.layer.synapses.a_out(acc)
 
@@ -187,11 +180,10 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
              device: str | None = "cpu", batch_size: int | None = None, threads: int | None = None) -> SimResult:
     """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
 
-    ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default: 1024 on
-    CPU, all on GPU); ``threads``: CPU threads (default: torch's). Results depend on neither.
+    ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default on CPU:
+    as many as keep a layer's state near 1 MiB, 64..1024; on GPU: all); ``threads``: CPU threads (default:
+    torch's). Results depend on neither.
     """
-    import torch
-
     x = check_input(net, x_int)
     if timing not in TIMINGS:
         raise ConfigError(f"unknown timing '{timing}'; choose one of: {', '.join(TIMINGS)}")
@@ -200,7 +192,8 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    batch = batch_size or (CPU_BATCH if dev.type == "cpu" else max(len(x), 1))
+    widest = max(layer.size for layer in net.layers)
+    batch = batch_size or (min(1024, max(64, CPU_STATE_VALUES // widest)) if dev.type == "cpu" else max(len(x), 1))
     layers = [_DeviceLayer(layer, p, dev) for layer, p in zip(net.layers, matmul_plan(net))]
     n = x.shape[0]
     steps = net.timesteps + (len(net.layers) if timing == "lava" else 0)
@@ -230,14 +223,10 @@ class _StatsOnDevice:
     synchronise the GPU every step)."""
 
     def __init__(self, device):
-        import torch
-
         zero = torch.zeros((), dtype=torch.int64, device=device)
         self.max_u, self.max_v, self.wraps, self.saturations = zero, zero.clone(), zero.clone(), zero.clone()
 
     def update(self, out) -> None:
-        import torch
-
         for name, state in (("max_u", out.u), ("max_v", out.v)):
             low, high = torch.aminmax(state)
             setattr(self, name, torch.maximum(getattr(self, name), torch.maximum(high, -low)))
@@ -258,8 +247,6 @@ class _BatchRun:
 
 def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timing: str,
                record_state: bool) -> _BatchRun:
-    import torch
-
     n, dev, T = x.shape[0], x.device, net.timesteps
     lava = timing == "lava"
     u = [torch.zeros((n, dl.layer.size), dtype=torch.int64, device=dev) for dl in layers]

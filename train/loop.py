@@ -20,7 +20,7 @@ from torch import nn
 from spikefold.errors import CheckpointError, ConfigError
 from spikefold.train import checkpoint
 from spikefold.train.data import Split
-from spikefold.train.models import ModelConfig, SpikingModel, build_model
+from spikefold.train.models import ModelConfig, SpikingModel, build_model, check_keys
 
 OPTIMISERS = ("adamw", "sgd")
 
@@ -40,10 +40,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ConfigError(f"unknown training options {sorted(unknown)}; valid: {sorted(fields)}")
+        check_keys(cls, d, "training options")
         cfg = cls(**d)
         if cfg.optimiser not in OPTIMISERS:
             raise ConfigError(f"unknown optimiser '{cfg.optimiser}'; valid: {', '.join(OPTIMISERS)}")

@@ -30,6 +30,14 @@ VGG_PLAN = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
 RESNET19_STAGES = ((128, 3, 1), (256, 3, 2), (512, 2, 2))  # (channels, blocks, stride)
 
 
+def check_keys(cls, d: dict, what: str) -> None:
+    """A named error listing the valid keys when ``d`` has one the dataclass ``cls`` does not."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - fields
+    if unknown:
+        raise ConfigError(f"unknown {what} {sorted(unknown)}; valid: {sorted(fields)}")
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Everything needed to rebuild a model; stored in checkpoints as plain values."""
@@ -55,10 +63,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ConfigError(f"unknown model config keys {sorted(unknown)}; valid: {sorted(fields)}")
+        check_keys(cls, d, "model config keys")
         d = dict(d)
         d["neuron"] = NeuronConfig.from_dict(d.get("neuron", {}))
         for key in ("input_shape", "hidden", "plan"):

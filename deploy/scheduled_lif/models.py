@@ -42,15 +42,22 @@ class PyScheduledLIFFixed(_ScheduledLIFModel):
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._neuron = None  # the parameters are static (no learning): build the neuron and its bias once
+
     def run_spk(self) -> None:
         a_in = self.a_in.recv()
         first, t = self._position()
         if first:
             self.u[:] = 0
             self.v[:] = 0
-        neuron = intnet.LIF(du=int(self.du[0]), dv=int(self.dv[0]), vth=np.asarray(self.vth, np.int64),
-                            bias_mant=self.bias_mant, bias_exp=self.bias_exp, reset=self.proc_params["reset"])
-        out = neuron.step(np.asarray(self.u, np.int64), np.asarray(self.v, np.int64), a_in, t=t)
+        if self._neuron is None:
+            self._neuron = intnet.LIF(du=int(self.du[0]), dv=int(self.dv[0]), vth=np.asarray(self.vth, np.int64),
+                                      bias_mant=self.bias_mant, bias_exp=self.bias_exp,
+                                      reset=self.proc_params["reset"])
+            self._bias = self._neuron.effective_bias()
+        out = self._neuron.step(np.asarray(self.u, np.int64), np.asarray(self.v, np.int64), a_in, self._bias, t=t)
         self.u[:] = out.u
         self.v[:] = out.v
         self.s_out.send(out.spikes)

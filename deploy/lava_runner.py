@@ -1,11 +1,13 @@
 """Build Lava processes for an integer network and run them on a target.
 
-Every layer maps onto Lava's stock processes: ``Dense`` (graded for the analog input layer) into ``LIFReset``.
-Samples are streamed back to back, ``T`` steps each, in one Lava run. Lava's Dense delays by one step per
-layer, so layer ``l`` (1-based) works on sample ``k``, timestep ``tau`` at Lava step ``k T + tau + 1 + l``;
-its ``LIFReset`` clears u and v at the first of those steps (``reset_offset = (1 + l) mod T``), which is
-the state reset between samples. Monitors record what was sent; the result is re-aligned to the simulator's
-layer-synchronous timing so the two compare array for array.
+Every connection maps onto Lava's stock ``Dense`` (graded for the analog input), or ``DelayDense`` where a
+connection skips layers and needs extra synaptic delay to stay in step; every population onto ``LIFReset``, or
+spikefold's ``ScheduledLIF`` for what the stock LIF cannot express. Connections into one population all drive
+its ``a_in`` port, which sums them. Samples are streamed back to back, ``T`` steps each, in one Lava run.
+Lava's Dense delays by one step, so a layer at depth ``d`` (``IntNetwork.depths``) works on sample ``k``,
+timestep ``tau`` at Lava step ``k T + tau + 1 + d``; its ``LIFReset`` clears u and v at the first of those
+steps (``reset_offset = (1 + d) mod T``), which is the state reset between samples. Monitors record what was
+sent; the result is re-aligned to the simulator's layer-synchronous timing so the two compare array for array.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
 from spikefold.errors import ConfigError, TargetError
-from spikefold.export.intnet import IntNetwork
-from spikefold.sim.simulator import SimResult, check_input, lava_delay
+from spikefold.export.intnet import INPUT, Dense, IntNetwork
+from spikefold.sim.simulator import SimResult, check_input
 
 TARGETS = ("loihi2-sim", "loihi2")
 
@@ -26,7 +28,7 @@ TARGETS = ("loihi2-sim", "loihi2")
 @dataclasses.dataclass
 class _Built:
     source: object
-    layers: list[tuple[object, object]]  # (Dense, LIFReset) per layer
+    neurons: list[object]  # LIFReset or ScheduledLIF per layer
     monitors: dict[tuple[int, str], object]  # (layer index, var name) -> Monitor
     steps: int
 
@@ -54,31 +56,35 @@ def _run_config(target: str):
     return Loihi2HwCfg()
 
 
+def _synapses(synapses: Dense, delay: int, name: str):
+    """A Lava Dense for ``synapses`` (a Conv2d runs as a Dense with the convolution's connectivity, see
+    intnet.Conv2d), or a DelayDense holding every synapse ``delay`` extra steps."""
+    from lava.proc.dense.process import DelayDense, Dense as LavaDense
+
+    weights = synapses.lava_weights().astype(np.int32)
+    common = dict(weights=weights, weight_exp=int(synapses.weight_exp), num_weight_bits=int(synapses.num_weight_bits),
+                  num_message_bits=int(synapses.num_message_bits), name=name)
+    if delay == 0:
+        return LavaDense(**common)
+    return DelayDense(delays=np.full(weights.shape, delay, dtype=int), **common)  # Lava checks for dtype int
+
+
 def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
-    from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIFReset
     from lava.proc.monitor.process import Monitor
 
-    n, steps_per_sample, depth = x.shape[0], net.timesteps, len(net.layers)
-    steps = n * steps_per_sample + depth
+    n, steps_per_sample, depths = x.shape[0], net.timesteps, net.depths()
+    steps = n * steps_per_sample + max(depths)
     data = np.zeros((net.input.size, steps), np.int32)
     data[:, : n * steps_per_sample] = np.repeat(x.T, steps_per_sample, axis=1)
     source = RingBuffer(data=data)
-    sender = source.s_out
-    layers, monitors = [], {}
+    senders = {INPUT: source.s_out}
+    neurons, monitors = [], {}
     for index, layer in enumerate(net.layers):
-        syn, neu = layer.synapses, layer.neurons
-        # Conv2d synapses run as a Dense with the convolution's connectivity (see intnet.Conv2d).
-        dense = Dense(
-            weights=syn.lava_weights().astype(np.int32),
-            weight_exp=int(syn.weight_exp),
-            num_weight_bits=int(syn.num_weight_bits),
-            num_message_bits=int(syn.num_message_bits),
-            name=f"{layer.name}.dense",
-        )
-        # Layer `index` starts each sample at Lava step k T + index + 2 (one step of delay per Dense).
-        offset = (index + 2) % steps_per_sample
+        neu, depth = layer.neurons, depths[index]
+        # The layer starts each sample at Lava step k T + depth + 1 (one step of delay per Dense on its path).
+        offset = (depth + 1) % steps_per_sample
         common = dict(shape=(neu.size,), du=int(neu.du), dv=int(neu.dv),
                       bias_mant=np.asarray(neu.bias_mant, np.int32), bias_exp=np.asarray(neu.bias_exp, np.int32),
                       name=f"{layer.name}.lif")
@@ -88,20 +94,20 @@ def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
             from spikefold.deploy.scheduled_lif import ScheduledLIF
 
             lif = ScheduledLIF(vth=neu.vth, reset=neu.reset, timesteps=steps_per_sample, offset=offset, **common)
-        sender.connect(dense.s_in)
-        dense.a_out.connect(lif.a_in)
+        for c in layer.inputs:
+            dense = _synapses(c.synapses, net.delay(index, c, depths), f"{layer.name}.from.{c.source}")
+            senders[c.source].connect(dense.s_in)
+            dense.a_out.connect(lif.a_in)
         if layer.initial is not None:
             # MP-Init re-encoded on stock processes: one spike sent the step before each sample's first step
             # reaches the neurons through the initial-potential synapses exactly then.
             pulses = np.zeros((1, steps), np.int32)
-            pulses[0, index + np.arange(n) * steps_per_sample] = 1
+            pulses[0, depth - 1 + np.arange(n) * steps_per_sample] = 1
             pulse_source = RingBuffer(data=pulses)
-            initial = Dense(weights=layer.initial.lava_weights().astype(np.int32),
-                            weight_exp=int(layer.initial.weight_exp),
-                            num_weight_bits=int(layer.initial.num_weight_bits), name=f"{layer.name}.initial")
+            initial = _synapses(layer.initial, 0, f"{layer.name}.initial")
             pulse_source.s_out.connect(initial.s_in)
             initial.a_out.connect(lif.a_in)
-        sender = lif.s_out
+        senders[layer.name] = lif.s_out
         probes = ["s_out"] if not layer.readout else ["v"]
         if record_state:
             probes = ["s_out", "u", "v"]
@@ -109,8 +115,8 @@ def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
             monitor = Monitor()
             monitor.probe(getattr(lif, var), steps)
             monitors[(index, var)] = monitor
-        layers.append((dense, lif))
-    return _Built(source, layers, monitors, steps)
+        neurons.append(lif)
+    return _Built(source, neurons, monitors, steps)
 
 
 def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_state: bool = False) -> SimResult:
@@ -119,16 +125,16 @@ def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_s
     x = check_input(net, x_int)
     ensure_lava()
     built = _build(net, x, record_state)
-    n, steps_per_sample = x.shape[0], net.timesteps
+    n, steps_per_sample, depths = x.shape[0], net.timesteps, net.depths()
     try:
         with lava_run(built.source, _run_config(target), built.steps):
             recorded = {}
             for (index, var), monitor in built.monitors.items():
-                _, lif = built.layers[index]
+                lif = built.neurons[index]
                 rows = np.asarray(monitor.get_data()[lif.name][var])
-                # Layer `index` works on sample k, timestep tau at Lava step k T + tau + 1 + lava_delay(index),
-                # which the monitor stores in row k T + tau + lava_delay(index).
-                start = lava_delay(index)
+                # The layer works on sample k, timestep tau at Lava step k T + tau + 1 + depth, which the monitor
+                # stores in row k T + tau + depth.
+                start = depths[index]
                 window = rows[start : start + n * steps_per_sample]
                 recorded[(index, var)] = window.reshape(n, steps_per_sample, -1)
     except Exception as exc:

@@ -129,11 +129,13 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
 
 
 def _check_same_shape(net: IntNetwork, reference: IntNetwork, model: Path, reference_path: Path) -> None:
-    ours = (net.input.size, net.input.bits, net.input.scale, net.timesteps, [layer.size for layer in net.layers])
-    theirs = (reference.input.size, reference.input.bits, reference.input.scale, reference.timesteps,
-              [layer.size for layer in reference.layers])
+    def shape(n: IntNetwork) -> tuple:
+        return (n.input.size, n.input.bits, n.input.scale, n.timesteps, [layer.size for layer in n.layers],
+                [[c.source for c in layer.inputs] for layer in n.layers])
+
+    ours, theirs = shape(net), shape(reference)
     if ours != theirs:
-        what = ("input size", "input bits", "input scale", "timesteps", "layer sizes")
+        what = ("input size", "input bits", "input scale", "timesteps", "layer sizes", "connections")
         differ = [f"{name} {a} vs {b}" for name, a, b in zip(what, ours, theirs) if a != b]
         raise NIRFileError(f"{model} and the reference {reference_path} are not the same network shape "
                            f"({'; '.join(differ)}); validate a model against the export it came from")

@@ -7,8 +7,18 @@ This module is the one place those equations are written. They take numpy arrays
 runs this same code vectorised over samples on CPU or GPU; ``spikefold.deploy`` hands the same integers to
 Lava's stock processes and the tests check that both agree on every spike and state integer.
 
-A network is ``InputEncoding -> [Dense or Conv2d -> LIF] * L``; the last layer is a *readout*: an integrating
-neuron (``dv = 0``) that never fires and whose voltage after the last timestep is the logit.
+A network is a directed acyclic graph of layers in topological order. Each layer is a population of LIF
+neurons fed by one or more :class:`Connection` s (Dense or Conv2d synapses from the encoded input or from an
+earlier layer's spikes); the inputs arriving at a neuron are summed, as Lava sums every Dense connected to one
+port. A chain ``input -> layer0 -> layer1 -> ...`` is the common case; residual networks add connections that
+skip layers (a shortcut, or the addends of a SEW block's sum, each through its own synapses). The last layer is a
+*readout*: an integrating neuron (``dv = 0``) that never fires and whose voltage after the last timestep is the
+logit.
+
+Time is layer-synchronous: at timestep t every layer sees its sources' outputs of the same t. Lava delivers
+what a Dense receives one step later, so on Lava a layer at depth d (the longest path from the input, counted in
+connections) runs d steps behind the input, and a connection that skips layers carries
+``depth(layer) - depth(source) - 1`` extra steps of synaptic delay to arrive in step (:meth:`IntNetwork.delay`).
 """
 
 from __future__ import annotations
@@ -222,7 +232,8 @@ class Conv2d(Dense):
 
 class LIFStep(NamedTuple):
     u: np.ndarray
-    v: np.ndarray
+    v: np.ndarray  # after the reset
+    potential: np.ndarray  # v before the reset: what was compared with the threshold
     spikes: np.ndarray
     u_wrapped: np.ndarray  # bool: the current left the 24-bit range and wrapped
     v_saturated: np.ndarray  # bool: the voltage was clipped to the 24-bit range
@@ -287,20 +298,32 @@ class LIF:
         saturated = v_new != v_raw
         threshold = self.threshold(t) << VTH_SHIFT
         spikes = v_new > threshold
-        v_new = v_new - threshold * spikes if self.reset == "subtract" else v_new * ~spikes  # v[s] -= thr or = 0
-        return LIFStep(u_new, v_new, spikes, turns != 0, saturated)
+        v_out = v_new - threshold * spikes if self.reset == "subtract" else v_new * ~spikes  # v[s] -= thr or = 0
+        return LIFStep(u_new, v_out, v_new, spikes, turns != 0, saturated)
+
+
+INPUT = "input"  # the source name of the encoded input
+
+
+@dataclasses.dataclass
+class Connection:
+    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (graded input spikes) or the name of
+    an earlier layer (binary spikes)."""
+
+    source: str
+    synapses: Dense
 
 
 @dataclasses.dataclass
 class Layer:
-    """One layer: synapses into a population of neurons.
+    """One layer: a population of neurons and the synapses that feed it.
 
     ``scale`` relates the integers back to the float model: v_int ~= U_float * scale (it is what makes the
     NIR graph's float parameters consistent with the integers).
     """
 
     name: str
-    synapses: Dense
+    inputs: list[Connection]
     neurons: LIF
     scale: float
     readout: bool = False
@@ -311,6 +334,17 @@ class Layer:
     @property
     def size(self) -> int:
         return self.neurons.size
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """(C, H, W) when convolutions feed the layer, else (neurons,)."""
+        synapses = self.inputs[0].synapses
+        return synapses.output_shape if isinstance(synapses, Conv2d) else (self.size,)
+
+    @property
+    def fan_in(self) -> int:
+        """Presynaptic neurons (or input channels) over all of the layer's connections."""
+        return sum(c.synapses.shape[1] for c in self.inputs)
 
     @property
     def process(self) -> str:
@@ -339,13 +373,43 @@ class IntNetwork:
     def readout(self) -> Layer:
         return self.layers[-1]
 
+    def index(self, name: str) -> int:
+        """Position of the layer called ``name``."""
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise KeyError(name)
+
+    def source_size(self, source: str) -> int:
+        return self.input.size if source == INPUT else self.layers[self.index(source)].size
+
+    def depths(self) -> list[int]:
+        """Per layer, the longest path from the input in connections (1 for a layer the input feeds directly):
+        on Lava, the steps by which the layer lags the input."""
+        depth: dict[str, int] = {INPUT: 0}
+        for layer in self.layers:
+            depth[layer.name] = 1 + max(depth[c.source] for c in layer.inputs)
+        return [depth[layer.name] for layer in self.layers]
+
+    def delay(self, layer_index: int, connection: Connection, depths: list[int] | None = None) -> int:
+        """Extra synaptic delay (steps beyond a Dense's one) that keeps ``connection`` layer-synchronous on
+        Lava: ``depth(layer) - depth(source) - 1``."""
+        depths = self.depths() if depths is None else depths
+        source = 0 if connection.source == INPUT else depths[self.index(connection.source)]
+        return depths[layer_index] - source - 1
+
+    def consumers(self, layer_index: int) -> list[int]:
+        """The layers that receive this layer's spikes."""
+        name = self.layers[layer_index].name
+        return [i for i, layer in enumerate(self.layers) if any(c.source == name for c in layer.inputs)]
+
     def validate(self, hw: HwConfig) -> None:
-        """Check every integer against the ranges ``hw`` allows; name the layer, value and range if not."""
+        """Check the graph and every integer against the ranges ``hw`` allows; name the layer, value and range
+        if not."""
         if self.timesteps < 1:
             raise HardwareRangeError(f"timesteps must be >= 1, got {self.timesteps}")
         if not self.layers or not self.layers[-1].readout:
             raise HardwareRangeError("the last layer of an integer network must be a readout layer")
-        in_size = self.input.size
         msg_bits = hw.bits("message_bits")
         if not 1 <= self.input.bits <= msg_bits:
             raise HardwareRangeError(
@@ -354,21 +418,36 @@ class IntNetwork:
         b_lo, b_hi = hw.range("bias_exp")
         vth_max = (1 << hw.bits("threshold_bits")) - 1
         dmax = (1 << hw.bits("decay_bits")) - 1
+        delay_max = (1 << hw.bits("delay_bits")) - 1
         mant = 1 << (hw.bits("bias_mant_bits") - 1)
-        for layer in self.layers:
-            syn, neu = layer.synapses, layer.neurons
-            if syn.shape[1] != in_size:
-                raise HardwareRangeError(
-                    f"layer '{layer.name}': weights expect {syn.shape[1]} inputs but the previous layer has "
-                    f"{in_size} outputs")
-            if syn.shape[0] != neu.size:
-                raise HardwareRangeError(
-                    f"layer '{layer.name}': {syn.shape[0]} weight rows for {neu.size} neurons")
-            _check_range(layer.name, "weights", syn.weights, -256, 255, "re-quantise the weights")
-            _check_range(layer.name, "num_weight_bits", syn.num_weight_bits, 1, hw.bits("weight_bits"),
-                         "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
-            _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
-                         "rescale the layer (threshold and weights) so the exponent fits")
+        sizes = {INPUT: self.input.size}
+        for index, layer in enumerate(self.layers):
+            neu = layer.neurons
+            if layer.name in sizes:
+                raise HardwareRangeError(f"layer name '{layer.name}' is used twice (or is the reserved '{INPUT}')")
+            if not layer.inputs:
+                raise HardwareRangeError(f"layer '{layer.name}' has no input connections")
+            if layer.readout and index != len(self.layers) - 1:
+                raise HardwareRangeError(f"layer '{layer.name}' is a readout but not the last layer")
+            for c in layer.inputs:
+                syn = c.synapses
+                if c.source not in sizes:
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': its input '{c.source}' is not the input or an earlier layer; "
+                        "list layers in topological order")
+                if syn.shape[1] != sizes[c.source]:
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': weights from '{c.source}' expect {syn.shape[1]} inputs but "
+                        f"'{c.source}' has {sizes[c.source]} outputs")
+                if syn.shape[0] != neu.size:
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': {syn.shape[0]} weight rows from '{c.source}' for {neu.size} neurons")
+                what = f"weights from '{c.source}'" if len(layer.inputs) > 1 else "weights"
+                _check_range(layer.name, what, syn.weights, -256, 255, "re-quantise the weights")
+                _check_range(layer.name, "num_weight_bits", syn.num_weight_bits, 1, hw.bits("weight_bits"),
+                             "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
+                _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
+                             "rescale the layer (threshold and weights) so the exponent fits")
             _check_range(layer.name, "du", neu.du, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "dv", neu.dv, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "vth", neu.vth, 0, vth_max, "lower the layer scale")
@@ -386,7 +465,14 @@ class IntNetwork:
                         f"layer '{layer.name}': initial-potential synapses {layer.initial.shape}, need ({neu.size}, 1)")
                 _check_range(layer.name, "initial weights", layer.initial.weights, -256, 255, "rescale")
                 _check_range(layer.name, "initial weight_exp", layer.initial.weight_exp, e_lo, e_hi, "rescale")
-            in_size = neu.size
+            sizes[layer.name] = neu.size
+        if any(c.source == self.readout.name for layer in self.layers for c in layer.inputs):
+            raise HardwareRangeError(f"the readout '{self.readout.name}' never fires, so no layer may take input from it")
+        depths = self.depths()
+        for index, layer in enumerate(self.layers):
+            for c in layer.inputs:
+                _check_range(layer.name, f"synaptic delay from '{c.source}'", self.delay(index, c, depths), 0,
+                             delay_max, "shorten the skip connection (it spans too many layers)")
 
 
 def _check_range(layer: str, param: str, value: Any, lo: int, hi: int, fix: str) -> None:

@@ -1,14 +1,19 @@
 """Write an integer network as a NIR graph and read it back.
 
 The graph uses standard NIR nodes whose float parameters describe the *quantised* network in the float model's
-units (one NIR time unit is one timestep, dt = 1): ``Input -> ((Flatten ->) Affine or Conv2d -> CubaLIF)* ->
-(Flatten ->) Affine -> I -> Output``. For a layer with scale S: ``weight = W_eff 2**e 64 / (S * input_unit)``,
+units (one NIR time unit is one timestep, dt = 1): every layer is a ``CubaLIF`` (the readout an ``I``) fed by one
+``Affine`` or ``Conv2d`` per connection (with a ``Flatten`` before an ``Affine`` that reads a map); a layer with
+several connections is a node where edges merge, whose inputs NIR sums. A chain reads ``Input -> ((Flatten ->)
+Affine or Conv2d -> CubaLIF)* -> (Flatten ->) Affine -> I -> Output``. NIR's edges are instantaneous, which is
+the integer network's layer-synchronous time; the synaptic delays Lava needs for skip connections are derived at
+deploy, not written. For a layer with scale S: ``weight = W_eff 2**e 64 / (S * input_unit)``,
 ``bias = (bias_mant << bias_exp) / S``, ``v_threshold = vth 64 / S``, ``tau_syn = 4096 / (du + 1)``,
 ``tau_mem = 4096 / dv`` and ``r = tau_mem`` (so that v gains exactly I each step). The readout is an
 integrator ``I`` (dv = 0). The exact integers ride in each node's ``metadata`` under ``spikefold.*`` keys,
 including what standard NIR cannot say (a per-timestep threshold schedule, the subtractive reset, MP-Init's
-initial-potential synapses, and whether the layer runs on stock or custom Lava processes), and the graph's
-metadata holds the input encoding and timesteps, so reading gives back the identical integer network.
+initial-potential synapses, whether the layer runs on stock or custom Lava processes, and the layer's position
+in the network's order), and the graph's metadata holds the input encoding and timesteps, so reading gives back
+the identical integer network.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from spikefold.export import hw_config
 from spikefold.export.intnet import (
     ACT_SHIFT,
     DECAY_UNITY,
+    INPUT,
     LIF,
     VTH_SHIFT,
+    Connection,
     Conv2d,
     Dense,
     InputEncoding,
@@ -39,10 +46,11 @@ FORMAT = "spikefold-intnet-1"
 SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "CubaLIF", "I", "Flatten", "Output")
 
 
-def _synapse(layer: Layer, input_unit: float) -> nir.NIRNode:
-    syn, neu = layer.synapses, layer.neurons
+def _synapse(layer: Layer, syn: Dense, input_unit: float) -> nir.NIRNode:
+    neu = layer.neurons
     gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) / (layer.scale * input_unit)
-    bias = neu.effective_bias() / layer.scale
+    # NIR sums what arrives at the neuron, so the bias rides on the layer's first connection only.
+    bias = neu.effective_bias() / layer.scale if syn is layer.inputs[0].synapses else np.zeros(neu.size)
     meta = {
         "spikefold.weights": np.asarray(syn.weights, np.int32),
         "spikefold.weight_exp": int(syn.weight_exp),
@@ -61,10 +69,11 @@ def _synapse(layer: Layer, input_unit: float) -> nir.NIRNode:
     return nir.Affine(weight=syn.effective_weights() * gain, bias=bias.astype(np.float64), metadata=meta)
 
 
-def _neuron(layer: Layer) -> nir.NIRNode:
+def _neuron(layer: Layer, index: int) -> nir.NIRNode:
     neu = layer.neurons
-    shape = layer.synapses.output_shape if isinstance(layer.synapses, Conv2d) else (neu.size,)
+    shape = layer.output_shape
     meta = {
+        "spikefold.layer_index": int(index),
         "spikefold.du": int(neu.du),
         "spikefold.dv": int(neu.dv),
         "spikefold.vth": int(neu.vth) if np.ndim(neu.vth) == 0 else np.asarray(neu.vth, np.int64),
@@ -94,22 +103,26 @@ def _neuron(layer: Layer) -> nir.NIRNode:
 
 
 def to_nir(net: IntNetwork) -> nir.NIRGraph:
-    first = net.layers[0].synapses
-    in_shape = first.input_shape if isinstance(first, Conv2d) else (net.input.size,)
-    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
+    shapes: dict[str, tuple[int, ...]] = {}
+    first = next(c.synapses for layer in net.layers for c in layer.inputs if c.source == INPUT)
+    shapes[INPUT] = first.input_shape if isinstance(first, Conv2d) else (net.input.size,)
+    nodes: dict[str, nir.NIRNode] = {INPUT: nir.Input(input_type={"input": np.array(shapes[INPUT])})}
     edges = []
-    previous, previous_shape = "input", in_shape
     for i, layer in enumerate(net.layers):
-        unit = net.input.scale if i == 0 else 1.0
-        if not isinstance(layer.synapses, Conv2d) and len(previous_shape) > 1:
-            nodes[f"{layer.name}.flatten"] = nir.Flatten(input_type={"input": np.array(previous_shape)}, start_dim=0)
-            edges.append((previous, f"{layer.name}.flatten"))
-            previous = f"{layer.name}.flatten"
-        nodes[f"{layer.name}.synapse"] = _synapse(layer, unit)
-        nodes[f"{layer.name}.neuron"] = _neuron(layer)
-        edges += [(previous, f"{layer.name}.synapse"), (f"{layer.name}.synapse", f"{layer.name}.neuron")]
-        previous = f"{layer.name}.neuron"
-        previous_shape = layer.synapses.output_shape if isinstance(layer.synapses, Conv2d) else (layer.size,)
+        neuron = f"{layer.name}.neuron"
+        for c in layer.inputs:
+            sender = INPUT if c.source == INPUT else f"{c.source}.neuron"
+            synapse = f"{layer.name}.synapse" if len(layer.inputs) == 1 else f"{layer.name}.synapse.{c.source}"
+            if not isinstance(c.synapses, Conv2d) and len(shapes[c.source]) > 1:
+                nodes[f"{synapse}.flatten"] = nir.Flatten(input_type={"input": np.array(shapes[c.source])},
+                                                          start_dim=0)
+                edges.append((sender, f"{synapse}.flatten"))
+                sender = f"{synapse}.flatten"
+            nodes[synapse] = _synapse(layer, c.synapses, net.input.scale if c.source == INPUT else 1.0)
+            edges += [(sender, synapse), (synapse, neuron)]
+        nodes[neuron] = _neuron(layer, i)
+        shapes[layer.name] = layer.output_shape
+    previous = f"{net.readout.name}.neuron"
     nodes["output"] = nir.Output(output_type={"output": np.array([net.readout.size])})
     edges.append((previous, "output"))
     metadata: dict[str, Any] = {
@@ -157,33 +170,81 @@ def read(path: str | Path) -> IntNetwork:
     return net
 
 
-def _chain(graph: nir.NIRGraph, source: str) -> list[str]:
+def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The layers in the graph, in the order written: per neuron node, its (synapse node, sending neuron node or
+    the Input node) pairs. Checks the node types and that every node lies on a path from input to output."""
     for name, node in graph.nodes.items():
         kind = type(node).__name__
         if kind not in SUPPORTED_NODES:
             raise NIRFileError(
                 f"{source}: node '{name}' has type {kind}, which spikefold deploy cannot map to Lava; "
                 f"supported node types: {', '.join(SUPPORTED_NODES)}")
-    successors: dict[str, list[str]] = {}
+    successors: dict[str, list[str]] = {name: [] for name in graph.nodes}
+    predecessors: dict[str, list[str]] = {name: [] for name in graph.nodes}
     for a, b in graph.edges:
-        successors.setdefault(a, []).append(b)
+        successors[a].append(b)
+        predecessors[b].append(a)
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
-    if len(inputs) != 1:
-        raise NIRFileError(f"{source}: expected one Input node, found {len(inputs)}")
-    order, current = [], inputs[0]
-    while True:
-        order.append(current)
-        nxt = successors.get(current, [])
-        if not nxt:
-            break
-        if len(nxt) > 1:
-            raise NIRFileError(f"{source}: node '{current}' feeds {len(nxt)} nodes; only chains are supported")
-        current = nxt[0]
-        if current in order:
-            raise NIRFileError(f"{source}: the graph has a cycle through node '{current}'")
-    if len(order) != len(graph.nodes):
-        missing = sorted(set(graph.nodes) - set(order))
-        raise NIRFileError(f"{source}: nodes {missing} are not on the path from input to output")
+    outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NIRFileError(f"{source}: expected one Input and one Output node, found {len(inputs)} and {len(outputs)}")
+
+    def reach(start: str, step: dict[str, list[str]]) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in step[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    stray = set(graph.nodes) - (reach(inputs[0], successors) & reach(outputs[0], predecessors))
+    if stray:
+        raise NIRFileError(f"{source}: nodes {sorted(stray)} are not on a path from input to output")
+
+    def single(name: str, step: dict[str, list[str]], what: str) -> str:
+        if len(step[name]) != 1:
+            raise NIRFileError(f"{source}: node '{name}' has {len(step[name])} {what}; it needs exactly one")
+        return step[name][0]
+
+    layers = []
+    for name, node in graph.nodes.items():
+        if not isinstance(node, (nir.CubaLIF, nir.I)):
+            continue
+        pairs = []
+        for synapse in predecessors[name]:
+            if not isinstance(graph.nodes[synapse], (nir.Affine, nir.Conv2d)):
+                raise NIRFileError(f"{source}: node '{synapse}' ({type(graph.nodes[synapse]).__name__}) feeds the "
+                                   f"neuron '{name}'; only Affine or Conv2d synapses may")
+            single(synapse, successors, "successors")
+            sender = single(synapse, predecessors, "inputs")
+            if isinstance(graph.nodes[sender], nir.Flatten):
+                single(sender, successors, "successors")
+                sender = single(sender, predecessors, "inputs")
+            if not isinstance(graph.nodes[sender], (nir.CubaLIF, nir.I, nir.Input)):
+                raise NIRFileError(f"{source}: synapse '{synapse}' reads node '{sender}' "
+                                   f"({type(graph.nodes[sender]).__name__}); it must read a neuron or the input")
+            pairs.append((synapse, sender))
+        if not pairs:
+            raise NIRFileError(f"{source}: neuron '{name}' has no input synapses")
+        layers.append((name, pairs))
+    readout = single(outputs[0], predecessors, "inputs")
+    if not isinstance(graph.nodes[readout], nir.I):
+        raise NIRFileError(f"{source}: the Output reads '{readout}', which is not an I (readout) node")
+    # HDF5 does not keep the order nodes were written in: order the layers so that every one comes after what
+    # it reads, breaking ties by the position each neuron was written at (files without it: by name).
+    def written(name: str) -> tuple[int, str]:
+        return int((graph.nodes[name].metadata or {}).get("spikefold.layer_index", -1)), name
+
+    pending = dict(layers)
+    order: list[tuple[str, list[tuple[str, str]]]] = []
+    while pending:
+        ready = [name for name, pairs in pending.items()
+                 if all(sender not in pending for _, sender in pairs)]
+        if not ready:
+            raise NIRFileError(f"{source}: the graph has a cycle through the neurons {sorted(pending)}")
+        name = min(ready, key=written)
+        order.append((name, pending.pop(name)))
     return order
 
 
@@ -202,39 +263,36 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
         raise NIRFileError(
             f"{source}: this NIR graph was not written by spikefold (no '{FORMAT}' integer metadata); "
             "export the model with `spikefold export` to get the integers Loihi runs")
-    order = [n for n in _chain(graph, source) if not isinstance(graph.nodes[n], nir.Flatten)]
-    kinds = [type(graph.nodes[n]).__name__ for n in order]
-    body = kinds[1:-1]
-    if kinds[-1] != "Output" or len(body) < 2 or len(body) % 2:
-        raise NIRFileError(f"{source}: expected Input -> (Affine/Conv2d -> neuron)+ -> Output, got {' -> '.join(kinds)}")
-    layers = []
-    for k in range(0, len(body), 2):
-        sname, nname = order[1 + k], order[2 + k]
-        if body[k] not in ("Affine", "Conv2d") or body[k + 1] not in ("CubaLIF", "I"):
-            raise NIRFileError(
-                f"{source}: node '{sname}' ({body[k]}) -> '{nname}' ({body[k + 1]}) is not Affine/Conv2d -> CubaLIF/I")
-        synapse, neuron = graph.nodes[sname], graph.nodes[nname]
+    layers, names = [], {}
+    for nname, pairs in _layers(graph, source):
+        neuron = graph.nodes[nname]
+        names[nname] = nname.rsplit(".", 1)[0]
 
         def value(node, name, key):
             return _meta(node, name, key, source)
 
-        common = dict(weights=np.asarray(value(synapse, sname, "weights"), np.int32),
-                      weight_exp=int(value(synapse, sname, "weight_exp")),
-                      num_weight_bits=int(value(synapse, sname, "num_weight_bits")),
-                      num_message_bits=int(value(synapse, sname, "num_message_bits")))
-        if body[k] == "Conv2d":
-            syn = Conv2d(**common, input_shape=tuple(int(v) for v in value(synapse, sname, "input_shape")),
-                         stride=int(value(synapse, sname, "stride")), padding=int(value(synapse, sname, "padding")))
-        else:
-            syn = Dense(**common)
+        inputs = []
+        for sname, sender in pairs:
+            synapse = graph.nodes[sname]
+            common = dict(weights=np.asarray(value(synapse, sname, "weights"), np.int32),
+                          weight_exp=int(value(synapse, sname, "weight_exp")),
+                          num_weight_bits=int(value(synapse, sname, "num_weight_bits")),
+                          num_message_bits=int(value(synapse, sname, "num_message_bits")))
+            if isinstance(synapse, nir.Conv2d):
+                syn = Conv2d(**common, input_shape=tuple(int(v) for v in value(synapse, sname, "input_shape")),
+                             stride=int(value(synapse, sname, "stride")),
+                             padding=int(value(synapse, sname, "padding")))
+            else:
+                syn = Dense(**common)
+            inputs.append(Connection(INPUT if isinstance(graph.nodes[sender], nir.Input) else names[sender], syn))
         vth = np.asarray(value(neuron, nname, "vth"), np.int64)
         initial = None
         if "spikefold.initial_weights" in (neuron.metadata or {}):
             initial = Dense(weights=np.asarray(value(neuron, nname, "initial_weights"), np.int32),
                             weight_exp=int(value(neuron, nname, "initial_weight_exp")))
         layers.append(Layer(
-            name=nname.rsplit(".", 1)[0],
-            synapses=syn,
+            name=names[nname],
+            inputs=inputs,
             neurons=LIF(
                 du=int(value(neuron, nname, "du")),
                 dv=int(value(neuron, nname, "dv")),
@@ -243,11 +301,11 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
                 bias_exp=np.asarray(value(neuron, nname, "bias_exp"), np.int32),
                 reset=str(value(neuron, nname, "reset")),
             ),
-            scale=float(value(synapse, sname, "scale")),
+            scale=float(value(graph.nodes[pairs[0][0]], pairs[0][0], "scale")),
             readout=bool(value(neuron, nname, "readout")),
             initial=initial,
         ))
-    first = layers[0].synapses
+    first = next(c.synapses for layer in layers for c in layer.inputs if c.source == INPUT)
     in_size = int(np.prod(first.input_shape)) if isinstance(first, Conv2d) else int(first.shape[1])
     extra = {k[len("spikefold.meta."):]: v for k, v in meta.items() if k.startswith("spikefold.meta.")}
     return IntNetwork(

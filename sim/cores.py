@@ -6,11 +6,12 @@ most one). A core of layer l holds, for its n neurons:
 - n neurons                                    <= ``limits.neurons_per_core``
 - fan_in x n synapses (Lava's Dense is dense)  <= ``limits.synapses_per_core``
 - fan_in input axons (every input reaches it)  <= ``limits.input_axons_per_core``
-- n x (cores of layer l + 1) output axons      <= ``limits.output_axons_per_core``
+- n x (cores of the layers l sends to) output axons  <= ``limits.output_axons_per_core``
   (one axon per neuron and destination core, Loihi's discrete axons; the readout sends nothing)
 
-Layers are mapped from the last one back, because a layer's output axons depend on how many cores the next
-one needs. The input arrives from the host (an embedded CPU on Loihi 2), not from a neurocore.
+fan_in counts every connection into the layer (a residual layer's shortcut too). Layers are mapped from the last
+one back, because a layer's output axons depend on how many cores the layers it sends to need. The input
+arrives from the host (an embedded CPU on Loihi 2), not from a neurocore.
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ def map_onto_cores(net: IntNetwork, hw: HwConfig) -> CoreMap:
     in_axons_max = int(limits["input_axons_per_core"].value)
     out_axons_max = int(limits["output_axons_per_core"].value)
     per_layer: list[list[tuple[int, int, int, int, int]]] = []
-    next_cores = 0  # the readout's spikes go nowhere: the host reads its voltage
-    for layer in reversed(net.layers):
-        fan_in = layer.synapses.shape[1]
+    counts: dict[int, int] = {}  # cores per layer, filled from the last layer back
+    for index in reversed(range(len(net.layers))):
+        layer = net.layers[index]
+        # The readout's spikes go nowhere (the host reads its voltage): it has no consumers.
+        next_cores = sum(counts[k] for k in net.consumers(index))
+        fan_in = layer.fan_in
         if fan_in > in_axons_max:
             raise MappingError(
                 f"layer '{layer.name}': its {fan_in} inputs exceed the {in_axons_max} input axons of a "
@@ -80,13 +84,13 @@ def map_onto_cores(net: IntNetwork, hw: HwConfig) -> CoreMap:
                 f"{synapses_max} (synapses_per_core); shrink the layer below it")
         if out_axons_max < next_cores:
             raise MappingError(
-                f"layer '{layer.name}': one neuron needs {next_cores} output axons (one per core of the next "
-                f"layer) but a {hw.name} core has {out_axons_max} (output_axons_per_core); shrink the next layer")
+                f"layer '{layer.name}': one neuron needs {next_cores} output axons (one per core of the layers "
+                f"it sends to) but a {hw.name} core has {out_axons_max} (output_axons_per_core); shrink those layers")
         count = math.ceil(layer.size / per_core)
         bounds = [layer.size * k // count for k in range(count + 1)]  # even split: sizes differ by <= 1
         per_layer.append([(start, stop, fan_in * (stop - start), fan_in, (stop - start) * next_cores)
                           for start, stop in zip(bounds[:-1], bounds[1:])])
-        next_cores = count
+        counts[index] = count
     cores = []
     for layer_index, spans in enumerate(reversed(per_layer)):
         for start, stop, synapses, in_axons, out_axons in spans:

@@ -3,18 +3,19 @@
 The layers are first mapped onto cores (``spikefold.sim.cores``). Then, per core and per timestep, averaged
 over the run's samples:
 
-- messages in: what arrives at the core: the layer's input spikes (for the first layer, the non-zero graded
-  inputs the host sends); every core of a layer receives all of them;
+- messages in: what arrives at the core: the spikes of every layer it reads (and, where it reads the input, the
+  non-zero graded inputs the host sends); every core of a layer receives all of them;
 - synaptic operations: messages in x the core's neurons (each message drives one synapse per neuron);
 - neuron updates: every neuron, every timestep; spikes out: from the run itself;
-- messages out: spikes x the cores of the next layer (one message per destination core).
+- messages out: spikes x the cores of the layers it sends to (one message per destination core).
 
 Energy is dynamic (synaptic ops, neuron updates, the dearer update of a spiking neuron, messages) plus static
 power over the time an inference occupies the chip when samples stream back to back. Latency per timestep is
 the busiest core's work (the operations above times the hw_config's time per operation) plus the barrier
-that ends every timestep; an inference takes its T timesteps plus one step per layer of Dense delay (each
-costed at the mean step). Beside it: the same network as an ANN on the 45 nm reference (one pass of MACs),
-and the SNN papers' 45 nm convention (MACs for the analog first layer, one accumulate per synaptic op).
+that ends every timestep; an inference takes its T timesteps plus one step of Dense delay per layer on its
+deepest path (each costed at the mean step). Beside it: the same network as an ANN on the 45 nm reference (one
+pass of MACs), and the SNN papers' 45 nm convention (MACs for the analog input's synapses, one accumulate per
+synaptic op driven by a spike).
 Every figure comes from the hw_config with its source; proxies are flagged and listed in ``notes``.
 """
 
@@ -25,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from spikefold.export.hw_config import Figure, HwConfig
-from spikefold.export.intnet import IntNetwork
+from spikefold.export.intnet import INPUT, IntNetwork
 from spikefold.sim.cores import CoreMap, map_onto_cores
 from spikefold.sim.simulator import SimResult
 
@@ -126,13 +127,16 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
     e = {key: fig[f"energy.{key}"].value for key in ENERGY}
     t = {key: fig[f"timing.{key}"].value for key in TIMING}
     n, steps = max(len(x_int), 1), net.timesteps
-    # What arrives at the first layer at every timestep: its non-zero graded inputs (the same every step).
-    arriving = np.full(steps, np.count_nonzero(x_int) / n)
+    graded = np.full(steps, np.count_nonzero(x_int) / n)  # non-zero graded inputs, the same every step
+    sent = {layer.name: result.spikes[i].sum(axis=(0, 2)) / n for i, layer in enumerate(net.layers)}
     cores, layers = [], []
     busy = []  # per core, per timestep
+    input_ops = 0.0  # synaptic operations driven by the graded input (MACs in the 45 nm convention)
     for i, layer in enumerate(net.layers):
         per_neuron = result.spikes[i].sum(axis=0) / n  # (T, neurons): mean spikes per sample
-        next_cores = len(core_map.of_layer(i + 1)) if i + 1 < len(net.layers) else 0
+        arriving = sum(graded if c.source == INPUT else sent[c.source] for c in layer.inputs)
+        input_ops += float(graded.sum()) * layer.size * sum(c.source == INPUT for c in layer.inputs)
+        next_cores = sum(len(core_map.of_layer(k)) for k in net.consumers(i))
         layer_cores = core_map.of_layer(i)
         for core in layer_cores:
             spikes_t = per_neuron[:, core.start:core.stop].sum(axis=1)
@@ -152,27 +156,28 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
         mine = cores[-len(layer_cores):]
         spikes_t = per_neuron.sum(axis=1)
         layers.append(LayerActivity(
-            name=layer.name, neurons=layer.size, fan_in=layer.synapses.shape[1], cores=len(layer_cores),
+            name=layer.name, neurons=layer.size, fan_in=layer.fan_in, cores=len(layer_cores),
             input_messages=float(arriving.sum()), synaptic_ops=sum(c.synaptic_ops for c in mine),
             neuron_updates=float(layer.size * steps), spikes=float(spikes_t.sum()),
             messages_out=sum(c.messages_out for c in mine), firing_rate=float(spikes_t.sum()) / (layer.size * steps),
             spikes_per_timestep=spikes_t.tolist(), energy_j=sum(c.energy_j for c in mine)))
-        arriving = spikes_t
     busy_arr = np.array(busy)  # (cores, T)
     step = busy_arr.max(axis=0) + t["barrier_sync"]
     period = float(step.sum())
-    latency = period + len(net.layers) * float(step.mean())
+    latency = period + max(net.depths()) * float(step.mean())
     dynamic = sum(layer.energy_j for layer in layers)
     static_power = fig["energy.static_power"].value if "energy.static_power" in fig else 0.0
-    macs = sum(layer.synapses.shape[0] * layer.synapses.shape[1] for layer in net.layers)
-    first_macs = net.layers[0].synapses.shape[0] * net.layers[0].synapses.shape[1] * steps
+    macs = sum(c.synapses.shape[0] * c.synapses.shape[1] for layer in net.layers for c in layer.inputs)
+    first_macs = sum(c.synapses.shape[0] * c.synapses.shape[1] for layer in net.layers for c in layer.inputs
+                     if c.source == INPUT) * steps
+    spike_ops = sum(layer.synaptic_ops for layer in layers) - input_ops
     return EnergyReport(
         hw_config=hw.name, samples=len(x_int), timesteps=steps, layers=layers, cores=cores,
         chips=core_map.chips, step_s=step.tolist(), busiest_core=busy_arr.argmax(axis=0).tolist(),
         latency_s=latency, period_s=period, dynamic_j=dynamic, static_j=static_power * period,
         ann_45nm_j=macs * fig["ann_45nm.mac"].value,
         snn_45nm_j=first_macs * fig["ann_45nm.mac"].value
-        + sum(layer.synaptic_ops for layer in layers[1:]) * fig["ann_45nm.ac"].value,
+        + spike_ops * fig["ann_45nm.ac"].value,
         figures=fig, notes=notes)
 
 

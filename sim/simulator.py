@@ -14,11 +14,12 @@ Two timings:
 
 - ``"synchronous"``: at timestep t every layer sees its input layer's output of the same t. Arrays are
   (sample, timestep, neuron) with T timesteps.
-- ``"lava"``: Lava's. Each Dense delivers one step late, so layer l (0-based) works on a sample's timestep
-  tau at step ``tau + lava_delay(l)``; each layer's state is reset every T steps at its own offset, as
-  ``spikefold.deploy`` sets up Lava's ``LIFReset``. Arrays are (sample, step, neuron) with T + L steps
-  (L layers), from the step the input is first sent. :func:`align_to_synchronous` takes every layer's
-  window back out, and the two timings agree spike for spike.
+- ``"lava"``: Lava's. Each Dense delivers one step late, so a layer at depth d (``IntNetwork.depths``) works
+  on a sample's timestep tau at step ``tau + d``, and a connection that skips layers carries the extra synaptic
+  delay ``IntNetwork.delay`` gives it; each layer's state is reset every T steps at its own offset, as
+  ``spikefold.deploy`` sets up Lava's ``LIFReset``. Arrays are (sample, step, neuron) with T + D steps
+  (D the deepest layer's depth), from the step the input is first sent. :func:`align_to_synchronous` takes
+  every layer's window back out, and the two timings agree spike for spike.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
-from spikefold.export.intnet import STATE_MAX, IntNetwork, Layer, wrap32
+from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, wrap32
 
 TIMINGS = ("synchronous", "lava")
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
@@ -39,39 +40,36 @@ FLOAT64_EXACT = 1 << 53
 CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
 
 
-def lava_delay(layer_index: int) -> int:
-    """Steps by which Lava's layer ``layer_index`` (0-based) lags layer-synchronous time: one per Dense from
-    the input up to and including its own."""
-    return layer_index + 1
-
-
 @dataclasses.dataclass(frozen=True)
 class MatmulPrecision:
-    """How one layer's ``W_eff @ s`` is computed exactly."""
+    """How one connection's ``W_eff @ s`` is computed exactly."""
 
     layer: str
+    source: str
     dtype: str  # "float32" or "float64"
     bound: int  # largest |partial sum| any row can reach
 
 
-def matmul_precision(layer: Layer, max_input: int) -> MatmulPrecision:
-    """The narrowest float type in which every partial sum of this layer's product is exact."""
-    w = layer.synapses.matrix()
+def matmul_precision(layer: Layer, connection: Connection, max_input: int) -> MatmulPrecision:
+    """The narrowest float type in which every partial sum of this connection's product is exact."""
+    w = connection.synapses.matrix()
     bound = int(np.abs(w).sum(axis=1).max(initial=0)) * int(max_input)
     if bound <= FLOAT32_EXACT:
-        return MatmulPrecision(layer.name, "float32", bound)
+        return MatmulPrecision(layer.name, connection.source, "float32", bound)
     if bound <= FLOAT64_EXACT:
-        return MatmulPrecision(layer.name, "float64", bound)
+        return MatmulPrecision(layer.name, connection.source, "float64", bound)
     # 2**53 needs a fan-in above 10**11 at full 8-bit weights and inputs: far beyond any core's axons.
     raise HardwareRangeError(
-        f"layer '{layer.name}': partial sums can reach {bound}, beyond 2**53, where no float type is exact; "
-        "such a fan-in cannot be mapped onto hardware either: split the layer")
+        f"layer '{layer.name}': partial sums from '{connection.source}' can reach {bound}, beyond 2**53, where no "
+        "float type is exact; such a fan-in cannot be mapped onto hardware either: split the layer")
 
 
 def matmul_plan(net: IntNetwork) -> list[MatmulPrecision]:
-    """One :class:`MatmulPrecision` per layer: graded input can reach 2**bits - 1, spikes are 0 or 1."""
-    return [matmul_precision(layer, (1 << net.input.bits) - 1 if i == 0 else 1)
-            for i, layer in enumerate(net.layers)]
+    """One :class:`MatmulPrecision` per connection, layer by layer: graded input can reach 2**bits - 1, spikes
+    are 0 or 1."""
+    graded = (1 << net.input.bits) - 1
+    return [matmul_precision(layer, c, graded if c.source == INPUT else 1)
+            for layer in net.layers for c in layer.inputs]
 
 
 @dataclasses.dataclass
@@ -159,21 +157,36 @@ def _torch_settings(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before_threads)
 
 
-class _DeviceLayer:
-    """One layer's constants on the device: transposed float weights and the effective bias."""
+class _DeviceConnection:
+    """One connection's constants on the device: its source's index (-1 for the input) and transposed float
+    weights."""
 
-    def __init__(self, layer: Layer, precision: MatmulPrecision, device):
-        self.layer = layer
+    def __init__(self, net: IntNetwork, connection: Connection, precision: MatmulPrecision, device):
+        self.synapses = connection.synapses
+        self.source = -1 if connection.source == INPUT else net.index(connection.source)
         self.dtype = getattr(torch, precision.dtype)
-        self.weights_t = torch.as_tensor(layer.synapses.matrix().T, dtype=self.dtype, device=device).contiguous()
-        self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
-        initial = layer.initial_input()
-        self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)
+        self.weights_t = torch.as_tensor(self.synapses.matrix().T, dtype=self.dtype, device=device).contiguous()
 
     def synaptic_input(self, s):
         """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
         acc = (s.to(self.dtype) @ self.weights_t).to(torch.int64)  # exact: see matmul_precision
-        return self.layer.synapses.a_out(acc)
+        return self.synapses.a_out(acc)
+
+
+class _DeviceLayer:
+    """One layer's constants on the device: its connections, the effective bias and initial-potential input,
+    and its depth (on Lava, the steps it lags the input)."""
+
+    def __init__(self, net: IntNetwork, index: int, plan: list[MatmulPrecision], device):
+        self.layer = layer = net.layers[index]
+        self.depth = net.depths()[index]
+        self.connections = [_DeviceConnection(net, c, p, device) for c, p in zip(layer.inputs, plan)]
+        # On Lava, what a connection delivers at step t was sent `lag` steps before: one for the Dense, plus
+        # the delay that keeps a skip connection in step (both are 0 in layer-synchronous timing).
+        self.lava_lags = [1 + net.delay(index, c) for c in layer.inputs]
+        self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
+        initial = layer.initial_input()
+        self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)
 
 
 def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, timing: str = "synchronous",
@@ -194,9 +207,10 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         raise ConfigError(f"threads must be >= 1, got {threads}")
     widest = max(layer.size for layer in net.layers)
     batch = batch_size or (min(1024, max(64, CPU_STATE_VALUES // widest)) if dev.type == "cpu" else max(len(x), 1))
-    layers = [_DeviceLayer(layer, p, dev) for layer, p in zip(net.layers, matmul_plan(net))]
+    plan = iter(matmul_plan(net))
+    layers = [_DeviceLayer(net, i, [next(plan) for _ in layer.inputs], dev) for i, layer in enumerate(net.layers)]
     n = x.shape[0]
-    steps = net.timesteps + (len(net.layers) if timing == "lava" else 0)
+    steps = net.timesteps + (max(net.depths()) if timing == "lava" else 0)
     spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
     traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
               for name in (("u", "v") if record_state else ())}
@@ -256,25 +270,30 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
               for name in (("u", "v") if record_state else ())}
     readout_v = torch.zeros((n, steps, net.readout.size), dtype=torch.int64, device=dev)
     stats = [_StatsOnDevice(dev) for _ in layers]
-    # Direct input: the same graded message every timestep, so the first layer's synaptic input is constant.
-    first_input = layers[0].synaptic_input(x)
-    no_input = torch.zeros_like(first_input)
-    sent = [torch.zeros((n, dl.layer.size), dtype=torch.bool, device=dev) for dl in layers]
+    # Direct input: the same graded message every timestep (sent at steps 0..T-1), so what an input
+    # connection delivers is constant while the input is on.
+    input_current = [[dc.synaptic_input(x) if dc.source < 0 else None for dc in dl.connections] for dl in layers]
     for t in range(steps):
-        # Synchronous: layer i receives what layer i-1 sends in this step. Lava: what layer i-1 sent in the
-        # previous step (``sent`` still holds it while layer i runs), and the input is sent at steps 0..T-1.
+        # Synchronous: a layer receives what its sources send in this step (they come earlier in the list).
+        # Lava: what they sent `lag` steps before, which `spikes` already holds.
         for i, dl in enumerate(layers):
-            if i == 0:
-                a_in = first_input if not lava or 1 <= t <= T else no_input
-            else:
-                a_in = dl.synaptic_input(sent[i - 1])
-            position = (t - lava_delay(i)) % T if lava else t  # the timestep within the sample
+            a_in = None
+            for dc, lag, constant in zip(dl.connections, dl.lava_lags, input_current[i]):
+                sent_at = t - lag if lava else t
+                if dc.source < 0:
+                    part = constant if 0 <= sent_at < T else None
+                else:
+                    part = dc.synaptic_input(spikes[dc.source][:, sent_at]) if sent_at >= 0 else None
+                if part is not None:  # Lava sums the Dense outputs arriving at a port in int32
+                    a_in = part if a_in is None else wrap32(a_in + part)
+            if a_in is None:
+                a_in = torch.zeros((n, dl.layer.size), dtype=torch.int64, device=dev)
+            position = (t - dl.depth) % T if lava else t  # the timestep within the sample
             if lava and position == 0:  # LIFReset: this layer starts a sample's timestep 0
                 u[i].zero_()
                 v[i].zero_()
-            if dl.initial is not None and position == 0 and (not lava or t >= lava_delay(i)):
-                # MP-Init's initial potential: one spike through its own synapses; Lava sums a port's
-                # inputs in int32.
+            if dl.initial is not None and position == 0 and (not lava or t >= dl.depth):
+                # MP-Init's initial potential: one spike through its own synapses, summed like the others.
                 a_in = wrap32(a_in + dl.initial)
             out = dl.layer.neurons.step(u[i], v[i], a_in, dl.bias, t=position)
             u[i], v[i] = out.u, out.v
@@ -283,23 +302,19 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
             if record_state:
                 traces["u"][i][:, t] = out.u
                 traces["v"][i][:, t] = out.v
-            if not lava:
-                sent[i] = out.spikes
-        if lava:
-            sent = [s[:, t] for s in spikes]
         readout_v[:, t] = v[-1]
     return _BatchRun(spikes, readout_v, traces, stats)
 
 
 def align_to_synchronous(net: IntNetwork, result: SimResult) -> SimResult:
-    """A Lava-timing result re-indexed to layer-synchronous time: layer l's window starts lava_delay(l)
-    steps late (the same shift ``spikefold.deploy`` applies to what Lava's monitors record)."""
+    """A Lava-timing result re-indexed to layer-synchronous time: each layer's window starts as many steps
+    late as its depth (the same shift ``spikefold.deploy`` applies to what Lava's monitors record)."""
     if result.timing != "lava":
         raise ValueError(f"align_to_synchronous needs a Lava-timing result, got '{result.timing}'")
-    T = net.timesteps
+    T, depths = net.timesteps, net.depths()
 
     def window(i: int, a: np.ndarray) -> np.ndarray:
-        return a[:, lava_delay(i) : lava_delay(i) + T]
+        return a[:, depths[i] : depths[i] + T]
 
     last = len(net.layers) - 1
     return SimResult(

@@ -5,7 +5,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikefold.export.intnet import LIF, VTH_NEVER, Conv2d, Dense, InputEncoding, IntNetwork, Layer
+from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Conv2d, Dense, InputEncoding, IntNetwork, Layer
+
+
+def _random_dense(rng, n_out: int, n_in: int, message_bits: int, weight_exp=None, wild: bool = False) -> Dense:
+    sign = rng.choice(["mixed", "exc", "inh"], p=[0.7, 0.15, 0.15])
+    w = rng.integers(-256, 256, size=(n_out, n_in))
+    if sign == "exc":
+        w = np.abs(w) % 256
+    elif sign == "inh":
+        w = -np.abs(w)
+    exp = int(rng.integers(-3, 4)) if weight_exp is None else weight_exp
+    if wild:
+        exp = int(rng.integers(3, 7))
+    return Dense(weights=w.astype(np.int32), weight_exp=exp,
+                 num_weight_bits=int(rng.choice([8, 7, 6])) if not wild else 8, num_message_bits=message_bits)
+
+
+def _random_lif(rng, n: int, readout: bool, wild: bool = False) -> LIF:
+    return LIF(
+        du=int(rng.choice([4095, int(rng.integers(0, 4096))])),
+        dv=0 if readout else int(rng.integers(0, 4096)),
+        vth=VTH_NEVER if readout else int(rng.integers(1, 2000 if not wild else 131072)),
+        bias_mant=rng.integers(-4096, 4096, size=n).astype(np.int32),
+        bias_exp=rng.integers(0, 8 if wild else 4, size=n).astype(np.int32),
+    )
 
 
 def random_network(seed: int, sizes=(12, 16, 10, 5), timesteps: int = 3, input_bits: int = 8,
@@ -18,32 +42,45 @@ def random_network(seed: int, sizes=(12, 16, 10, 5), timesteps: int = 3, input_b
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         readout = i == len(sizes) - 2
-        sign = rng.choice(["mixed", "exc", "inh"], p=[0.7, 0.15, 0.15])
-        w = rng.integers(-256, 256, size=(n_out, n_in))
-        if sign == "exc":
-            w = np.abs(w) % 256
-        elif sign == "inh":
-            w = -np.abs(w)
-        exp = int(rng.integers(-3, 4)) if weight_exp is None else weight_exp
-        if wild:
-            exp = int(rng.integers(3, 7))
-        layers.append(Layer(
-            name=f"layer{i}",
-            synapses=Dense(weights=w.astype(np.int32), weight_exp=exp,
-                           num_weight_bits=int(rng.choice([8, 7, 6])) if not wild else 8,
-                           num_message_bits=input_bits if i == 0 else 0),
-            neurons=LIF(
-                du=int(rng.choice([4095, int(rng.integers(0, 4096))])),
-                dv=0 if readout else int(rng.integers(0, 4096)),
-                vth=VTH_NEVER if readout else int(rng.integers(1, 2000 if not wild else 131072)),
-                bias_mant=rng.integers(-4096, 4096, size=n_out).astype(np.int32),
-                bias_exp=rng.integers(0, 8 if wild else 4, size=n_out).astype(np.int32),
-            ),
-            scale=1.0,
-            readout=readout,
-        ))
+        synapses = _random_dense(rng, n_out, n_in, input_bits if i == 0 else 0, weight_exp, wild)
+        layers.append(Layer(name=f"layer{i}", inputs=[Connection(INPUT if i == 0 else f"layer{i - 1}", synapses)],
+                            neurons=_random_lif(rng, n_out, readout, wild), scale=1.0, readout=readout))
     return IntNetwork(input=InputEncoding(size=sizes[0], scale=255.0, bits=input_bits), layers=layers,
                       timesteps=timesteps)
+
+
+def _add_features(net: IntNetwork, rng, offset: int) -> None:
+    """Per-timestep thresholds on every other hidden layer, subtractive resets on alternate ones, and an
+    initial potential (through its pulse synapses) on each."""
+    for i, layer in enumerate(net.layers[:-1]):
+        neu = layer.neurons
+        if i % 2 == 0:
+            neu.vth = rng.integers(1, 2000, size=net.timesteps)
+        neu.reset = "subtract" if (i + offset) % 2 == 0 else "zero"
+        layer.initial = Dense(weights=rng.integers(-256, 256, size=(neu.size, 1)).astype(np.int32),
+                              weight_exp=int(rng.integers(0, 5)))
+
+
+def residual_network(seed: int, timesteps: int = 4) -> IntNetwork:
+    """A graph whose connections skip layers, as residual networks' do, with the neuron features of
+    :func:`featured_network`::
+
+        input -> a -> b -> c -> readout      and      input -> b, a -> c, a -> readout, input -> readout
+
+    so layers sum several connections, the graded input reaches a deep layer, and Lava needs synaptic delays of
+    1 to 3 steps."""
+    rng = np.random.default_rng(seed)
+    sizes = {INPUT: 10, "a": 12, "b": 9, "c": 11, "readout": 5}
+    sources = {"a": [INPUT], "b": ["a", INPUT], "c": ["b", "a"], "readout": ["c", "a", INPUT]}
+    layers = []
+    for name, reads in sources.items():
+        readout = name == "readout"
+        inputs = [Connection(src, _random_dense(rng, sizes[name], sizes[src], 8 if src == INPUT else 0))
+                  for src in reads]
+        layers.append(Layer(name, inputs, _random_lif(rng, sizes[name], readout), 1.0, readout=readout))
+    net = IntNetwork(input=InputEncoding(size=sizes[INPUT], scale=255.0, bits=8), layers=layers, timesteps=timesteps)
+    _add_features(net, rng, seed)
+    return net
 
 
 def random_input(net: IntNetwork, samples: int, seed: int) -> np.ndarray:
@@ -55,14 +92,7 @@ def featured_network(seed: int, timesteps: int = 4) -> IntNetwork:
     """A random network whose hidden layers use what Lava's stock LIF lacks or re-encodes: per-timestep
     threshold schedules, subtractive reset, initial potentials (through their pulse synapses)."""
     net = random_network(seed, timesteps=timesteps)
-    rng = np.random.default_rng(1000 + seed)
-    for i, layer in enumerate(net.layers[:-1]):
-        neu = layer.neurons
-        if i % 2 == 0:
-            neu.vth = rng.integers(1, 2000, size=timesteps)
-        neu.reset = "subtract" if (i + seed) % 2 == 0 else "zero"
-        layer.initial = Dense(weights=rng.integers(-256, 256, size=(neu.size, 1)).astype(np.int32),
-                              weight_exp=int(rng.integers(0, 5)))
+    _add_features(net, np.random.default_rng(1000 + seed), seed)
     return net
 
 
@@ -82,6 +112,7 @@ def conv_network(seed: int, timesteps: int = 3) -> IntNetwork:
     c2 = Conv2d(weights=rng.integers(-256, 256, size=(3, 4, 4, 4)).astype(np.int32), weight_exp=2,
                 input_shape=(4, 6, 6), stride=2, padding=1)
     readout = Dense(weights=rng.integers(-256, 256, size=(4, 27)).astype(np.int32), weight_exp=1)
-    layers = [Layer("conv1", c1, lif(c1.shape[0]), 1.0), Layer("conv2", c2, lif(c2.shape[0]), 1.0),
-              Layer("readout", readout, lif(4, readout=True), 1.0, readout=True)]
+    layers = [Layer("conv1", [Connection(INPUT, c1)], lif(c1.shape[0]), 1.0),
+              Layer("conv2", [Connection("conv1", c2)], lif(c2.shape[0]), 1.0),
+              Layer("readout", [Connection("conv2", readout)], lif(4, readout=True), 1.0, readout=True)]
     return IntNetwork(input=InputEncoding(size=36, scale=255.0, bits=8), layers=layers, timesteps=timesteps)

@@ -9,7 +9,7 @@ import yaml
 from spikefold.deploy import lava_runner
 from spikefold.errors import MappingError
 from spikefold.export import hw_config
-from spikefold.export.intnet import LIF, VTH_NEVER, Dense, InputEncoding, IntNetwork, Layer
+from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding, IntNetwork, Layer
 from spikefold.sim import energy
 from spikefold.sim.cores import map_onto_cores
 from spikefold.sim.simulator import simulate
@@ -18,9 +18,9 @@ from spikefold.sim.simulator import simulate
 def _known_network() -> IntNetwork:
     """Hidden neuron 0 has a positive bias and threshold 0: it fires every step. Neurons 1 and 2 never do.
     Weights are zero, so the input does not matter to the spikes."""
-    hidden = Layer("hidden", Dense(np.zeros((3, 2), np.int32), 0, num_message_bits=8),
+    hidden = Layer("hidden", [Connection(INPUT, Dense(np.zeros((3, 2), np.int32), 0, num_message_bits=8))],
                    LIF(du=4095, dv=100, vth=0, bias_mant=np.array([1, 0, -1]), bias_exp=np.zeros(3, int)), 1.0)
-    readout = Layer("readout", Dense(np.array([[3, 0, 0], [0, 5, 0]], np.int32), 0),
+    readout = Layer("readout", [Connection("hidden", Dense(np.array([[3, 0, 0], [0, 5, 0]], np.int32), 0))],
                     LIF(du=4095, dv=0, vth=VTH_NEVER, bias_mant=np.zeros(2, int), bias_exp=np.zeros(2, int)), 1.0,
                     readout=True)
     return IntNetwork(InputEncoding(2, 255.0, 8), [hidden, readout], timesteps=3)
@@ -77,6 +77,45 @@ def test_counts_energy_and_latency_per_core_by_hand(tmp_path):
     assert report.snn_45nm_j == pytest.approx(6 * 3 * 4.6e-12 + 6 * 0.9e-12)
 
 
+def _known_residual_network() -> IntNetwork:
+    """The known network's hidden layer, a relay neuron that fires every step (bias 1, threshold 0), and a
+    readout that reads the relay and, skipping it, the hidden layer."""
+    known = _known_network()
+    hidden = known.layers[0]
+    relay = Layer("relay", [Connection("hidden", Dense(np.zeros((1, 3), np.int32), 0))],
+                  LIF(du=4095, dv=100, vth=0, bias_mant=np.array([1]), bias_exp=np.zeros(1, int)), 1.0)
+    readout = Layer("readout", [Connection("relay", Dense(np.array([[7], [0]], np.int32), 0)),
+                                Connection("hidden", Dense(np.array([[3, 0, 0], [0, 5, 0]], np.int32), 0))],
+                    known.readout.neurons, 1.0, readout=True)
+    return IntNetwork(known.input, [hidden, relay, readout], timesteps=3)
+
+
+def test_counts_a_skip_connection_by_hand():
+    """A layer read by two layers sends to both; a layer that reads two receives both; the deepest path sets
+    the Dense delay in the latency."""
+    net = _known_residual_network()
+    assert net.depths() == [1, 2, 3] and net.delay(2, net.readout.inputs[1]) == 1
+    x = np.array([[5, 0], [0, 0]])
+    result = simulate(net, x)
+    assert result.spikes[1].all()
+    np.testing.assert_array_equal(result.logits, [[(3 * 7 + 3 * 3) * 64, 0]] * 2)
+    hw = hw_config.load("loihi2")
+    report = energy.estimate(net, x, result, hw, hw_config.load("ann_45nm"))
+    e, t = hw.figure("energy", "synaptic_op").value, hw.figure("timing", "synaptic_op").value
+    hidden, relay, readout = report.cores
+    assert (hidden.messages_in, hidden.synaptic_ops, hidden.spikes, hidden.messages_out) == (1.5, 4.5, 3, 6)
+    assert hidden.output_axons == 3 * 2  # one per neuron and destination core: the relay's and the readout's
+    assert (relay.messages_in, relay.synaptic_ops, relay.spikes, relay.messages_out) == (3, 3, 3, 3)
+    assert (readout.messages_in, readout.synaptic_ops, readout.input_axons) == (6, 12, 4)
+    assert report.layers[2].fan_in == 4 and report.layers[2].energy_j > 12 * e
+    assert readout.busy_s[0] == pytest.approx(4 * t + 2 * hw.figure("timing", "neuron_update").value)
+    assert report.latency_s == pytest.approx(report.period_s + 3 * np.mean(report.step_s))
+    assert report.ann_45nm_j == pytest.approx((6 + 3 + 2 + 6) * 4.6e-12)
+    assert report.snn_45nm_j == pytest.approx(6 * 3 * 4.6e-12 + (3 + 12) * 0.9e-12)
+    from_lava = energy.estimate(net, x, lava_runner.run(net, x), hw, hw_config.load("ann_45nm"))
+    assert from_lava.to_dict() == report.to_dict()
+
+
 def test_loihi1_has_no_static_power_and_says_so():
     net = _known_network()
     x = np.array([[5, 0]])
@@ -108,11 +147,11 @@ def test_mapping_respects_every_limit_of_the_shipped_configs(exported):
             cores = core_map.of_layer(i)
             assert sum(c.neurons for c in cores) == layer.size
             assert max(c.neurons for c in cores) - min(c.neurons for c in cores) <= 1
-            nxt = len(core_map.of_layer(i + 1)) if i + 1 < len(net.layers) else 0
+            nxt = sum(len(core_map.of_layer(k)) for k in net.consumers(i))
             for c in cores:
                 assert c.neurons <= lim["neurons_per_core"]
-                assert c.synapses == c.neurons * layer.synapses.shape[1] <= lim["synapses_per_core"]
-                assert c.input_axons == layer.synapses.shape[1] <= lim["input_axons_per_core"]
+                assert c.synapses == c.neurons * layer.fan_in <= lim["synapses_per_core"]
+                assert c.input_axons == layer.fan_in <= lim["input_axons_per_core"]
                 assert c.output_axons == c.neurons * nxt <= lim["output_axons_per_core"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import compare
 from spikefold.sim.simulator import simulate
-from tests.random_nets import conv_network, featured_network, random_input, random_network
+from tests.random_nets import conv_network, featured_network, random_input, random_network, residual_network
 
 
 def _assert_identical(net, ref, got):
@@ -33,7 +33,7 @@ def test_random_networks_cover_the_corner_cases():
     """The seeds above really do exercise odd mixed-sign weights, negative exponents, truncation widths
     and non-trivial current decay; the wild ones below wrap and saturate."""
     nets = [random_network(seed) for seed in range(6)]
-    weights = [layer.synapses for net in nets for layer in net.layers]
+    weights = [c.synapses for net in nets for layer in net.layers for c in layer.inputs]
     assert any(w.weights.min() < 0 < w.weights.max() and (w.weights % 2 == 1).any() for w in weights)
     assert any(w.weight_exp < 0 for w in weights)
     assert {w.num_weight_bits for w in weights} >= {6, 7, 8}
@@ -75,6 +75,19 @@ def test_schedules_subtractive_reset_and_initial_potentials(seed):
     _assert_identical(net, simulate(net, x, record_state=True), lava_runner.run(net, x, record_state=True))
 
 
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_skip_connections_summed_inputs_and_synaptic_delays(seed):
+    """Layers that sum several connections, the graded input reaching deep layers, and skips that Lava runs
+    through DelayDense with 1 to 3 steps of delay, together with schedules, resets and initial potentials."""
+    net = residual_network(seed)
+    delays = [net.delay(i, c) for i, layer in enumerate(net.layers) for c in layer.inputs]
+    assert sorted(set(delays)) == [0, 1, 2, 3]
+    x = random_input(net, samples=5, seed=seed)
+    ref = simulate(net, x, record_state=True)
+    assert all(s.any() for s in ref.spikes[:-1]), "every hidden layer must spike"
+    _assert_identical(net, ref, lava_runner.run(net, x, record_state=True))
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_convolutions_with_graded_input(seed):
     net = conv_network(seed)
@@ -89,7 +102,7 @@ def test_conv_unrolling_matches_torch_conv2d():
     import torch
 
     net = conv_network(5)
-    conv = net.layers[1].synapses
+    conv = net.layers[1].inputs[0].synapses
     kernel = conv.effective_weights()
     x = np.random.default_rng(0).integers(0, 2, size=(3, *conv.input_shape))
     expected = torch.nn.functional.conv2d(torch.as_tensor(x, dtype=torch.float64),

@@ -9,12 +9,18 @@ import torch
 
 from spikefold.deploy import lava_runner
 from spikefold.errors import ConfigError
-from spikefold.export.intnet import LIF, VTH_NEVER, Dense, InputEncoding, IntNetwork, Layer
-from spikefold.sim.simulator import FLOAT32_EXACT, align_to_synchronous, lava_delay, matmul_plan, simulate
-from tests.random_nets import random_input, random_network
+from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding, IntNetwork, Layer
+from spikefold.sim.simulator import FLOAT32_EXACT, align_to_synchronous, matmul_plan, simulate
+from tests.random_nets import random_input, random_network, residual_network
 
 NETWORKS = [dict(seed=s) for s in range(4)] + [dict(seed=s, wild=True) for s in (0, 2, 4)] + [
-    dict(seed=7, sizes=(6, 9, 8, 7, 6, 3), timesteps=1), dict(seed=8, timesteps=5)]
+    dict(seed=7, sizes=(6, 9, 8, 7, 6, 3), timesteps=1), dict(seed=8, timesteps=5)] + [
+    dict(seed=s, residual=True) for s in (0, 3)]
+
+
+def _network(kwargs: dict) -> IntNetwork:
+    kwargs = dict(kwargs)
+    return residual_network(kwargs["seed"]) if kwargs.pop("residual", False) else random_network(**kwargs)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -25,13 +31,14 @@ def test_intnet_equations_agree_on_numpy_and_torch(seed, wild):
     net = random_network(seed, wild=wild)
     rng = np.random.default_rng(seed)
     for layer in net.layers:
-        n, fan_in = layer.size, layer.synapses.shape[1]
+        synapses = layer.inputs[0].synapses
+        n, fan_in = layer.size, synapses.shape[1]
         u, v = rng.integers(-(2**24), 2**24, (2, 9, n))
-        top = 255 if layer.synapses.num_message_bits else 1
+        top = 255 if synapses.num_message_bits else 1
         s = rng.integers(0, top + 1, (9, fan_in))
-        w = layer.synapses.effective_weights()
-        a_np = layer.synapses.forward(s)
-        a_torch = layer.synapses.forward(torch.as_tensor(s), torch.as_tensor(w))
+        w = synapses.effective_weights()
+        a_np = synapses.forward(s)
+        a_torch = synapses.forward(torch.as_tensor(s), torch.as_tensor(w))
         np.testing.assert_array_equal(a_np, a_torch.numpy())
         step_np = layer.neurons.step(u, v, a_np)
         step_torch = layer.neurons.step(torch.as_tensor(u), torch.as_tensor(v), a_torch,
@@ -44,9 +51,9 @@ def _graded_layer_beyond_float32() -> IntNetwork:
     """300 graded inputs at full 8-bit weight: partial sums reach 300 * 255 * 255 > 2**24."""
     weights = np.full((4, 300), 255, np.int32)
     weights[1, ::3] = 254
-    hidden = Layer("wide", Dense(weights, -8, num_message_bits=8),
+    hidden = Layer("wide", [Connection(INPUT, Dense(weights, -8, num_message_bits=8))],
                    LIF(du=4095, dv=1024, vth=60000, bias_mant=np.zeros(4, int), bias_exp=np.zeros(4, int)), 1.0)
-    readout = Layer("readout", Dense(np.full((2, 4), 9, np.int32), 0),
+    readout = Layer("readout", [Connection("wide", Dense(np.full((2, 4), 9, np.int32), 0))],
                     LIF(du=4095, dv=0, vth=VTH_NEVER, bias_mant=np.zeros(2, int), bias_exp=np.zeros(2, int)), 1.0,
                     readout=True)
     return IntNetwork(InputEncoding(300, 255.0, 8), [hidden, readout], timesteps=3)
@@ -59,12 +66,12 @@ def test_float_products_only_where_exact_and_float64_beyond():
     assert readout.bound == 4 * 9 and readout.dtype == "float32"
     x = np.full((5, 300), 255, np.int64)
     x[:, 0] = 254  # odd sums above 2**24: float32 cannot hold them
-    w = net.layers[0].synapses.effective_weights()
+    w = net.layers[0].inputs[0].synapses.effective_weights()
     exact = x @ w.T
     assert not np.array_equal((x.astype(np.float32) @ w.T.astype(np.float32)).astype(np.int64), exact), \
         "the case must be one that float32 gets wrong"
     ref = simulate(net, x, record_state=True)
-    np.testing.assert_array_equal(ref.u[0][:, 0], net.layers[0].synapses.a_out(exact) << 6)
+    np.testing.assert_array_equal(ref.u[0][:, 0], net.layers[0].inputs[0].synapses.a_out(exact) << 6)
     got = lava_runner.run(net, x, record_state=True)
     np.testing.assert_array_equal(ref.u[0], got.u[0])
     np.testing.assert_array_equal(ref.readout_v, got.readout_v)
@@ -72,16 +79,17 @@ def test_float_products_only_where_exact_and_float64_beyond():
 
 @pytest.mark.parametrize("kwargs", NETWORKS, ids=lambda k: "-".join(f"{a}{b}" for a, b in k.items()))
 def test_lava_timing_equals_synchronous_timing_shifted(kwargs):
-    """Lava's timing (one step of delay per layer, staggered resets) and layer-synchronous timing are the
-    same computation: every layer's spikes, u and v agree once shifted by the layer's delay."""
-    net = random_network(**kwargs)
+    """Lava's timing (one step of delay per Dense, synaptic delays on skip connections, staggered resets)
+    and layer-synchronous timing are the same computation: every layer's spikes, u and v agree once shifted
+    by the layer's depth."""
+    net = _network(kwargs)
     x = random_input(net, samples=9, seed=kwargs["seed"])
     sync = simulate(net, x, record_state=True)
     lava = simulate(net, x, record_state=True, timing="lava")
-    T, L = net.timesteps, len(net.layers)
-    assert lava.spikes[0].shape[1] == T + L
+    T, L, depths = net.timesteps, len(net.layers), net.depths()
+    assert lava.spikes[0].shape[1] == T + max(depths)
     for i in range(L):
-        window = slice(lava_delay(i), lava_delay(i) + T)
+        window = slice(depths[i], depths[i] + T)
         np.testing.assert_array_equal(lava.spikes[i][:, window], sync.spikes[i])
         np.testing.assert_array_equal(lava.u[i][:, window], sync.u[i])
         np.testing.assert_array_equal(lava.v[i][:, window], sync.v[i])
@@ -123,7 +131,7 @@ def test_bad_options_are_named_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kwargs", NETWORKS, ids=lambda k: "-".join(f"{a}{b}" for a, b in k.items()))
 def test_gpu_equals_cpu(kwargs):
-    net = random_network(**kwargs)
+    net = _network(kwargs)
     x = random_input(net, samples=64, seed=kwargs["seed"])
     for timing in ("synchronous", "lava"):
         cpu = simulate(net, x, record_state=True, timing=timing, device="cpu")

@@ -68,7 +68,8 @@ def test_integer_network_keeps_accuracy(exported, split):
     for layer in report.layers:
         assert 127 < layer.max_abs_weight <= 255, "weights should use the 8-bit range"
         assert layer.headroom_bits >= 1.0, "calibration keeps a bit of headroom"
-    mixed = [l.synapses.weights for l in net.layers if l.synapses.weights.min() < 0 < l.synapses.weights.max()]
+    weights = [c.synapses.weights for layer in net.layers for c in layer.inputs]
+    mixed = [w for w in weights if w.min() < 0 < w.max()]
     assert mixed and all((w % 2 == 0).all() for w in mixed), "mixed-sign weights are stored even"
 
 
@@ -81,16 +82,19 @@ def test_nir_round_trip(exported, tmp_path):
     assert back.timesteps == net.timesteps and back.input == net.input
     for a, b in zip(net.layers, back.layers):
         assert a.name == b.name and a.readout == b.readout and a.scale == b.scale
-        np.testing.assert_array_equal(a.synapses.weights, b.synapses.weights)
-        assert (a.synapses.weight_exp, a.synapses.num_message_bits) == (b.synapses.weight_exp,
-                                                                        b.synapses.num_message_bits)
+        assert [c.source for c in a.inputs] == [c.source for c in b.inputs]
+        for ca, cb in zip(a.inputs, b.inputs):
+            np.testing.assert_array_equal(ca.synapses.weights, cb.synapses.weights)
+            assert (ca.synapses.weight_exp, ca.synapses.num_message_bits) == (cb.synapses.weight_exp,
+                                                                              cb.synapses.num_message_bits)
         assert (a.neurons.du, a.neurons.dv, a.neurons.vth) == (b.neurons.du, b.neurons.dv, b.neurons.vth)
         np.testing.assert_array_equal(a.neurons.bias_mant, b.neurons.bias_mant)
         np.testing.assert_array_equal(a.neurons.bias_exp, b.neurons.bias_exp)
     # The float parameters describe the same integers in the float model's units.
     first = graph.nodes["hidden0.synapse"]
     layer = net.layers[0]
-    expected = (layer.synapses.effective_weights() * 2.0**layer.synapses.weight_exp * 2**ACT_SHIFT
+    synapses = layer.inputs[0].synapses
+    expected = (synapses.effective_weights() * 2.0**synapses.weight_exp * 2**ACT_SHIFT
                 / (layer.scale * net.input.scale))
     np.testing.assert_allclose(first.weight, expected)
     lif = graph.nodes["hidden0.neuron"]
@@ -109,7 +113,8 @@ def test_calibration_overflow_names_layer(exported, split):
     _, net, _ = exported
     hot = dataclasses.replace(net, layers=list(net.layers))
     layer = hot.layers[1]
-    hot.layers[1] = dataclasses.replace(layer, synapses=dataclasses.replace(layer.synapses, weight_exp=7))
+    hot.layers[1] = dataclasses.replace(layer, inputs=[dataclasses.replace(
+        layer.inputs[0], synapses=dataclasses.replace(layer.inputs[0].synapses, weight_exp=7))])
     with pytest.raises(StateRangeError, match=r"layer 'hidden1'.*(wrapped|saturated) \d+ times"):
         check_state_range(hot, hot.input.encode(split.x_train[:200]))
 
@@ -117,8 +122,9 @@ def test_calibration_overflow_names_layer(exported, split):
 def test_validate_names_out_of_range_parameter(exported, loihi2):
     _, net, _ = exported
     bad = dataclasses.replace(net, layers=list(net.layers))
-    bad.layers[0] = dataclasses.replace(bad.layers[0], synapses=dataclasses.replace(
-        bad.layers[0].synapses, weight_exp=9))
+    first = bad.layers[0].inputs[0]
+    bad.layers[0] = dataclasses.replace(bad.layers[0], inputs=[dataclasses.replace(
+        first, synapses=dataclasses.replace(first.synapses, weight_exp=9))])
     with pytest.raises(HardwareRangeError, match=r"layer 'hidden0': weight_exp = 9 is outside the hardware range \[-8, 7\]"):
         bad.validate(loihi2)
 

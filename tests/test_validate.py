@@ -40,12 +40,12 @@ def changed_weight(net: IntNetwork, x_int: np.ndarray, layer: int, flips_spikes:
     that on ``x_int`` it changes some spike (``flips_spikes``) or changes the state but no spike. Lava's
     Dense drops the lowest bit of mixed-sign weights, so only weights whose effective value moves count."""
     reference = simulate(net, x_int, record_state=True)
-    weights = net.layers[layer].synapses.weights
+    weights = net.layers[layer].inputs[0].synapses.weights
     for i, j in np.ndindex(*weights.shape):
         changed = copy.deepcopy(net)
-        changed.layers[layer].synapses.weights[i, j] -= 1
-        if np.array_equal(changed.layers[layer].synapses.effective_weights(),
-                          net.layers[layer].synapses.effective_weights()):
+        changed.layers[layer].inputs[0].synapses.weights[i, j] -= 1
+        if np.array_equal(changed.layers[layer].inputs[0].synapses.effective_weights(),
+                          net.layers[layer].inputs[0].synapses.effective_weights()):
             continue
         agreement = compare(net, reference, simulate(changed, x_int, record_state=True))
         if agreement.first is not None and (agreement.spikes_differing > 0) == flips_spikes:

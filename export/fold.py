@@ -318,7 +318,9 @@ class LayerQuantisation:
 class QuantReport:
     layers: list[LayerQuantisation]
     calibration_samples: int
+    weight_bits: int = 8  # Lava's num_weight_bits of every connection
     float_int_agreement: float = 0.0  # share of calibration samples whose prediction the two agree on
+    qat: dict | None = None  # fine-tuning through the integer forward, when run (spikefold.export.qat)
 
 
 @dataclasses.dataclass
@@ -359,11 +361,14 @@ def weight_step(mixed: bool, weight_bits: int) -> int:
 
 def integer_weights(w, weight_bits: int):
     """Real-valued integer-unit weights ``w`` (numpy array or torch tensor) rounded to the nearest value Lava's
-    Dense keeps unchanged (a multiple of :func:`weight_step`) and clipped to the largest such magnitude."""
-    step = weight_step(bool(w.min() < 0 < w.max()), weight_bits)
+    Dense keeps unchanged: a multiple of :func:`weight_step` in [-256, 256 - step] for a mixed-sign matrix,
+    within +-(256 - step) otherwise."""
+    mixed = bool(w.min() < 0 < w.max())
+    step = weight_step(mixed, weight_bits)
+    low = -256 if mixed else step - 256
     if isinstance(w, np.ndarray):
-        return np.clip(step * np.rint(w / step), step - 256, 256 - step)
-    return torch.clamp(step * torch.round(w / step), step - 256, 256 - step)
+        return np.clip(step * np.rint(w / step), low, 256 - step)
+    return torch.clamp(step * torch.round(w / step), low, 256 - step)
 
 
 def _quantise_bias(name: str, b: np.ndarray, b_lo: int, b_hi: int, mant_bits: int):
@@ -511,4 +516,4 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
         ))
     net = IntNetwork(input=encoding, layers=layers, timesteps=fnet.timesteps, hw_config=hw.name)
     net.validate(hw)
-    return net, QuantReport(reports, calibration_samples=len(calibration_x))
+    return net, QuantReport(reports, calibration_samples=len(calibration_x), weight_bits=weight_bits)

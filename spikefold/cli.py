@@ -142,12 +142,23 @@ def cmd_export(args) -> int:
     from spikefold.pipeline import export_checkpoint
 
     nir_path = Path(args.out)
-    net, report, float_acc = export_checkpoint(Path(args.checkpoint), nir_path, args.hw_config, args.dataset,
-                                               args.calibration_samples, args.input_scale)
+    if args.qat_epochs < 0 or args.qat_lr <= 0:
+        raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr > 0, got {args.qat_epochs} and {args.qat_lr}")
+    with _progress() as progress:
+        task = progress.add_task("QAT (integer forward)", total=args.qat_epochs, visible=args.qat_epochs > 0)
+        net, report, float_acc = export_checkpoint(
+            Path(args.checkpoint), nir_path, args.hw_config, args.dataset, args.calibration_samples,
+            args.input_scale, args.weight_bits, args.qat_epochs, args.qat_lr,
+            on_qat_epoch=lambda r: progress.update(task, completed=r["epoch"],
+                                                   description=f"QAT  loss {r['loss']:.4f}"))
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
     out_console.print(_table(f"exported {nir_path} (float test accuracy {float_acc * 100:.2f} %)", rows,
                              ("layer", "weight_exp", "max |w|", "weight rel. error", "vth", "headroom bits")))
+    if report.qat:
+        q = report.qat
+        out_console.print(f"QAT, {q['epochs']} epochs: integer test accuracy {q['integer_test_accuracy_before'] * 100:.2f}"
+                          f" % -> {q['integer_test_accuracy_after'] * 100:.2f} %")
     return 0
 
 
@@ -316,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", help="calibration data (its training split)")
     p.add_argument("--calibration-samples", type=int, default=None)
     p.add_argument("--input-scale", type=float, default=None, help="x_int = round(x * scale); default 2**bits - 1")
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="Lava's num_weight_bits, 1..8 (default: the hw_config's, 8)")
+    p.add_argument("--qat-epochs", type=int, default=0,
+                   help="fine-tune the integers through the integer forward for this many epochs (default 0: off)")
+    p.add_argument("--qat-lr", type=float, default=0.2, help="QAT learning rate, in integer weight units (0.2)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("deploy", help="run a NIR file in Lava and report accuracy and spikes")

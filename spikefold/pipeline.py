@@ -14,7 +14,7 @@ from spikefold import report_files
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
 from spikefold.errors import DataError
-from spikefold.export import hw_config, nir_io
+from spikefold.export import hw_config, nir_io, qat
 from spikefold.export.fold import QuantReport, fold, quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
@@ -30,9 +30,11 @@ def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
 
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                       dataset: str = "digits", calibration_samples: int | None = None,
-                      input_scale: float | None = None) -> tuple[IntNetwork, QuantReport, float]:
-    """Fold and quantise a checkpoint, check its state range on calibration data (the training set), write
-    NIR. Returns the network, the quantisation report and the float model's test accuracy."""
+                      input_scale: float | None = None, weight_bits: int | None = None, qat_epochs: int = 0,
+                      qat_lr: float = 0.2, on_qat_epoch=None) -> tuple[IntNetwork, QuantReport, float]:
+    """Fold and quantise a checkpoint, optionally fine-tune the integers through the integer forward
+    (``qat_epochs`` > 0, on the training split), check the state range on calibration data (the training set),
+    write NIR. Returns the network, the quantisation report and the float model's test accuracy."""
     hw = hw_config.load(hw_name)
     split = load_dataset(dataset)
     model = model_from_checkpoint(checkpoint)
@@ -41,7 +43,17 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                         f"'{dataset}' has {split.features} features")
     fnet = fold(model)
     calib = split.x_train[:calibration_samples] if calibration_samples else split.x_train
-    net, report = quantise(fnet, hw, calib, input_scale)
+    net, report = quantise(fnet, hw, calib, input_scale, weight_bits)
+    if qat_epochs > 0:
+        check_state_range(net, net.input.encode(calib))  # fail before fine-tuning, not after
+        x_test = net.input.encode(split.x_test)
+        before = float((simulate(net, x_test).predictions == split.y_test).mean())
+        tuned = qat.finetune(fnet, net, hw, split.x_train, split.y_train, epochs=qat_epochs, lr=qat_lr,
+                             on_epoch=on_qat_epoch)
+        net = tuned.net
+        after = float((simulate(net, x_test).predictions == split.y_test).mean())
+        report.qat = {"epochs": qat_epochs, "lr": qat_lr, "history": tuned.history,
+                      "integer_test_accuracy_before": before, "integer_test_accuracy_after": after}
     check_state_range(net, net.input.encode(calib), report)
     logits, _ = fnet.run(split.x_test)
     float_acc = float((logits.argmax(1) == split.y_test).mean())

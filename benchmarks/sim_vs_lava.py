@@ -2,8 +2,9 @@
 side by side on the same integer networks and the same inputs, with a check that every spike agreed.
 
 Networks: the demo model (digits, 64-128-128-10, T = 4, the `make demo` recipe), a 784-256-256-10 MLP
-(trained on digits scaled up to 28 x 28, T = 4), and a small conv net, which is pending: conv layers are not
-in the integer network yet.
+(trained on digits scaled up to 28 x 28, T = 4), the digits CNN (recipes/digits_cnn.yaml: conv 16, pool,
+conv 32, pool) and a SEW-ResNet-19 at 1/16 width (digits, T = 4; 21 layers and 33 connections, skips through
+DelayDense). Lava runs the residual net's many processes slowly, so it gets shorter runs (--residual-lava-samples).
 
 Throughput is sample-timesteps per second. Lava's is its marginal rate, the difference between a long and a
 short run, so its start-up (compiling, forking processes) is not counted against it; its rate including
@@ -36,12 +37,12 @@ from spikefold.export.intnet import IntNetwork
 from spikefold.sim.simulator import check_state_range, matmul_plan, simulate
 from spikefold.train.data import Split, digits
 from spikefold.train.loop import TrainConfig, train
-from spikefold.train.models import MLPConfig
+from spikefold.train.models import ModelConfig
 
 RESULTS = Path(__file__).parent / "results" / "sim_vs_lava.json"
 
 
-def _export(split: Split, model_cfg: MLPConfig, epochs: int, out: Path) -> IntNetwork:
+def _export(split: Split, model_cfg: ModelConfig, epochs: int, out: Path) -> IntNetwork:
     result = train(model_cfg, TrainConfig(epochs=epochs, seed=0), split, out=out)
     net, report = quantise(fold(result.model), hw_config.load("loihi2"), split.x_train)
     check_state_range(net, net.input.encode(split.x_train), report)
@@ -59,17 +60,23 @@ def digits_28x28() -> Split:
     return Split(up(d.x_train), d.y_train, up(d.x_test), d.y_test)
 
 
-def networks(args) -> list[tuple[str, IntNetwork, np.ndarray]]:
+def networks(args) -> list[tuple[str, IntNetwork, np.ndarray, tuple[int, int]]]:
+    """(name, network, inputs, (short, long) Lava run lengths) per benchmarked network."""
     work = Path(args.work)
     d = digits()
     if args.demo_model:
         demo = nir_io.read(args.demo_model)
     else:
-        demo = _export(d, MLPConfig(), 30, work / "demo")  # what `spikefold pipeline` trains
+        demo = _export(d, ModelConfig(), 30, work / "demo")  # what `spikefold pipeline` trains
     big = digits_28x28()
-    mlp = _export(big, MLPConfig(sizes=(784, 256, 256, 10)), args.epochs_784, work / "mlp784")
-    return [("demo 64-128-128-10", demo, np.concatenate([d.x_test, d.x_train])),
-            ("MLP 784-256-256-10", mlp, np.concatenate([big.x_test, big.x_train]))]
+    mlp = _export(big, ModelConfig(input_shape=(784,), hidden=(256, 256)), args.epochs_784, work / "mlp784")
+    cnn = _export(d, ModelConfig(arch="vgg", input_shape=(1, 8, 8), plan=(16, "A", 32, "A")), 30, work / "cnn")
+    sew = _export(d, ModelConfig(arch="sew_resnet19", input_shape=(1, 8, 8), width=1 / 16), 30, work / "sew")
+    x_digits = np.concatenate([d.x_test, d.x_train])
+    return [("demo 64-128-128-10", demo, x_digits, args.lava_samples),
+            ("MLP 784-256-256-10", mlp, np.concatenate([big.x_test, big.x_train]), args.lava_samples),
+            ("digits CNN (2 conv + 2 pool)", cnn, x_digits, args.lava_samples),
+            ("SEW-ResNet-19, 1/16 width", sew, x_digits, args.residual_lava_samples)]
 
 
 def median_time(fn, repeats: int) -> float:
@@ -81,10 +88,10 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench(name: str, net: IntNetwork, x_float: np.ndarray, args) -> dict:
+def bench(name: str, net: IntNetwork, x_float: np.ndarray, lava_samples: tuple[int, int], args) -> dict:
     x = net.input.encode(x_float)
     T = net.timesteps
-    short, long = args.lava_samples
+    short, long = lava_samples
     # Every spike of Lava's long run against the simulator's, before any timing.
     lava_result = lava_runner.run(net, x[:long])
     agreement = compare(net, simulate(net, x[:long]), lava_result)
@@ -105,6 +112,7 @@ def bench(name: str, net: IntNetwork, x_float: np.ndarray, args) -> dict:
     return {
         "network": name,
         "sizes": [net.input.size] + [layer.size for layer in net.layers],
+        "connections": sum(len(layer.inputs) for layer in net.layers),
         "timesteps": T,
         "matmul": [p.dtype for p in matmul_plan(net)],
         "lava_samples": [short, long],
@@ -139,7 +147,6 @@ def table(rows: list[dict]) -> str:
         agreed = (f"yes ({r['spikes_compared']:,} spike slots, readout voltages equal)"
                   if r["spikes_differing"] == 0 and r["readout_equal"] else f"NO ({r['spikes_differing']} differ)")
         lines.append(f"| {r['network']} | {r['lava_rate']:,.1f} | {sims} | {r['ratio_cpu']:,.0f}x | {agreed} |")
-    lines.append("| small conv net | pending: conv layers are not in the integer network yet | | | |")
     return "\n".join(lines)
 
 
@@ -148,13 +155,15 @@ def main() -> int:
     p.add_argument("--demo-model", default=None, help="a demo model.nir to use instead of training one")
     p.add_argument("--epochs-784", type=int, default=10)
     p.add_argument("--lava-samples", type=int, nargs=2, default=(25, 100), help="short and long Lava run")
+    p.add_argument("--residual-lava-samples", type=int, nargs=2, default=(5, 20),
+                   help="short and long Lava run of the residual net")
     p.add_argument("--sim-samples", type=int, default=20000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work", default="runs/benchmark", help="folder for the trained models")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     info = machine()
-    rows = [bench(name, net, x, args) for name, net, x in networks(args)]
+    rows = [bench(name, net, x, lava_samples, args) for name, net, x, lava_samples in networks(args)]
     info["load_average_end"] = os.getloadavg()
     text = table(rows)
     print(text)

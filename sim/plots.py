@@ -19,14 +19,15 @@ from spikefold.sim.simulator import SimResult  # noqa: E402
 def firing_per_layer_and_timestep(net: IntNetwork, result: SimResult, path: Path) -> Path:
     hidden = [i for i, layer in enumerate(net.layers) if not layer.readout]
     rates = np.array([result.spikes[i].mean(axis=(0, 2)) for i in hidden])
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(6, 1.4 + 0.28 * len(hidden)))
     image = ax.imshow(rates, aspect="auto", cmap="viridis", vmin=0)
     ax.set_yticks(range(len(hidden)), [net.layers[i].name for i in hidden])
     ax.set_xticks(range(net.timesteps), [str(t + 1) for t in range(net.timesteps)])
     ax.set_xlabel("timestep")
     ax.set_title("firing rate (spikes per neuron per step)")
     for (r, c), value in np.ndenumerate(rates):
-        ax.text(c, r, f"{value:.3f}", ha="center", va="center", color="w" if value < rates.max() / 2 else "k")
+        ax.text(c, r, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                color="w" if value < rates.max() / 2 else "k")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -34,10 +35,17 @@ def firing_per_layer_and_timestep(net: IntNetwork, result: SimResult, path: Path
     return path
 
 
+def _layer_labels(ax, names: list[str]) -> None:
+    """Layer names under bars: turned upright when there are too many to sit side by side."""
+    if len(names) > 5:
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+
+
 def energy_per_layer(report: EnergyReport, path: Path) -> Path:
     names = [row.name for row in report.layers]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names)), 3.6))
     ax.bar(names, [row.energy_j * 1e9 for row in report.layers], color="tab:blue", label="Loihi 2 dynamic")
+    _layer_labels(ax, names)
     ax.set_ylabel("nJ per inference")
     ax.set_title(f"dynamic energy per layer (static {report.static_j * 1e6:.1f} uJ not shown)")
     fig.tight_layout()
@@ -50,8 +58,10 @@ def cores_used(report: EnergyReport, path: Path) -> Path:
     """Cores per layer, and each core's work per timestep (mean over timesteps) against the barrier."""
     names = [row.name for row in report.layers]
     colours = {name: f"C{i}" for i, name in enumerate(names)}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [1, 2.2]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9.0, 0.5 * len(names)), 3.6),
+                                      gridspec_kw={"width_ratios": [1, 2.2]})
     left.bar(names, [row.cores for row in report.layers], color=[colours[n] for n in names])
+    _layer_labels(left, names)
     left.set_ylabel("cores")
     left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_title(f"{sum(row.cores for row in report.layers)} cores on {report.hw_config}")

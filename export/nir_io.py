@@ -187,7 +187,8 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
     outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise NIRFileError(f"{source}: expected one Input and one Output node, found {len(inputs)} and {len(outputs)}")
+        raise NIRFileError(f"{source}: expected one Input and one Output node, found Inputs {inputs} and Outputs "
+                           f"{outputs}; every node must lie on the path from the one input to the one output")
 
     def reach(start: str, step: dict[str, list[str]]) -> set[str]:
         seen, todo = {start}, [start]
@@ -242,7 +243,11 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
         ready = [name for name, pairs in pending.items()
                  if all(sender not in pending for _, sender in pairs)]
         if not ready:
-            raise NIRFileError(f"{source}: the graph has a cycle through the neurons {sorted(pending)}")
+            # What is left reads a cycle or lies on one; shed what merely reads it to name the cycle itself.
+            cycle = set(pending)
+            while sinks := {n for n in cycle if not any(n == s for m in cycle for _, s in pending[m])}:
+                cycle -= sinks
+            raise NIRFileError(f"{source}: the graph has a cycle through the neurons {sorted(cycle)}")
         name = min(ready, key=written)
         order.append((name, pending.pop(name)))
     return order

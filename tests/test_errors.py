@@ -74,6 +74,35 @@ def test_unmappable_node_is_named(capsys, tmp_path, exported):
     assert code == 2 and "node 'squash' has type Threshold" in err and "supported node types" in err
 
 
+@pytest.mark.parametrize("change,message", [
+    ("cycle", "the graph has a cycle through the neurons ['hidden0.neuron', 'hidden1.neuron']"),
+    ("stray", "found Inputs ['input'] and Outputs ['output', 'output_stray']"),  # NIR gives a loose end an Output
+    ("bare", "node 'hidden0.neuron' (CubaLIF) feeds the neuron 'twin'; only Affine or Conv2d synapses may"),
+])
+def test_graphs_deploy_cannot_map_are_named(capsys, tmp_path, exported, change, message):
+    """A graph of neurons and synapses, but one no spikefold network has: a loop, a node off the path from input
+    to output, a neuron that reads another without synapses."""
+    _, net, _ = exported
+    graph = nir_io.to_nir(net)
+    back = graph.nodes["hidden0.synapse"]
+    loop = nir.Affine(weight=np.zeros((net.layers[0].size, net.layers[1].size)), bias=np.zeros(net.layers[0].size),
+                      metadata=back.metadata)
+    if change == "cycle":
+        graph.nodes["loop"] = loop
+        graph.edges += [("hidden1.neuron", "loop"), ("loop", "hidden0.neuron")]
+    elif change == "stray":
+        graph.nodes["stray"] = loop
+        graph.edges += [("hidden1.neuron", "stray")]
+    else:  # a second hidden0 that reads the first directly, and hidden1 reads both
+        graph.nodes["twin"] = graph.nodes["hidden0.neuron"]
+        graph.nodes["twin.synapse"] = graph.nodes["hidden1.synapse"]
+        graph.edges += [("hidden0.neuron", "twin"), ("twin", "twin.synapse"), ("twin.synapse", "hidden1.neuron")]
+    path = tmp_path / f"{change}.nir"
+    nir.write(path, nir.NIRGraph(nodes=graph.nodes, edges=graph.edges, metadata=graph.metadata, type_check=False))
+    code, err = _run(capsys, "deploy", str(path))
+    assert code == 2 and message in err, err
+
+
 def test_foreign_graph_without_integers(capsys, tmp_path):
     graph = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3)),
                                    nir.LIF(tau=np.ones(3), r=np.ones(3), v_leak=np.zeros(3),

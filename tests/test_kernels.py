@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 
 from spikefold.errors import ConfigError
 from spikefold.train import kernels
+from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig, build_model
 from spikefold.train.neurons import NeuronConfig, SpikingNeuron, build, surrogates
 from spikefold.train.probes import ActivityProbe
@@ -240,6 +241,10 @@ def test_backend_names_are_checked():
     neuron = build(NeuronConfig("lif"), 2)
     with pytest.raises(ConfigError, match="unknown neuron backend 'cuda'; valid: auto, eager, triton"):
         neuron.backend = "cuda"
+    with pytest.raises(ConfigError, match="unknown neuron backend 'fast'"):
+        TrainConfig.from_dict({"backend": "fast"})
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+        TrainConfig.from_dict({"precision": "fp16"})
 
 
 def test_auto_runs_eagerly_on_cpu():
@@ -247,13 +252,15 @@ def test_auto_runs_eagerly_on_cpu():
     assert not kernels.fused("eager", torch.randn(2, 3))
 
 
-def test_triton_without_a_gpu_is_a_named_error(monkeypatch):
+def test_triton_without_a_gpu_is_a_named_error(monkeypatch, split):
     monkeypatch.setattr(kernels, "interpreting", lambda: False)
     monkeypatch.setattr(kernels, "triton_installed", lambda: True)
     neuron = build(NeuronConfig("lif"), 2)
     neuron.backend = "triton"
     with pytest.raises(ConfigError, match="neuron backend 'triton' needs a CUDA device; this run is on 'cpu'"):
         neuron(torch.randn(2, 3, 4))
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        train(ModelConfig(hidden=(8,)), TrainConfig(epochs=1, backend="triton", device="cpu"), split)
     monkeypatch.setattr(kernels, "triton_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"needs the Triton package: pip install 'spikefold\[gpu\]'"):
         neuron(torch.randn(2, 3, 4))
@@ -289,6 +296,26 @@ def test_probes_see_the_eager_path(monkeypatch):
     with probe.attached(neuron):
         neuron(torch.randn(2, 3, 4) + 1)
     assert probe.summary()[""]["firing_rate_mean"] > 0
+
+
+def test_bf16_autocast_and_channels_last_train_a_conv_net(split):
+    """The training loop's precision and layout options (eager path on CPU): loss falls, weights stay fp32."""
+    data = type(split)(split.x_train.reshape(-1, 1, 8, 8), split.y_train, split.x_test.reshape(-1, 1, 8, 8),
+                       split.y_test)
+    cfg = ModelConfig(arch="vgg", input_shape=(1, 8, 8), classes=10, timesteps=2, plan=(16, "A", 32, "A"))
+    result = train(cfg, TrainConfig(epochs=2, batch_size=128, precision="bf16", channels_last=True), data)
+    assert result.history[1]["loss"] < result.history[0]["loss"]
+    assert result.test_accuracy > 0.5
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+@pytest.mark.slow  # Inductor compiles for the CPU with a C++ compiler: about 40 s on 2 cores
+def test_compiled_training_loop_trains(split):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    result = train(ModelConfig(hidden=(32,), timesteps=2), TrainConfig(epochs=1, compile=True), split)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert result.test_accuracy > 0.5
 
 
 # --- the same on a GPU, at larger shapes -------------------------------------------------------------------------

@@ -98,7 +98,8 @@ def _drive(neuron, currents, upstream):
 
 def compare(kind, options, training, shape, device, dtype=torch.float32, layout=None):
     """Kernel against reference on currents of ``shape`` (T, batch, channels, ...). ``layout``: None
-    (contiguous), "channels_last" or "static" (one slice repeated over T, as direct input is). With bf16
+    (contiguous), "channels_last", "static" (one slice repeated over T, as direct input is) or "strided"
+    (every other element of a larger tensor). With bf16
     input the reference runs on the same values in fp32 (the kernels' recurrence is fp32)."""
     steps, channels = shape[0], shape[2]
     ref, fast = _pair(kind, options, training, steps, channels, device)
@@ -109,6 +110,8 @@ def compare(kind, options, training, shape, device, dtype=torch.float32, layout=
         currents = currents[:1].expand(shape)
     elif layout == "channels_last":
         currents = currents.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, shape[:2])
+    elif layout == "strided":  # every other element of a larger tensor: no dense view of x[t] exists
+        currents = torch.stack([currents, -currents], dim=-1)[..., 0]
     upstream = torch.randn(shape, generator=gen).to(device).to(dtype).float()  # exact in the input's dtype
     fast_in = currents.to(dtype)
     ref_in = fast_in.float()
@@ -144,7 +147,7 @@ def test_kernel_equals_eager_on_interpreter(case):
 @interpreter
 @pytest.mark.parametrize("kind,options", [("lif", {"learn_beta": True, "reset": "soft"}),
                                           ("mpinit_trsg", {}), ("psg_pda", {"learn_beta": True})])
-@pytest.mark.parametrize("layout", ["channels_last", "static"])
+@pytest.mark.parametrize("layout", ["channels_last", "static", "strided"])
 def test_kernel_takes_conv_layouts_and_direct_input(kind, options, layout):
     compare(kind, options, True, shape=(3, 2, 5, 4, 6), device="cpu", layout=layout)
 

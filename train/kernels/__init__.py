@@ -105,10 +105,13 @@ class FusedRun(NamedTuple):
 def rows(x: Tensor):
     """(rows, unrows): x (T, ...) as a (T, N) view whose row t is x[t] in its memory order (contiguous,
     channels_last, or one slice broadcast over T with row stride 0), and the function that gives a (T, N)
-    result x's shape and layout. Where no such view exists (a strided slice) the rows are a copy."""
+    result x's shape and layout. Where no such view exists (x[t] not dense, e.g. every other element) the
+    rows are a copy, which costs one more pass over x."""
     order = sorted(range(1, x.dim()), key=lambda d: x.stride(d), reverse=True)
     permuted = x.permute(0, *order)
     flat = permuted.reshape(x.shape[0], -1)
+    if flat.stride(1) != 1 and flat.shape[1] > 1:
+        flat = flat.contiguous()
     inverse = [0] * x.dim()
     for position, d in enumerate((0, *order)):
         inverse[d] = position
@@ -119,7 +122,9 @@ def _schedule(value, steps: int, like: Tensor) -> Tensor:
     """One value or one per timestep as a float32 (1,) or (T,) tensor for the kernels, keeping the autograd
     graph of a tensor value. A copy: a neuron may update its buffers in place (MP-Init's initial potential)
     while the backward still needs the values this run used."""
-    value = torch.as_tensor(value, dtype=torch.float32, device=like.device)
+    if not torch.is_tensor(value):  # a fill on the device: no host-to-device copy to wait for or to capture
+        return torch.full((1,), float(value), dtype=torch.float32, device=like.device)
+    value = value.to(dtype=torch.float32, device=like.device)
     if value.numel() not in (1, steps):
         raise ValueError(f"a schedule has {value.numel()} values for {steps} timesteps")
     return value.reshape(-1).clone()
@@ -132,7 +137,9 @@ def lif_sequence(currents: Tensor, form, final_state: bool = False, potential_su
     x, unrows = rows(currents)
     steps = x.shape[0]
     threshold = _schedule(form.threshold, steps, x)
-    width = _schedule(form.width if form.smooth_width else torch.as_tensor(form.width).detach(), steps, x)
+    # no gradient to the width unless PSG's smooth step carries one, as through surrogates.spike
+    width = form.width.detach() if torch.is_tensor(form.width) and not form.smooth_width else form.width
+    width = _schedule(width, steps, x)
     decay = _schedule(form.decay, 1, x)
     gain = _schedule(1.0 if form.input_gain is None else form.input_gain, 1, x)
     scale = _schedule(1.0 if form.output_scale is None else form.output_scale, 1, x)
@@ -142,7 +149,7 @@ def lif_sequence(currents: Tensor, form, final_state: bool = False, potential_su
     out, _, final_u, fired, sums = ops.lif_forward(
         x, decay, gain, threshold, width, scale, initial, form.reset == "hard", form.relative,
         form.output_scale is not None, form.surrogate, form.smooth_width, save_h, final_state, potential_sums)
-    count = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
+    count = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)
     return FusedRun(unrows(out),
                     unrows(final_u.view(1, -1))[0] if final_state else None,
                     unrows(fired.view(1, -1))[0] if final_state else None,

@@ -156,7 +156,7 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     thresholds = torch.empty(steps, dtype=torch.float32, device=current.device)
     stds = torch.empty(steps, dtype=torch.float32, device=current.device)
     sums = torch.empty((programs, 2), dtype=torch.float64, device=current.device)
-    count = torch.tensor(float(n), dtype=torch.float64, device=current.device)
+    count = torch.full((), float(n), dtype=torch.float64, device=current.device)
     for t in range(steps + 1):
         spike, integrate = t > 0, t < steps
         previous, now = max(t - 1, 0), min(t, steps - 1)

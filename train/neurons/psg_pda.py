@@ -72,7 +72,7 @@ class PSGPDA(SpikingNeuron):
         s = (x > 0).to(h.dtype) + (smooth - smooth.detach())  # exactly 0 + exactly the Heaviside value
         if self._regularises:
             h64 = h.double()
-            sums = (h64.new_tensor(float(h.numel())), h64.sum(), (h64 * h64).sum())
+            sums = (h64.new_full((), float(h.numel())), h64.sum(), (h64 * h64).sum())
             previous = self._potential_sums
             self._potential_sums = sums if previous is None else tuple(a + b for a, b in zip(previous, sums))
         return StepOutput(h * (1.0 - s), s, s.detach(), h, o.vth, self.width.detach())

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,6 +240,17 @@ def test_ddp_statistics_on_kernels_match_eager_and_agree_across_processes(tmp_pa
     a = json.loads((tmp_path / "rank0.json").read_text())
     b = json.loads((tmp_path / "rank1.json").read_text())
     assert a == b and a["atgo"][0] != [1.0, 1.0, 1.0]
+
+
+@pytest.mark.skipif(not kernels.triton_installed(), reason="needs Triton")
+def test_kernels_compile_for_h100_without_a_gpu():
+    """Every kernel variant through Triton's compiler to an sm_90 cubin, and the PTX keeps the arithmetic the
+    equality with the eager path rests on (tests/compile_kernels.py). Not a run: GPU results are the gpu tests'."""
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "compile_kernels.py")], capture_output=True,
+                          text=True, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["compiled"] == 15 and not report["failures"]
 
 
 # --- choosing the path -----------------------------------------------------------------------------------------

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
 
 from spikefold.errors import ConfigError
+
+if TYPE_CHECKING:  # the neurons import this module, so it imports them only where it runs them (ops)
+    from spikefold.train.neurons.base import RecurrenceForm
 
 BACKENDS = ("auto", "eager", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # the recurrence itself always runs in fp32
@@ -31,6 +35,7 @@ _warned: set[str] = set()
 
 
 def check_backend(name: str) -> str:
+    """``name`` if it is a backend, else a named error listing them."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown neuron backend '{name}'; valid: {', '.join(BACKENDS)}")
     return name
@@ -61,6 +66,10 @@ def check_device(backend: str, device: torch.device | str) -> None:
                           "interpreter, as the tests do)")
 
 
+def _kernel_dtypes() -> str:
+    return ", ".join(map(str, KERNEL_DTYPES))
+
+
 def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
@@ -76,14 +85,17 @@ def fused(backend: str, currents: Tensor, unsupported: str | None = None) -> boo
     if backend == "auto":
         if not currents.is_cuda:
             return False
-        reason = ("Triton is not installed (pip install 'spikefold[gpu]')" if not triton_installed() else
-                  f"the kernels take {', '.join(map(str, KERNEL_DTYPES))}, not {currents.dtype}"
-                  if currents.dtype not in KERNEL_DTYPES else unsupported)
+        if not triton_installed():
+            reason = "Triton is not installed (pip install 'spikefold[gpu]')"
+        elif currents.dtype not in KERNEL_DTYPES:
+            reason = f"the kernels take input currents of {_kernel_dtypes()}, not {currents.dtype}"
+        else:
+            reason = unsupported
     else:
         check_device(backend, currents.device)
         if currents.dtype not in KERNEL_DTYPES:
-            raise ConfigError(f"neuron backend 'triton' takes input currents of {', '.join(map(str, KERNEL_DTYPES))}"
-                              f", got {currents.dtype}; use backend 'eager' for it")
+            raise ConfigError(f"neuron backend 'triton' takes input currents of {_kernel_dtypes()}, got "
+                              f"{currents.dtype}; use backend 'eager' for it")
         reason = unsupported
     if reason is not None:
         _warn_once(f"spiking neurons run on the eager (slow) path: {reason}")
@@ -102,7 +114,7 @@ class FusedRun(NamedTuple):
     potential_sums: tuple[Tensor, Tensor, Tensor] | None = None
 
 
-def rows(x: Tensor):
+def rows(x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """(rows, unrows): x (T, ...) as a (T, N) view whose row t is x[t] in its memory order (contiguous,
     channels_last, or one slice broadcast over T with row stride 0), and the function that gives a (T, N)
     result x's shape and layout. Where no such view exists (x[t] not dense, e.g. every other element) the
@@ -127,11 +139,14 @@ def _schedule(value, steps: int, like: Tensor) -> Tensor:
     value = value.to(dtype=torch.float32, device=like.device)
     if value.numel() not in (1, steps):
         raise ValueError(f"a schedule has {value.numel()} values for {steps} timesteps")
+    if value.numel() > 1 and value.requires_grad:
+        raise ValueError("the kernels give a gradient to one value for all timesteps, not to one per timestep")
     return value.reshape(-1).clone()
 
 
-def lif_sequence(currents: Tensor, form, final_state: bool = False, potential_sums: bool = False) -> FusedRun:
-    """Run a layer whose dynamics are ``form`` (a RecurrenceForm) over ``currents`` (T, ...) in the kernels."""
+def lif_sequence(currents: Tensor, form: RecurrenceForm, final_state: bool = False,
+                 potential_sums: bool = False) -> FusedRun:
+    """Run a layer whose dynamics are ``form`` over ``currents`` (T, ...) in the kernels."""
     from spikefold.train.kernels import ops
 
     x, unrows = rows(currents)
@@ -144,11 +159,10 @@ def lif_sequence(currents: Tensor, form, final_state: bool = False, potential_su
     gain = _schedule(1.0 if form.input_gain is None else form.input_gain, 1, x)
     scale = _schedule(1.0 if form.output_scale is None else form.output_scale, 1, x)
     initial = _schedule(0.0 if form.initial is None else form.initial, 1, x)
-    params = (x, decay, gain, threshold, width, scale)
-    save_h = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x, decay, gain, threshold, width, scale))
     out, _, final_u, fired, sums = ops.lif_forward(
         x, decay, gain, threshold, width, scale, initial, form.reset == "hard", form.relative,
-        form.output_scale is not None, form.surrogate, form.smooth_width, save_h, final_state, potential_sums)
+        form.output_scale is not None, form.surrogate, save_h, final_state, potential_sums)
     count = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)
     return FusedRun(unrows(out),
                     unrows(final_u.view(1, -1))[0] if final_state else None,

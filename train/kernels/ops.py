@@ -40,10 +40,10 @@ def _unit_stride(x: Tensor) -> Tensor:
 @custom_op("spikefold::lif_forward", mutates_args=())
 def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor, width: Tensor, scale: Tensor,
                 initial: Tensor, hard_reset: bool, relative: bool, scale_output: bool, surrogate: str,
-                smooth_width: bool, save_h: bool, final: bool, moments: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                save_h: bool, final: bool, moments: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(output, H for the backward, final U, fired at least once, [sum H, sum H^2]); unrequested ones empty.
-    ``surrogate`` and ``smooth_width`` only matter to the backward."""
+    ``surrogate`` only matters to the backward; so does ``width``, which gets a gradient (PSG's smooth step,
+    -(x/w) f'(x)) when it requires one."""
     steps, n = current.shape
     programs, block, warps = launch_shape(n, current.device)
     out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
@@ -61,7 +61,7 @@ def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor,
 
 @lif_forward.register_fake
 def _(current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
-      smooth_width, save_h, final, moments):
+      save_h, final, moments):
     steps, n = current.shape
     f32 = {"dtype": torch.float32, "device": current.device}
     return (current.new_empty((steps, n)), torch.empty((steps, n) if save_h else (0,), **f32),
@@ -109,7 +109,7 @@ def _param_grads(ctx, first: int) -> list[bool]:
 
 def _setup_lif(ctx, inputs, output):
     (current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
-     smooth_width, save_h, final, moments) = inputs
+     save_h, final, moments) = inputs
     ctx.set_materialize_grads(False)
     ctx.flags = (hard_reset, relative, scale_output, surrogate, moments)
     ctx.param_grads = _param_grads(ctx, 1)
@@ -133,7 +133,7 @@ def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
     param_grads = [grads[k].reshape(p.shape).to(p.dtype) if ctx.param_grads[k] else None
                    for k, p in enumerate(params)]
     return (grad_x if ctx.needs_input_grad[0] else None, *param_grads, None, None, None, None, None, None, None,
-            None, None)
+            None)
 
 
 lif_forward.register_autograd(_backward_lif, setup_context=_setup_lif)

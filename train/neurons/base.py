@@ -63,7 +63,7 @@ class RecurrenceForm:
         the layer sends output_scale S(t)   (S(t) when output_scale is None)
 
     Tensors keep their autograd graph, so gradients reach each that requires one, as through ``step``; threshold
-    and width are one value or one per timestep. The width gets no gradient (as through ``surrogates.spike``)
+    and width are one value or one per timestep (then without a gradient). The width gets no gradient (as through ``surrogates.spike``)
     unless ``smooth_width``: then S is PSG's straight-through smooth step g(x/w) and dS/dw = -(x/w) f'(x)."""
 
     decay: torch.Tensor | float

@@ -210,6 +210,12 @@ def test_torch_compile_keeps_the_kernels_whole(kind):
     torch.testing.assert_close(getattr(fast, decay).grad, getattr(ref, decay).grad, rtol=1e-4, atol=1e-5)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _ddp_worker(rank: int, world: int, port: int, folder: str, device: str) -> None:
     # gloo all-reduces CPU and CUDA tensors alike, and unlike NCCL lets two processes share one GPU
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -239,10 +245,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, device: str) -> N
 def ddp_statistics_agree(folder, device: str) -> None:
     """Two processes, each its own data: the running statistics on the kernels equal the eager path's in each
     process and agree across them (the kernels' path all-reduces them as the eager one does)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(folder), device), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(folder), device), nprocs=2, join=True)
     a = json.loads((folder / "rank0.json").read_text())
     b = json.loads((folder / "rank1.json").read_text())
     assert a == b and a["atgo"][0] != [1.0, 1.0, 1.0]
@@ -262,6 +265,37 @@ def test_kernels_compile_for_h100_without_a_gpu():
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["compiled"] == 15 and not report["failures"]
+
+
+TORCHRUN_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from spikefold.train.data import digits
+from spikefold.train.loop import TrainConfig, train
+from spikefold.train.models import ModelConfig
+from spikefold.train.neurons import NeuronConfig
+
+result = train(ModelConfig(hidden=(24,), timesteps=2, neuron=NeuronConfig(sys.argv[2])),
+               TrainConfig(epochs=1, batch_size=128, backend="triton"), digits())
+stats = {k: v.tolist() for k, v in result.model.named_buffers() if "threshold" in k or "initial_potential" in k}
+with open(f"{sys.argv[1]}/rank{dist.get_rank()}.json", "w") as f:
+    json.dump({"world": dist.get_world_size(), "stats": stats}, f)
+"""
+
+
+@interpreter
+def test_torchrun_trains_on_the_kernels_with_synchronised_statistics(tmp_path, kind="atgo"):
+    """train() joins torchrun's process group by itself; the two processes end with the same statistics (DS-ATGO:
+    an all-reduce inside the kernels' op at every timestep)."""
+    script = tmp_path / "job.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", str(script), str(tmp_path), kind], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert a["world"] == b["world"] == 2
+    assert a["stats"] and a["stats"] == b["stats"]
 
 
 # --- choosing the path -----------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The training loop: surrogate-gradient BPTT for any model and neuron type, on CUDA when available.
 
 Each epoch ends with an atomic ``last.pt`` (model, optimiser, scheduler, epoch, history), so an interrupted run
-resumes where it stopped with the same batches; the final model is ``model.pt``. Under ``torch.distributed``
-(torchrun) the model is wrapped in DDP, every rank trains on its own shard of each batch, and the neurons'
-running statistics are averaged over ranks as they are computed; only rank 0 writes files.
+resumes where it stopped with the same batches; the final model is ``model.pt``. Launched by torchrun
+(``torchrun --nproc_per_node=N -m spikefold.cli train ...``) it joins torchrun's process group, each process on
+its own GPU; under ``torch.distributed`` the model is wrapped in DDP, every rank trains on its own shard of each
+batch, and the neurons' running statistics are averaged over ranks as they are computed, on the eager path and
+the kernels alike; only rank 0 writes files.
 
 On a GPU the neuron layers run on the fused kernels (``backend``, see spikefold.train.kernels); ``precision``
 "bf16" runs the forward under autocast, ``channels_last`` keeps conv activations NHWC and ``compile`` wraps
@@ -13,6 +15,7 @@ the model in torch.compile. The kernels work under all three.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +79,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def join_torchrun(device: torch.device) -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1 in the environment): join its process group, NCCL on GPUs and gloo on
+    the CPU, unless this process has joined one already, and train on this process's GPU (LOCAL_RANK) when
+    the device names no index. Elsewhere a no-op. Returns the device to train on."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -130,9 +147,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
 
     ``after_backward(model)`` runs after every backward pass (gradient probes).
     """
+    device = join_torchrun(pick_device(cfg.device))
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
     kernels.check_device(cfg.backend, device)
     model = build_model(model_cfg).to(device)
     model.set_backend(cfg.backend)

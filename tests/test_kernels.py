@@ -333,8 +333,12 @@ def test_triton_without_a_gpu_is_a_named_error(monkeypatch, split):
 def test_unsupported_dtype_and_configuration_are_named_or_fall_back(monkeypatch):
     neuron = build(NeuronConfig("lif"), 2)
     neuron.backend = "triton"
-    with pytest.raises(ConfigError, match="takes input currents of torch.float32, .* got torch.float64"):
+    with pytest.raises(ConfigError, match="'triton' cannot run this layer's input: the kernels take torch.float32, "
+                       "torch.bfloat16, torch.float16, not torch.float64; use backend 'eager'"):
         neuron(torch.randn(2, 3, 4, dtype=torch.float64))
+    huge = torch.zeros(1, dtype=torch.bfloat16).as_strided((2, 2**31), (0, 0))  # one element seen 2^32 times
+    with pytest.raises(ConfigError, match="2147483648 neurons per timestep overflow the kernels' 32-bit"):
+        neuron(huge)
     monkeypatch.setattr(kernels, "_warned", set())
     ref = build(NeuronConfig("atgo", {"tgo": "std"}), 2).eval()
     fast = copy.deepcopy(ref)

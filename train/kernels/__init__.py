@@ -66,8 +66,12 @@ def check_device(backend: str, device: torch.device | str) -> None:
                           "interpreter, as the tests do)")
 
 
-def _kernel_dtypes() -> str:
-    return ", ".join(map(str, KERNEL_DTYPES))
+def _unsupported_input(currents: Tensor) -> str | None:
+    if currents.dtype not in KERNEL_DTYPES:
+        return f"the kernels take {', '.join(map(str, KERNEL_DTYPES))}, not {currents.dtype}"
+    if currents[0].numel() >= 2**31:
+        return f"{currents[0].numel()} neurons per timestep overflow the kernels' 32-bit neuron index"
+    return None
 
 
 def _warn_once(message: str) -> None:
@@ -87,15 +91,14 @@ def fused(backend: str, currents: Tensor, unsupported: str | None = None) -> boo
             return False
         if not triton_installed():
             reason = "Triton is not installed (pip install 'spikefold[gpu]')"
-        elif currents.dtype not in KERNEL_DTYPES:
-            reason = f"the kernels take input currents of {_kernel_dtypes()}, not {currents.dtype}"
         else:
-            reason = unsupported
+            reason = _unsupported_input(currents) or unsupported
     else:
         check_device(backend, currents.device)
-        if currents.dtype not in KERNEL_DTYPES:
-            raise ConfigError(f"neuron backend 'triton' takes input currents of {_kernel_dtypes()}, got "
-                              f"{currents.dtype}; use backend 'eager' for it")
+        problem = _unsupported_input(currents)
+        if problem is not None:
+            raise ConfigError(f"neuron backend 'triton' cannot run this layer's input: {problem}; use backend "
+                              "'eager' (or 'auto') for it")
         reason = unsupported
     if reason is not None:
         _warn_once(f"spiking neurons run on the eager (slow) path: {reason}")

@@ -1,7 +1,7 @@
 """Triton kernels for the LIF-family recurrence of :class:`spikefold.train.neurons.base.RecurrenceForm`.
 
-Every tensor is seen as rows: row t holds the N elements of timestep t in memory order (``ops`` builds these
-views), so one program owns a block of neurons and walks all T timesteps with the membrane potential in
+Every tensor is seen as rows: row t holds the N elements of timestep t in memory order (``kernels.rows`` builds
+these views), so one program owns a block of neurons and walks all T timesteps with the membrane potential in
 registers. The forward writes H (fp32) for the backward, which walks the timesteps in reverse and rebuilds
 S(t) and U(t-1) from H exactly as the forward made them. Parameter gradients are summed per program into a
 partials row (decay, input gain, threshold, width, output scale) that the caller adds up.

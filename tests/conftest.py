@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Without a GPU the fused neuron kernels (spikefold.train.kernels) run on Triton's CPU interpreter, so that
+# tests/test_kernels.py checks their logic here too. Triton reads this when the kernels are first imported;
+# nothing else in the suite uses Triton, and layers choose the kernels on CPU only when asked to ("triton").
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from spikefold.export import hw_config
 from spikefold.export.fold import fold, quantise

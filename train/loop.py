@@ -1,14 +1,21 @@
 """The training loop: surrogate-gradient BPTT for any model and neuron type, on CUDA when available.
 
 Each epoch ends with an atomic ``last.pt`` (model, optimiser, scheduler, epoch, history), so an interrupted run
-resumes where it stopped with the same batches; the final model is ``model.pt``. Under ``torch.distributed``
-(torchrun) the model is wrapped in DDP, every rank trains on its own shard of each batch, and the neurons'
-running statistics are averaged over ranks as they are computed; only rank 0 writes files.
+resumes where it stopped with the same batches; the final model is ``model.pt``. Launched by torchrun
+(``torchrun --nproc_per_node=N -m spikefold.cli train ...``) it joins torchrun's process group, each process on
+its own GPU; under ``torch.distributed`` the model is wrapped in DDP, every rank trains on its own shard of each
+batch, and the neurons' running statistics are averaged over ranks as they are computed, on the eager path and
+the kernels alike; only rank 0 writes files.
+
+On a GPU the neuron layers run on the fused kernels (``backend``, see spikefold.train.kernels); ``precision``
+"bf16" runs the forward under autocast, ``channels_last`` keeps conv activations NHWC and ``compile`` wraps
+the model in torch.compile. The kernels work under all three.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +25,12 @@ import torch.distributed as dist
 from torch import nn
 
 from spikefold.errors import CheckpointError, ConfigError
-from spikefold.train import checkpoint
+from spikefold.train import checkpoint, kernels
 from spikefold.train.data import Split
 from spikefold.train.models import ModelConfig, SpikingModel, build_model, check_keys
 
 OPTIMISERS = ("adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")  # fp16 would need loss scaling; bf16 does not
 
 
 @dataclasses.dataclass
@@ -37,6 +45,10 @@ class TrainConfig:
     augment: bool = False  # random crop (pad 4) and horizontal flip, for image data
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
+    backend: str = "auto"  # neuron layers: "auto" (fused kernels on CUDA), "eager" or "triton"; see train.kernels
+    precision: str = "fp32"  # "bf16": forward under bf16 autocast (the neuron kernels keep their state in fp32)
+    channels_last: bool = False  # conv nets: NHWC weights and activations (the neuron kernels take any layout)
+    compile: bool = False  # torch.compile the model (the neuron kernels are custom ops it keeps whole)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -46,6 +58,9 @@ class TrainConfig:
             raise ConfigError(f"unknown optimiser '{cfg.optimiser}'; valid: {', '.join(OPTIMISERS)}")
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+        if cfg.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
+        kernels.check_backend(cfg.backend)
         return cfg
 
 
@@ -62,6 +77,20 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
     return torch.device(name)
+
+
+def join_torchrun(device: torch.device) -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1 in the environment): join its process group, NCCL on GPUs and gloo on
+    the CPU, unless this process has joined one already, and train on this process's GPU (LOCAL_RANK) when
+    the device names no index. Elsewhere a no-op. Returns the device to train on."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def _distributed() -> tuple[int, int]:
@@ -118,10 +147,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
 
     ``after_backward(model)`` runs after every backward pass (gradient probes).
     """
+    device = join_torchrun(pick_device(cfg.device))
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    kernels.check_device(cfg.backend, device)
     model = build_model(model_cfg).to(device)
+    model.set_backend(cfg.backend)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if tuple(data.x_train.shape[1:]) != tuple(model_cfg.input_shape) and \
             int(np.prod(data.x_train.shape[1:])) != int(np.prod(model_cfg.input_shape)):
         raise ConfigError(f"the data's samples have shape {data.x_train.shape[1:]}, the model expects "
@@ -129,6 +162,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     optimiser = _optimiser(model, cfg)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=cfg.epochs)
     history: list[dict] = []
@@ -158,10 +194,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
             if cfg.augment:
                 xb = augment(xb.reshape(len(xb), *model_cfg.input_shape), generator)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            loss = loss_fn(net(xb), yb)
-            extra = model.auxiliary_loss()
-            if extra is not None:
-                loss = loss + extra
+            if cfg.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss = loss_fn(net(xb), yb)
+                extra = model.auxiliary_loss()
+                if extra is not None:
+                    loss = loss + extra
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if after_backward is not None:

@@ -136,6 +136,11 @@ class SpikingModel(nn.Module):
     def neurons(self) -> list[tuple[str, SpikingNeuron]]:
         return [(name, m) for name, m in self.named_modules() if isinstance(m, SpikingNeuron)]
 
+    def set_backend(self, name: str) -> None:
+        """Run every neuron layer on ``name``: "auto", "eager" or "triton" (see spikefold.train.kernels)."""
+        for _, neuron in self.neurons():
+            neuron.backend = name
+
     def auxiliary_loss(self) -> torch.Tensor | None:
         """The sum of the neurons' regularisers from the last forward (PDA), or None."""
         terms = [m.auxiliary_loss for _, m in self.neurons() if m.auxiliary_loss is not None]

@@ -20,8 +20,10 @@ import dataclasses
 
 import torch
 
+from spikefold.train import kernels
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter, global_sum
+from spikefold.train.neurons.base import (InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter,
+                                         global_sum)
 
 TGO_VARIANTS = ("threshold", "std", "off")
 
@@ -42,8 +44,15 @@ class ATGOOptions:
 def batch_threshold(h: torch.Tensor, fc: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(f_c (mean + std), std) of H over every element, summed over all processes when distributed."""
     h = h.detach().double()
-    n, s1, s2 = global_sum(torch.tensor(float(h.numel()), dtype=torch.float64, device=h.device), h.sum(),
-                           (h * h).sum())
+    return threshold_from_sums(torch.tensor(float(h.numel()), dtype=torch.float64, device=h.device), h.sum(),
+                               (h * h).sum(), fc)
+
+
+def threshold_from_sums(count: torch.Tensor, sum_h: torch.Tensor, sum_h2: torch.Tensor,
+                        fc: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f_c (mean + std), std) from this process's element count, sum of H and sum of H^2 (float64 tensors),
+    summed over all processes when distributed. The fused kernels feed it their per-block sums."""
+    n, s1, s2 = global_sum(count, sum_h, sum_h2)
     mean = s1 / n
     std = torch.sqrt(torch.clamp(s2 / n - mean * mean, min=0.0))
     return (fc * (mean + std)).float(), std.float()
@@ -52,6 +61,15 @@ def batch_threshold(h: torch.Tensor, fc: float) -> tuple[torch.Tensor, torch.Ten
 def tgo_width(dv: torch.Tensor | float, k0: float, v_ref: float) -> torch.Tensor:
     """k = k0 (1 + tanh(dV - V_ref))."""
     return k0 * (1.0 + torch.tanh(torch.as_tensor(dv, dtype=torch.float32) - v_ref))
+
+
+def surrogate_width(tgo: str, threshold: torch.Tensor, std: torch.Tensor | None, k0: float,
+                    v_ref: float) -> torch.Tensor:
+    """The rectangular surrogate's width for thresholds (one, or one per timestep) and the std of H behind
+    them: TGO's k with dV the threshold or the std, or k0 with TGO off."""
+    if tgo == "off":
+        return torch.full_like(threshold, k0)
+    return tgo_width(threshold if tgo == "threshold" else std, k0, v_ref)
 
 
 class ATGO(SpikingNeuron):
@@ -66,11 +84,14 @@ class ATGO(SpikingNeuron):
     def tau(self) -> torch.Tensor:
         return torch.sigmoid(self.tau_logit)
 
+    def _check_schedule(self, steps: int) -> None:
+        if steps > self.running_threshold.shape[0]:
+            raise ValueError(f"atgo neuron keeps a threshold schedule of {self.running_threshold.shape[0]} "
+                             f"timesteps but was run for timestep {steps}; build it with timesteps >= {steps}")
+
     def step(self, u, current, t):
         o = self.options
-        if t >= self.running_threshold.shape[0]:
-            raise ValueError(f"atgo neuron keeps a threshold schedule of {self.running_threshold.shape[0]} "
-                             f"timesteps but was run for timestep {t + 1}; build it with timesteps >= {t + 1}")
+        self._check_schedule(t + 1)
         h = self.tau * u + current
         if self.training:
             thr, std = batch_threshold(h, o.fc)
@@ -79,12 +100,36 @@ class ATGO(SpikingNeuron):
         else:
             thr = self.running_threshold[t]
             std = h.detach().std(unbiased=False) if o.tgo == "std" else None
-        if o.tgo == "off":
-            width = torch.tensor(o.k0)
-        else:
-            width = tgo_width(thr if o.tgo == "threshold" else std, o.k0, o.v_ref)
+        width = surrogate_width(o.tgo, thr, std, o.k0, o.v_ref)
         s = surrogates.spike(h - thr, width.to(h.dtype), "rectangular")
         return StepOutput(h * (1.0 - s), s, s, h, thr, width)
+
+    def kernel_unsupported(self) -> str | None:
+        if not self.training and self.options.tgo == "std" and torch.is_grad_enabled():
+            # The width then needs the std of H at each timestep, for the backward only; eval-mode gradients
+            # are rare, so the eager path computes them.
+            return "atgo in eval mode with tgo='std' and gradients enabled"
+        return None
+
+    def recurrence_form(self, steps: int) -> RecurrenceForm:
+        """Evaluation mode: the frozen threshold schedule (training thresholds come from the kernels' batch
+        statistics: see forward_fused)."""
+        o = self.options
+        self._check_schedule(steps)
+        threshold = self.running_threshold[:steps]
+        # with tgo="std" only reached without gradients, where the width is never used
+        width = surrogate_width("off" if o.tgo == "std" else o.tgo, threshold, None, o.k0, o.v_ref)
+        return RecurrenceForm(decay=self.tau, threshold=threshold, width=width, reset="hard", surrogate="rectangular")
+
+    def forward_fused(self, currents):
+        if not self.training:
+            return super().forward_fused(currents)
+        o = self.options
+        self._check_schedule(currents.shape[0])
+        spikes, thresholds = kernels.atgo_training_sequence(currents, self.tau, o.fc, o.tgo, o.k0, o.v_ref)
+        with torch.no_grad():
+            self.running_threshold[: currents.shape[0]].lerp_(thresholds, o.momentum)
+        return spikes
 
     def inference_form(self) -> InferenceForm:
         return InferenceForm(decay=float(self.tau.detach()), input_gain=1.0,

@@ -1,5 +1,7 @@
 """What every spiking neuron layer shares: the multi-step loop, probe hooks, and statistics sync across
-processes. Subclasses state their equations in their docstring and implement them in ``step``.
+processes. Subclasses state their equations in their docstring and implement them in ``step``, the reference;
+``recurrence_form`` hands the same equations to the fused kernels (spikefold.train.kernels), which a layer's
+``backend`` selects.
 
 Input currents are shaped (T, batch, ...); the output has the same shape. A neuron that keeps running statistics
 keeps them as registered buffers, so they are saved in checkpoints, moved with ``.to(device)``, averaged over
@@ -15,6 +17,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from spikefold.train import kernels
 
 
 class StepOutput(NamedTuple):
@@ -47,6 +51,33 @@ class InferenceForm:
     output_scale: float = 1.0
 
 
+@dataclasses.dataclass
+class RecurrenceForm:
+    """A neuron's training-time dynamics in the one form the fused kernels run; its ``step`` is the reference
+    they must equal, values and gradients::
+
+        H(t) = decay U(t-1) + input_gain I(t),     U(0) = initial
+        x(t) = H(t) / threshold[t] - 1   if relative,   else   H(t) - threshold[t]
+        S(t) = Heaviside(x(t)),   dS/dx = f'(x(t); width[t])   (surrogates.derivative of shape ``surrogate``)
+        U(t) = H(t) (1 - S(t))   reset "hard",   or   H(t) - threshold[t] S(t)   reset "soft"
+        the layer sends output_scale S(t)   (S(t) when output_scale is None)
+
+    Tensors keep their autograd graph, so gradients reach each that requires one, as through ``step``; threshold
+    and width are one value or one per timestep (then without a gradient). The width gets no gradient (as through ``surrogates.spike``)
+    unless ``smooth_width``: then S is PSG's straight-through smooth step g(x/w) and dS/dw = -(x/w) f'(x)."""
+
+    decay: torch.Tensor | float
+    threshold: torch.Tensor | float
+    width: torch.Tensor | float
+    reset: str
+    surrogate: str
+    input_gain: torch.Tensor | float | None = None
+    relative: bool = False
+    output_scale: torch.Tensor | None = None
+    initial: torch.Tensor | float | None = None
+    smooth_width: bool = False
+
+
 def global_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """Sum tensors over all processes when running distributed (a no-op otherwise)."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
@@ -67,6 +98,17 @@ class SpikingNeuron(nn.Module, abc.ABC):
         self.probe = None  # set by spikefold.train.probes while observing
         self.probe_name = ""
         self.auxiliary_loss: torch.Tensor | None = None  # set in forward by neurons that regularise
+        self.backend = "auto"
+
+    @property
+    def backend(self) -> str:
+        """Which path runs the layer: "eager" (``step`` per timestep), "triton" (the fused kernels), or "auto"
+        (the kernels for CUDA input where they can run); see spikefold.train.kernels."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self._backend = kernels.check_backend(name)
 
     def initial_state(self, current: torch.Tensor) -> Any:
         return torch.zeros_like(current)
@@ -79,10 +121,29 @@ class SpikingNeuron(nn.Module, abc.ABC):
     def inference_form(self) -> InferenceForm:
         """The evaluation-mode dynamics in the common form export folds (see :class:`InferenceForm`)."""
 
+    @abc.abstractmethod
+    def recurrence_form(self, steps: int) -> RecurrenceForm:
+        """The dynamics of ``step`` for a run of ``steps`` timesteps, in the form the fused kernels run."""
+
+    def kernel_unsupported(self) -> str | None:
+        """Why this layer, as configured now, cannot run on the fused kernels (None: it can)."""
+        return None
+
     def after_sequence(self, state: Any, spikes: torch.Tensor) -> None:
         """Hook after the last timestep (running statistics that need the whole sequence)."""
 
     def forward(self, currents: torch.Tensor) -> torch.Tensor:
+        # Probes observe each timestep's potential, threshold and window, which only the eager loop produces.
+        if self.probe is None and kernels.fused(self.backend, currents, self.kernel_unsupported()):
+            return self.forward_fused(currents)
+        return self.forward_eager(currents)
+
+    def forward_fused(self, currents: torch.Tensor) -> torch.Tensor:
+        """The layer on the fused kernels; equal to :meth:`forward_eager`, values and gradients."""
+        return kernels.lif_sequence(currents, self.recurrence_form(currents.shape[0])).output
+
+    def forward_eager(self, currents: torch.Tensor) -> torch.Tensor:
+        """The reference: ``step`` once per timestep."""
         state = self.initial_state(currents[0])
         outputs, spikes = [], []
         for t in range(currents.shape[0]):
@@ -97,7 +158,8 @@ class SpikingNeuron(nn.Module, abc.ABC):
         return torch.stack(outputs)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{f.name}={getattr(self.options, f.name)!r}" for f in dataclasses.fields(self.options))
+        options = (f"{f.name}={getattr(self.options, f.name)!r}" for f in dataclasses.fields(self.options))
+        return ", ".join((*options, f"backend={self.backend!r}"))
 
 
 def decay_parameter(value: float, learnable: bool) -> nn.Parameter:

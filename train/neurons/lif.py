@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
 
 
 @dataclasses.dataclass
@@ -53,6 +53,10 @@ class LIF(SpikingNeuron):
         o = self.options
         u, s, h = lif_step(u, current, self.beta, o.vth, o.reset, o.surrogate, o.width)
         return StepOutput(u, s, s, h, o.vth, o.width)
+
+    def recurrence_form(self, steps: int) -> RecurrenceForm:
+        o = self.options
+        return RecurrenceForm(decay=self.beta, threshold=o.vth, width=o.width, reset=o.reset, surrogate=o.surrogate)
 
     def inference_form(self) -> InferenceForm:
         o = self.options

@@ -21,8 +21,9 @@ import dataclasses
 import torch
 from torch.nn import functional as F
 
+from spikefold.train import kernels
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, global_sum
+from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, global_sum
 
 
 @dataclasses.dataclass
@@ -83,11 +84,30 @@ class MPInitTrSG(SpikingNeuron):
                              initial=float(self.initial_potential) if o.mp_init else 0.0,
                              output_scale=vthr if o.relative else 1.0)
 
+    def recurrence_form(self, steps: int) -> RecurrenceForm:
+        o, k, vthr = self.options, self.inv_tau, self.vthr
+        return RecurrenceForm(decay=1.0 - k, input_gain=k, threshold=vthr, width=o.width, reset=o.reset,
+                              surrogate=o.surrogate, relative=o.relative, output_scale=vthr if o.relative else None,
+                              initial=self.initial_potential if o.mp_init else None)
+
+    @property
+    def _tracks_initial_potential(self) -> bool:
+        return self.training and self.options.mp_init
+
+    def forward_fused(self, currents):
+        run = kernels.lif_sequence(currents, self.recurrence_form(currents.shape[0]),
+                                   final_state=self._tracks_initial_potential)
+        if self._tracks_initial_potential:
+            self._update_initial_potential(run.final_state, run.fired)
+        return run.output
+
     def after_sequence(self, u, spikes):
-        if not (self.training and self.options.mp_init):
-            return
-        active = spikes.detach().amax(0) > 0
-        total, count = global_sum(u.detach()[active].double().sum(), active.sum().double())
+        if self._tracks_initial_potential:
+            self._update_initial_potential(u, spikes.detach().amax(0) > 0)
+
+    def _update_initial_potential(self, u: torch.Tensor, fired: torch.Tensor) -> None:
+        """EMA of the mean final potential U[T] over the neurons that fired at least once in the sample."""
+        total, count = global_sum(u.detach()[fired].double().sum(), fired.sum().double())
         if count > 0:
             with torch.no_grad():
                 self.initial_potential.lerp_((total / count).to(self.initial_potential.dtype), self.options.momentum)

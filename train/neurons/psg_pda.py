@@ -27,8 +27,9 @@ import dataclasses
 import torch
 from torch.nn import functional as F
 
+from spikefold.train import kernels
 from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
 
 
 @dataclasses.dataclass
@@ -57,7 +58,7 @@ class PSGPDA(SpikingNeuron):
         self.beta_logit = decay_parameter(options.beta, options.learn_beta)
         self.width_raw = torch.nn.Parameter(torch.tensor(options.width).expm1().log(),
                                             requires_grad=options.learn_width)
-        self._potentials: list[torch.Tensor] = []
+        self._potential_sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # for PDA
 
     @property
     def width(self) -> torch.Tensor:
@@ -69,21 +70,45 @@ class PSGPDA(SpikingNeuron):
         x = h - o.vth
         smooth = surrogates.smooth_step(o.surrogate, x, self.width)
         s = (x > 0).to(h.dtype) + (smooth - smooth.detach())  # exactly 0 + exactly the Heaviside value
-        if self.training and o.pda_weight > 0:
-            self._potentials.append(h)
+        if self._regularises:
+            h64 = h.double()
+            sums = (h64.new_full((), float(h.numel())), h64.sum(), (h64 * h64).sum())
+            previous = self._potential_sums
+            self._potential_sums = sums if previous is None else tuple(a + b for a, b in zip(previous, sums))
         return StepOutput(h * (1.0 - s), s, s.detach(), h, o.vth, self.width.detach())
+
+    @property
+    def _regularises(self) -> bool:
+        return self.training and self.options.pda_weight > 0
+
+    def recurrence_form(self, steps: int) -> RecurrenceForm:
+        o = self.options
+        return RecurrenceForm(decay=torch.sigmoid(self.beta_logit), threshold=o.vth, width=self.width, reset="hard",
+                              surrogate=o.surrogate, smooth_width=True)
+
+    def forward_fused(self, currents):
+        run = kernels.lif_sequence(currents, self.recurrence_form(currents.shape[0]),
+                                   potential_sums=self._regularises)
+        self._set_pda_loss(run.potential_sums)
+        return run.output
 
     def inference_form(self) -> InferenceForm:
         return InferenceForm(decay=float(torch.sigmoid(self.beta_logit.detach())), input_gain=1.0,
                              threshold=self.options.vth, reset="zero")
 
     def after_sequence(self, u, spikes):
+        sums, self._potential_sums = self._potential_sums, None
+        self._set_pda_loss(sums)
+
+    def _set_pda_loss(self, sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> None:
+        """PDA's term from (count, sum H, sum H^2) over every pre-spike potential of the sequence (float64, so
+        that the variance from these sums loses nothing); None: no term."""
         self.auxiliary_loss = None
-        if self._potentials:
-            h = torch.stack(self._potentials)
-            self._potentials = []
-            o = self.options
-            target_var = torch.tensor((o.target_std * o.vth) ** 2, dtype=h.dtype, device=h.device)
-            target_mu = torch.tensor(o.target_mean * o.vth, dtype=h.dtype, device=h.device)
-            var = h.var(unbiased=False).clamp(min=1e-6)
-            self.auxiliary_loss = o.pda_weight * symmetric_kl(h.mean(), var, target_mu, target_var)
+        if sums is None:
+            return
+        o = self.options
+        count, sum_h, sum_h2 = sums
+        mean = sum_h / count
+        var = (sum_h2 / count - mean * mean).clamp(min=1e-6)
+        kl = symmetric_kl(mean, var, o.target_mean * o.vth, (o.target_std * o.vth) ** 2)
+        self.auxiliary_loss = (o.pda_weight * kl).float()

@@ -1,0 +1,112 @@
+"""What the GPU benchmarks (neuron_kernels.py, train_step.py) share: the device check, timing with CUDA events
+after warm-up (median of repeats), the GPU's peak memory bandwidth and a record of the machine.
+
+``--dry-run`` in those scripts runs tiny shapes on the CPU, the kernels on Triton's interpreter, timed with
+the wall clock: it checks that a script runs end to end, it measures nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+# Peak memory bandwidth in bytes/s by device name, for when the driver's clock and bus width are not at hand
+# (NVIDIA's data sheets: H100 SXM5 HBM3, H100 PCIe HBM2e, H100 NVL, H200 HBM3e, A100 80GB SXM / PCIe).
+PEAK_BANDWIDTH = (("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12), ("H100", 3.35e12), ("H200", 4.8e12),
+                  ("A100-SXM4-80GB", 2.039e12), ("A100 80GB PCIe", 1.935e12))
+
+
+def device_for(dry_run: bool) -> torch.device:
+    """CUDA, or exit 2 with a message; the CPU for a dry run (kernels on Triton's interpreter, which must be
+    chosen before the kernels are first imported)."""
+    if dry_run:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        print(f"error: {Path(sys.argv[0]).name} needs a CUDA GPU (it was written for an H100) and none is "
+              "available here; --dry-run runs tiny shapes on the CPU to check the script", file=sys.stderr)
+        sys.exit(2)
+    return torch.device("cuda")
+
+
+def median_seconds(run: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median time of ``run()``: CUDA events on a GPU (after ``warmup`` untimed calls), else the wall clock."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
+    """(bytes/s, where the figure comes from): the memory clock and bus width from NVML when it is installed,
+    else the data-sheet figure for the device's name."""
+    if device.type != "cuda":
+        return None, "no GPU"
+    name = torch.cuda.get_device_name(device)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        clock_hz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM) * 1e6
+        bus_bits = pynvml.nvmlDeviceGetMemoryBusWidth(handle)
+        return 2 * clock_hz * bus_bits / 8, f"NVML: 2 x {clock_hz / 1e6:.0f} MHz x {bus_bits} bit (double data rate)"
+    except Exception:  # NVML absent or without these queries: fall back to the data sheet
+        pass
+    for key, value in PEAK_BANDWIDTH:
+        if key in name:
+            return value, f"data sheet for '{key}' ({value / 1e12:.2f} TB/s), matched in the name '{name}'"
+    return None, f"unknown for '{name}': add it to PEAK_BANDWIDTH in benchmarks/gpu_timing.py"
+
+
+def machine(device: torch.device) -> dict:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    bandwidth, source = peak_bandwidth(device)
+    record = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+              or "cpu", "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
+              "cuda": torch.version.cuda, "peak_bandwidth_bytes_per_s": bandwidth, "peak_bandwidth_source": source,
+              "dry_run": device.type != "cuda"}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        record.update(multiprocessors=props.multi_processor_count, memory_bytes=props.total_memory)
+    return record
+
+
+def write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,258 @@
+"""One neuron layer alone, forward + backward, side by side in one run on one GPU: spikefold's fused kernels
+and its eager steps for every neuron type, SpikingJelly 2.0's multi-step LIF (each of its CUDA implementations:
+native CUDA, Triton, PyTorch) and snnTorch 1.0's Leaky (one call per timestep, as snnTorch runs).
+
+Input currents (T, batch, ...), fp32, every layer in training mode, a random upstream gradient:
+
+    seq-4096    T = 500, B = 16, N = 4096           long sequences, few neurons
+    seq-16384   T = 500, B = 16, N = 16384
+    cifar-T2/4/6  T = 2/4/6, B = 128, 128 x 32 x 32   a ResNet-19 stem layer on CIFAR-10
+
+Timing: CUDA events around one forward + backward, after warm-up; the median of --repeats. Bandwidth: the
+bytes the fused kernel of that type moves (``fused_bytes``) over the time, the same count for every contender
+of a type so that the column compares like with like, against the GPU's peak (gpu_timing.peak_bandwidth,
+which records where the figure comes from). SpikingJelly picks its implementation when imported, so each one
+runs in a subprocess of this script.
+
+    pip install --no-deps spikingjelly==2.0.0 snntorch==1.0.0 loguru     # loguru: SpikingJelly's logger
+    python benchmarks/neuron_kernels.py        # table, and benchmarks/results/neuron_kernels.json
+    python benchmarks/neuron_kernels.py --dry-run    # tiny shapes on the CPU (Triton's interpreter): checks the script
+
+Targets (issue 6), evaluated into the JSON: every fused type >= 20x its eager version; fused LIF at least as
+fast as SpikingJelly's fastest LIF; fused kernels at >= 50 % of the memory bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import gpu_timing
+
+SHAPES = {"seq-4096": (500, 16, 4096), "seq-16384": (500, 16, 16384), "cifar-T2": (2, 128, 128, 32, 32),
+          "cifar-T4": (4, 128, 128, 32, 32), "cifar-T6": (6, 128, 128, 32, 32)}
+DRY_SHAPES = {"seq-64": (5, 2, 64), "cifar-T2": (2, 2, 4, 4, 4)}
+KINDS = ("lif", "atgo", "agl", "mpinit_trsg", "psg_pda")
+SPIKINGJELLY = ("cuda", "triton", "torch")  # SJ_LIF_CUDA_IMPLEMENTATION values
+TARGETS = {"fused_over_eager": 20.0, "lif_over_spikingjelly": 1.0, "fraction_of_peak_bandwidth": 0.5}
+
+
+def fused_bytes(kind: str, elements: int, element_bytes: int) -> int:
+    """Bytes the fused kernels move for one forward + backward over ``elements`` = T x N values: the forward
+    reads I and writes S and H (fp32), the backward reads dL/dS and H and writes dL/dI. MP-Init's backward also
+    reads I (for the input gain's gradient); DS-ATGO's training forward reads each H back once more (one
+    launch per timestep)."""
+    per_element = 4 * element_bytes + 2 * 4
+    if kind == "mpinit_trsg":
+        per_element += element_bytes
+    if kind == "atgo":
+        per_element += 4
+    return elements * per_element
+
+
+def spikefold_layer(kind: str, backend: str, shape: tuple[int, ...], device: torch.device):
+    from spikefold.train.neurons import NeuronConfig, build
+
+    layer = build(NeuronConfig(kind), shape[0]).to(device).train()
+    if kind == "agl":
+        layer.bind_norm(torch.nn.BatchNorm1d(shape[2]).to(device))  # its width reads gamma
+    layer.backend = backend
+    return layer
+
+
+def spikingjelly_layer():
+    from spikingjelly.activation_based import neuron
+
+    return neuron.LIFNode(tau=2.0, step_mode="m")  # decay 1/2, hard reset to 0, threshold 1
+
+
+def snntorch_layer():
+    import snntorch
+
+    leaky = snntorch.Leaky(beta=0.5, reset_mechanism="zero")
+
+    def run(currents):
+        mem, spikes = torch.zeros_like(currents[0]), []
+        for current in currents:
+            spike, mem = leaky(current, mem)
+            spikes.append(spike)
+        return torch.stack(spikes)
+
+    return run
+
+
+def time_layer(layer, shape, device, warmup, repeats, reset=None) -> float:
+    """Median seconds of one forward + backward of ``layer`` on random currents of ``shape``."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    currents = (torch.randn(shape, generator=gen) + 0.5).to(device).requires_grad_()
+    upstream = torch.randn(shape, generator=gen).to(device)
+
+    def run():
+        if reset is not None:
+            reset()
+        currents.grad = None
+        layer(currents).backward(upstream)
+
+    return gpu_timing.median_seconds(run, device, warmup, repeats)
+
+
+def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=None) -> list[dict]:
+    rows = []
+    for shape_name, shape in shapes.items():
+        row = {"shape": shape_name, "dims": list(shape), "contender": name, "kind": kind}
+        try:
+            layer = make(shape)
+            reset = reset_of(layer) if reset_of else None
+            row["seconds"] = time_layer(layer, shape, device, args.warmup, args.repeats, reset)
+        except Exception as exc:  # a contender that cannot run here is reported, not fatal
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(f"  {shape_name:10s} {name:28s} " + (f"{row['seconds'] * 1e3:10.3f} ms" if "seconds" in row
+                                                   else row["error"][:90]), flush=True)
+        rows.append(row)
+    return rows
+
+
+def spikingjelly_rows(shapes: dict, args, device) -> list[dict]:
+    """Each SpikingJelly implementation in a subprocess (it picks one per process, at import)."""
+    rows = []
+    for impl in SPIKINGJELLY if device.type == "cuda" else ("torch",):
+        command = [sys.executable, __file__, "--spikingjelly-worker", impl, "--warmup", str(args.warmup),
+                   "--repeats", str(args.repeats), *(["--dry-run"] if args.dry_run else [])]
+        env = {**os.environ, "SJ_LIF_CUDA_IMPLEMENTATION": impl}
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            rows += [{"shape": s, "dims": list(d), "contender": f"spikingjelly-{impl}", "kind": "lif",
+                      "error": reason} for s, d in shapes.items()]
+            print(f"  spikingjelly-{impl}: {reason}", flush=True)
+            continue
+        for line in lines:
+            row = json.loads(line)
+            rows.append(row)
+            print(f"  {row['shape']:10s} {row['contender']:28s} " + (
+                f"{row['seconds'] * 1e3:10.3f} ms" if "seconds" in row else row["error"][:90]), flush=True)
+    return rows
+
+
+def summarise(rows: list[dict], peak: float | None, element_bytes: int) -> dict:
+    """Bandwidth per row and the targets' verdicts."""
+    by = {(r["shape"], r["contender"]): r for r in rows}
+    for r in rows:
+        if "seconds" in r:
+            elements = 1
+            for d in r["dims"]:
+                elements *= d
+            r["bytes"] = fused_bytes(r["kind"], elements, element_bytes)
+            r["bytes_per_s"] = r["bytes"] / r["seconds"]
+            r["fraction_of_peak"] = r["bytes_per_s"] / peak if peak else None
+    verdicts = {"fused_over_eager": {}, "lif_over_spikingjelly": {}, "fraction_of_peak_bandwidth": {}}
+    for shape in sorted({r["shape"] for r in rows}):
+        for kind in KINDS:
+            fused, eager = by.get((shape, f"spikefold-triton:{kind}")), by.get((shape, f"spikefold-eager:{kind}"))
+            if fused and eager and "seconds" in fused and "seconds" in eager:
+                ratio = eager["seconds"] / fused["seconds"]
+                verdicts["fused_over_eager"][f"{shape}/{kind}"] = {"speedup": ratio,
+                                                                    "met": ratio >= TARGETS["fused_over_eager"]}
+            if fused and fused.get("fraction_of_peak") is not None:
+                f = fused["fraction_of_peak"]
+                verdicts["fraction_of_peak_bandwidth"][f"{shape}/{kind}"] = {
+                    "fraction": f, "met": f >= TARGETS["fraction_of_peak_bandwidth"]}
+        sj = [r["seconds"] for r in rows if r["shape"] == shape and r["contender"].startswith("spikingjelly")
+              and "seconds" in r]
+        lif = by.get((shape, "spikefold-triton:lif"))
+        if sj and lif and "seconds" in lif:
+            ratio = min(sj) / lif["seconds"]
+            verdicts["lif_over_spikingjelly"][shape] = {"speedup_over_fastest": ratio,
+                                                        "met": ratio >= TARGETS["lif_over_spikingjelly"]}
+    return verdicts
+
+
+def spikingjelly_worker(impl: str, args) -> None:
+    """The subprocess side of spikingjelly_rows: one JSON line per shape on stdout."""
+    device = gpu_timing.device_for(args.dry_run)
+    from spikingjelly.activation_based import functional
+
+    for shape_name, shape in (DRY_SHAPES if args.dry_run else SHAPES).items():
+        row = {"shape": shape_name, "dims": list(shape), "contender": f"spikingjelly-{impl}", "kind": "lif"}
+        try:
+            layer = spikingjelly_layer().to(device)
+            row["seconds"] = time_layer(layer, shape, device, args.warmup, args.repeats,
+                                        reset=lambda: functional.reset_net(layer))
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        print(json.dumps(row), flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-others", action="store_true", help="spikefold only: skip SpikingJelly and snnTorch")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/neuron_kernels.json; a "
+                        "dry run writes only where --out says)")
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, kernels on Triton's "
+                        "interpreter: checks the script end to end, measures nothing")
+    parser.add_argument("--spikingjelly-worker", choices=SPIKINGJELLY, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.spikingjelly_worker:
+        spikingjelly_worker(args.spikingjelly_worker, args)
+        return 0
+    device = gpu_timing.device_for(args.dry_run)
+    shapes = DRY_SHAPES if args.dry_run else {name: SHAPES[name] for name in args.shapes}
+    record = gpu_timing.machine(device)
+    print(f"{record['device']}; peak bandwidth: {record['peak_bandwidth_source']}", flush=True)
+
+    rows = []
+    for kind in args.kinds:
+        for backend in ("triton", "eager"):
+            rows += measure(f"spikefold-{backend}:{kind}",
+                            lambda shape, k=kind, b=backend: spikefold_layer(k, b, shape, device), shapes, device,
+                            args, kind=kind)
+    if not args.no_others:
+        rows += spikingjelly_rows(shapes, args, device)
+        rows += measure("snntorch-leaky", lambda shape: snntorch_layer(), shapes, device, args)
+    verdicts = summarise(rows, record["peak_bandwidth_bytes_per_s"], element_bytes=4)
+
+    eager = {(r["shape"], r["kind"]): r["seconds"] for r in rows
+             if r["contender"].startswith("spikefold-eager") and "seconds" in r}
+    lines = []
+    for r in rows:
+        if "seconds" not in r:
+            lines.append([r["shape"], r["contender"], "-", "-", "-", "-", r["error"][:60]])
+            continue
+        speedup = eager.get((r["shape"], r["kind"]), float("nan")) / r["seconds"]
+        lines.append([r["shape"], r["contender"], f"{r['seconds'] * 1e3:.3f}", f"{speedup:.1f}x",
+                      f"{r['bytes_per_s'] / 1e9:.0f}",
+                      f"{100 * r['fraction_of_peak']:.0f} %" if r.get("fraction_of_peak") is not None else "-", ""])
+    print()
+    print(gpu_timing.table(lines, ["shape", "contender", "ms (median)", "vs spikefold eager", "GB/s",
+                                   "of peak", "note"]))
+    print("\ntargets:" + (" (dry run: interpreter timings, they mean nothing)" if args.dry_run else ""))
+    for target, results in verdicts.items():
+        met = sum(v["met"] for v in results.values())
+        print(f"  {target} (>= {TARGETS[target]}): met in {met} of {len(results)}")
+    out = args.out or (None if args.dry_run else gpu_timing.RESULTS / "neuron_kernels.json")
+    if out is not None:
+        gpu_timing.write(out, {"machine": record, "settings": {"warmup": args.warmup, "repeats": args.repeats,
+                                                               "dtype": "float32", "mode": "train",
+                                                               "statistic": "median"},
+                               "targets": TARGETS, "verdicts": verdicts, "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""The fused kernels (spikefold.train.kernels) equal the eager reference, values and gradients, for every neuron
+type and option; input layouts and precisions; torch.compile; DDP; and the backend choice fails or falls back
+by name, never silently.
+
+Without a GPU the kernels run on Triton's CPU interpreter (tests/conftest.py sets TRITON_INTERPRET=1) on small
+shapes; on a CUDA machine the kernels are compiled, the interpreter tests skip, and the tests marked gpu repeat
+the comparisons on the device at larger shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from spikefold.errors import ConfigError
+from spikefold.train import kernels
+from spikefold.train.loop import TrainConfig, train
+from spikefold.train.models import ModelConfig, build_model
+from spikefold.train.neurons import NeuronConfig, SpikingNeuron, build, surrogates
+from spikefold.train.probes import ActivityProbe
+
+HAS_CUDA = torch.cuda.is_available()
+INTERPRETER = kernels.triton_installed() and not HAS_CUDA and kernels.interpreting()
+interpreter = pytest.mark.skipif(not INTERPRETER, reason="needs Triton's interpreter: Triton installed, no GPU "
+                                 "(with a GPU the kernels are compiled and the gpu tests check them)")
+needs_gpu = pytest.mark.skipif(not (HAS_CUDA and kernels.triton_installed()), reason="needs a CUDA device and Triton")
+
+# (kind, options, training mode): every reset, surrogate shape, learnable parameter and mode each type has
+CASES = [
+    *[("lif", {"learn_beta": True, "reset": r, "surrogate": s}, True) for r in ("hard", "soft")
+      for s in surrogates.SHAPES],
+    ("lif", {"learn_beta": False, "vth": 0.7, "width": 0.5}, True),
+    *[("atgo", {"tgo": v}, True) for v in ("threshold", "std", "off")],
+    ("atgo", {"learn_tau": False}, True),
+    *[("atgo", {"tgo": v}, False) for v in ("threshold", "off")],
+    ("agl", {}, True),
+    ("agl", {"learn_tau": False, "vth": 0.8}, False),
+    *[("mpinit_trsg", {"relative": rel, "reset": r, "surrogate": s}, True) for rel in (True, False)
+      for r in ("soft", "hard") for s in ("rectangular", "arctan")],
+    ("mpinit_trsg", {"surrogate": "triangular", "mp_init": False}, True),
+    ("mpinit_trsg", {"surrogate": "sigmoid"}, False),
+    *[("psg_pda", {"surrogate": s, "learn_beta": True}, True) for s in ("sigmoid", "arctan")],
+    ("psg_pda", {"learn_width": False, "pda_weight": 0.0}, True),
+    ("psg_pda", {"surrogate": "arctan"}, False),
+]
+
+
+def _case_id(case) -> str:
+    kind, options, training = case
+    return "-".join([kind, "train" if training else "eval", *(f"{k}={v}" for k, v in options.items())])
+
+
+def _pair(kind: str, options: dict, training: bool, steps: int, channels: int, device: str):
+    """(eager reference, the same layer on the kernels) with parameters and statistics away from their
+    initial values, so that every gradient path carries something."""
+    torch.manual_seed(1)
+    ref = build(NeuronConfig(kind, options), steps).to(device).train(training)
+    if kind == "agl":
+        norm = torch.nn.BatchNorm1d(channels).to(device)
+        torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+        ref.bind_norm(norm)
+    with torch.no_grad():
+        if kind == "atgo":
+            ref.running_threshold.copy_(torch.linspace(0.6, 1.4, steps))
+        if kind == "mpinit_trsg":
+            ref.initial_potential.fill_(0.3)
+            ref.vthr_raw.add_(0.4)
+    fast = copy.deepcopy(ref)  # deep-copies the bound BatchNorm too: same gamma
+    fast.backend = "triton"
+    return ref, _kernels_only(fast)
+
+
+def _kernels_only(module: torch.nn.Module) -> torch.nn.Module:
+    """Make every neuron layer in ``module`` fail if it runs its eager loop, so a comparison cannot pass by
+    silently comparing the reference with itself."""
+    for layer in [m for m in module.modules() if isinstance(m, SpikingNeuron)]:
+        layer.forward_eager = lambda currents: pytest.fail("this layer must run on the kernels")
+    return module
+
+
+def _drive(neuron, currents, upstream):
+    """One forward and backward; (output, gradient of the input, loss)."""
+    currents = currents.detach().requires_grad_()
+    out = neuron(currents)
+    loss = (out.float() * upstream).sum()
+    if neuron.auxiliary_loss is not None:
+        loss = loss + neuron.auxiliary_loss
+    loss.backward()
+    return out.detach(), currents.grad, loss.detach()
+
+
+def compare(kind, options, training, shape, device, dtype=torch.float32, layout=None):
+    """Kernel against reference on currents of ``shape`` (T, batch, channels, ...). ``layout``: None
+    (contiguous), "channels_last", "static" (one slice repeated over T, as direct input is) or "strided"
+    (every other element of a larger tensor). With bf16 input the reference runs on the same values in fp32
+    (the kernels' recurrence is fp32)."""
+    steps, channels = shape[0], shape[2]
+    ref, fast = _pair(kind, options, training, steps, channels, device)
+    gen = torch.Generator(device="cpu").manual_seed(2)
+    scale = 2.0 if kind == "mpinit_trsg" else 1.5  # MP-Init's 1/tau input gain halves the drive
+    currents = (torch.randn(shape, generator=gen) * scale + 0.4).to(device)
+    if layout == "static":
+        currents = currents[:1].expand(shape)
+    elif layout == "channels_last":
+        currents = currents.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, shape[:2])
+    elif layout == "strided":  # every other element of a larger tensor: no dense view of x[t] exists
+        currents = torch.stack([currents, -currents], dim=-1)[..., 0]
+    upstream = torch.randn(shape, generator=gen).to(device).to(dtype).float()  # exact in the input's dtype
+    fast_in = currents.to(dtype)
+    ref_in = fast_in.float()
+    ref_out, ref_grad, ref_loss = _drive(ref, ref_in, upstream)
+    out, grad, loss = _drive(fast, fast_in, upstream)
+
+    assert out.dtype == dtype and grad.dtype == dtype
+    assert 0.0 < float((ref_out != 0).float().mean()) < 1.0, "the case must spike, but not everywhere"
+    torch.testing.assert_close(out != 0, ref_out != 0, rtol=0, atol=0)  # every spike
+    exact = dtype == torch.float32
+    per_element = {"rtol": 1e-4, "atol": 1e-5} if exact else {"rtol": 1e-2, "atol": 1e-2}
+    # Sums over every element (loss, parameter gradients) add in another order: their rounding grows with the
+    # square root of the count.
+    summed = {"rtol": 1e-4, "atol": 1e-5 * max(1.0, (ref_out.numel() / 1000) ** 0.5)} if exact else per_element
+    # Values (Vthr S for TrSG): exact in fp32; in bf16 to one rounding, since Triton's interpreter truncates
+    # fp32 to bf16 where the GPU, like PyTorch, rounds to nearest.
+    torch.testing.assert_close(out.float(), ref_out.to(dtype).float(), **({"rtol": 0, "atol": 0} if exact else
+                                                                           per_element))
+    torch.testing.assert_close(grad.float(), ref_grad.to(dtype).float(), **per_element)
+    assert float(ref_grad.abs().sum()) > 0
+    torch.testing.assert_close(loss, ref_loss, **summed)
+    learnable = [(name, p) for name, p in ref.named_parameters() if p.requires_grad]
+    for (name, p), q in zip(learnable, [q for _, q in fast.named_parameters() if q.requires_grad]):
+        assert p.grad is not None and q.grad is not None, name
+        torch.testing.assert_close(q.grad, p.grad, **summed, msg=lambda m: f"d/d {name}: {m}")
+    for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers()):
+        torch.testing.assert_close(c, b, msg=lambda m: f"{name}: {m}")
+    return ref, fast
+
+
+@interpreter
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_kernel_equals_eager_on_interpreter(case):
+    compare(*case, shape=(4, 2, 3, 50), device="cpu")  # 300 neurons: three programs, the last one partial
+
+
+@interpreter
+@pytest.mark.parametrize("kind,options", [("lif", {"learn_beta": True, "reset": "soft"}),
+                                          ("mpinit_trsg", {}), ("psg_pda", {"learn_beta": True})])
+@pytest.mark.parametrize("layout", ["channels_last", "static", "strided"])
+def test_kernel_takes_conv_layouts_and_direct_input(kind, options, layout):
+    compare(kind, options, True, shape=(3, 2, 5, 4, 6), device="cpu", layout=layout)
+
+
+@interpreter
+@pytest.mark.parametrize("kind,options", [("lif", {"learn_beta": True}), ("atgo", {}), ("mpinit_trsg", {}),
+                                          ("psg_pda", {"learn_beta": True})])
+def test_kernel_takes_bf16_and_keeps_its_state_in_fp32(kind, options):
+    compare(kind, options, True, shape=(4, 2, 3, 50), device="cpu", dtype=torch.bfloat16)
+
+
+def _tiny_vgg(kind: str, steps: int = 3) -> ModelConfig:
+    return ModelConfig(arch="vgg", input_shape=(2, 8, 8), classes=5, timesteps=steps, neuron=NeuronConfig(kind),
+                       norm="tdbn" if kind == "agl" else "bn", plan=(8, "A", 8, "A"))
+
+
+@interpreter
+@pytest.mark.parametrize("kind", ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"])
+def test_model_on_kernels_equals_eager_in_channels_last(kind):
+    """A whole conv net, NHWC, training mode: same logits, every parameter gradient, every running statistic."""
+    torch.manual_seed(0)
+    ref = build_model(_tiny_vgg(kind)).train().to(memory_format=torch.channels_last)
+    fast = copy.deepcopy(ref)
+    fast.set_backend("triton")
+    _kernels_only(fast)
+    x = torch.rand(3, 2, 8, 8).contiguous(memory_format=torch.channels_last)
+    for model in (ref, fast):
+        logits = model(x)
+        (logits.logsumexp(1).mean() + (model.auxiliary_loss() or 0)).backward()
+    torch.testing.assert_close(fast(x), ref(x))
+    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers()):
+        torch.testing.assert_close(c, b, msg=lambda m: f"{name}: {m}")
+
+
+@interpreter
+@pytest.mark.parametrize("kind", ["lif", "atgo"])
+def test_torch_compile_keeps_the_kernels_whole(kind):
+    """The kernels are custom ops: Dynamo and AOTAutograd trace the layer around them in one graph."""
+    torch._dynamo.reset()
+    ref, fast = _pair(kind, {"learn_beta": True} if kind == "lif" else {}, True, 3, 40, "cpu")
+    compiled = torch.compile(fast, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 2, 40) * 1.5 + 0.4
+    upstream = torch.randn(3, 2, 40)
+    expected = _drive(ref, x, upstream)
+    got = _drive(compiled, x, upstream)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-4, atol=1e-5)
+    decay = "tau_logit" if kind == "atgo" else "beta_logit"
+    torch.testing.assert_close(getattr(fast, decay).grad, getattr(ref, decay).grad, rtol=1e-4, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, folder: str, device: str) -> None:
+    # gloo all-reduces CPU and CUDA tensors alike, and unlike NCCL lets two processes share one GPU
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(rank)
+        stats = {}
+        for kind in ("atgo", "mpinit_trsg"):
+            x = (torch.randn(3, 4, 40) * (rank + 1) + 0.5 * rank).to(device)  # each rank its own data
+            layers = {}
+            for backend in ("eager", "triton"):
+                torch.manual_seed(0)
+                neuron = build(NeuronConfig(kind), 3).to(device).train()
+                neuron.backend = backend
+                if backend == "triton":
+                    _kernels_only(neuron)
+                neuron(x)
+                layers[backend] = [b.tolist() for b in neuron.buffers()]
+            torch.testing.assert_close(layers["triton"], layers["eager"])
+            stats[kind] = layers["triton"]
+        with open(f"{folder}/rank{rank}.json", "w") as f:
+            json.dump(stats, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_statistics_agree(folder, device: str) -> None:
+    """Two processes, each its own data: the running statistics on the kernels equal the eager path's in each
+    process and agree across them (the kernels' path all-reduces them as the eager one does)."""
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(folder), device), nprocs=2, join=True)
+    a = json.loads((folder / "rank0.json").read_text())
+    b = json.loads((folder / "rank1.json").read_text())
+    assert a == b and a["atgo"][0] != [1.0, 1.0, 1.0]
+
+
+@interpreter
+def test_ddp_statistics_on_kernels_match_eager_and_agree_across_processes(tmp_path):
+    ddp_statistics_agree(tmp_path, "cpu")
+
+
+@pytest.mark.skipif(not kernels.triton_installed(), reason="needs Triton")
+def test_kernels_compile_for_h100_without_a_gpu():
+    """Every kernel variant through Triton's compiler to an sm_90 cubin, and the PTX keeps the arithmetic the
+    equality with the eager path rests on (tests/compile_kernels.py). Not a run: GPU results are the gpu tests'."""
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "compile_kernels.py")], capture_output=True,
+                          text=True, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["compiled"] == 15 and not report["failures"]
+
+
+TORCHRUN_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from spikefold.train.data import digits
+from spikefold.train.loop import TrainConfig, train
+from spikefold.train.models import ModelConfig
+from spikefold.train.neurons import NeuronConfig
+
+result = train(ModelConfig(hidden=(24,), timesteps=2, neuron=NeuronConfig(sys.argv[2])),
+               TrainConfig(epochs=1, batch_size=128, backend="triton"), digits())
+stats = {k: v.tolist() for k, v in result.model.named_buffers() if "threshold" in k or "initial_potential" in k}
+with open(f"{sys.argv[1]}/rank{dist.get_rank()}.json", "w") as f:
+    json.dump({"world": dist.get_world_size(), "stats": stats}, f)
+"""
+
+
+@interpreter
+def test_torchrun_trains_on_the_kernels_with_synchronised_statistics(tmp_path, kind="atgo"):
+    """train() joins torchrun's process group by itself; the two processes end with the same statistics (DS-ATGO:
+    an all-reduce inside the kernels' op at every timestep)."""
+    script = tmp_path / "job.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", str(script), str(tmp_path), kind], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert a["world"] == b["world"] == 2
+    assert a["stats"] and a["stats"] == b["stats"]
+
+
+# --- choosing the path -----------------------------------------------------------------------------------------
+
+def test_backend_names_are_checked():
+    neuron = build(NeuronConfig("lif"), 2)
+    with pytest.raises(ConfigError, match="unknown neuron backend 'cuda'; valid: auto, eager, triton"):
+        neuron.backend = "cuda"
+    with pytest.raises(ConfigError, match="unknown neuron backend 'fast'"):
+        TrainConfig.from_dict({"backend": "fast"})
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+        TrainConfig.from_dict({"precision": "fp16"})
+
+
+def test_auto_runs_eagerly_on_cpu():
+    assert not kernels.fused("auto", torch.randn(2, 3))
+    assert not kernels.fused("eager", torch.randn(2, 3))
+
+
+def test_triton_without_a_gpu_is_a_named_error(monkeypatch, split):
+    monkeypatch.setattr(kernels, "interpreting", lambda: False)
+    monkeypatch.setattr(kernels, "triton_installed", lambda: True)
+    neuron = build(NeuronConfig("lif"), 2)
+    neuron.backend = "triton"
+    with pytest.raises(ConfigError, match="neuron backend 'triton' needs a CUDA device; this run is on 'cpu'"):
+        neuron(torch.randn(2, 3, 4))
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        train(ModelConfig(hidden=(8,)), TrainConfig(epochs=1, backend="triton", device="cpu"), split)
+    monkeypatch.setattr(kernels, "triton_installed", lambda: False)
+    with pytest.raises(ConfigError, match=r"needs the Triton package: pip install 'spikefold\[gpu\]'"):
+        neuron(torch.randn(2, 3, 4))
+
+
+@interpreter
+def test_unsupported_dtype_and_configuration_are_named_or_fall_back(monkeypatch):
+    neuron = build(NeuronConfig("lif"), 2)
+    neuron.backend = "triton"
+    with pytest.raises(ConfigError, match="'triton' cannot run this layer's input: the kernels take torch.float32, "
+                       "torch.bfloat16, torch.float16, not torch.float64; use backend 'eager'"):
+        neuron(torch.randn(2, 3, 4, dtype=torch.float64))
+    huge = torch.zeros(1, dtype=torch.bfloat16).as_strided((2, 2**31), (0, 0))  # one element seen 2^32 times
+    with pytest.raises(ConfigError, match="2147483648 neurons per timestep overflow the kernels' 32-bit"):
+        neuron(huge)
+    monkeypatch.setattr(kernels, "_warned", set())
+    ref = build(NeuronConfig("atgo", {"tgo": "std"}), 2).eval()
+    fast = copy.deepcopy(ref)
+    fast.backend = "triton"
+    x = torch.randn(2, 3, 8, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="eager .* atgo in eval mode with tgo='std' and gradients enabled"):
+        out = fast(x)
+    torch.testing.assert_close(out, ref(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():  # without gradients the width is unused: the kernel runs, no warning
+            assert kernels.fused(fast.backend, x, fast.kernel_unsupported())
+            torch.testing.assert_close(fast(x), ref(x))
+
+
+@interpreter
+def test_probes_see_the_eager_path(monkeypatch):
+    neuron = build(NeuronConfig("lif"), 2)
+    neuron.backend = "triton"
+    monkeypatch.setattr(neuron, "forward_fused", lambda currents: pytest.fail("a probed layer must run eagerly"))
+    probe = ActivityProbe()
+    with probe.attached(neuron):
+        neuron(torch.randn(2, 3, 4) + 1)
+    assert probe.summary()[""]["firing_rate_mean"] > 0
+
+
+def test_bf16_autocast_and_channels_last_train_a_conv_net(split):
+    """The training loop's precision and layout options (eager path on CPU): loss falls, weights stay fp32."""
+    data = type(split)(split.x_train.reshape(-1, 1, 8, 8), split.y_train, split.x_test.reshape(-1, 1, 8, 8),
+                       split.y_test)
+    cfg = ModelConfig(arch="vgg", input_shape=(1, 8, 8), classes=10, timesteps=2, plan=(16, "A", 32, "A"))
+    result = train(cfg, TrainConfig(epochs=2, batch_size=128, precision="bf16", channels_last=True), data)
+    assert result.history[1]["loss"] < result.history[0]["loss"]
+    assert result.test_accuracy > 0.5
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+@pytest.mark.slow  # Inductor compiles for the CPU with a C++ compiler: about 40 s on 2 cores
+def test_compiled_training_loop_trains(split):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    result = train(ModelConfig(hidden=(32,), timesteps=2), TrainConfig(epochs=1, compile=True), split)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert result.test_accuracy > 0.5
+
+
+# --- the same on a GPU, at larger shapes -------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_kernel_equals_eager_on_gpu(case):
+    compare(*case, shape=(8, 16, 64, 33), device="cuda")  # 33 792 neurons: a partial last program
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("kind", ["lif", "atgo", "mpinit_trsg", "psg_pda"])
+@pytest.mark.parametrize("layout,dtype", [("channels_last", torch.float32), ("static", torch.float32),
+                                          (None, torch.bfloat16), ("channels_last", torch.bfloat16)])
+def test_kernel_layouts_and_bf16_on_gpu(kind, layout, dtype):
+    compare(kind, {}, True, shape=(4, 32, 64, 16, 16), device="cuda", dtype=dtype, layout=layout)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("kind", ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"])
+def test_compiled_model_on_kernels_equals_eager_on_gpu(kind):
+    """Inductor compiles the model around the kernels' custom ops; bf16 autocast and NHWC as in training."""
+    torch.manual_seed(0)
+    ref = build_model(_tiny_vgg(kind, 4)).cuda().train().to(memory_format=torch.channels_last)
+    fast = copy.deepcopy(ref)
+    fast.set_backend("triton")
+    compiled = torch.compile(_kernels_only(fast))
+    x = torch.rand(8, 2, 8, 8, device="cuda").contiguous(memory_format=torch.channels_last)
+    for model in (ref, compiled):
+        model(x).logsumexp(1).mean().backward()
+    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = compiled(x).logsumexp(1).mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_ddp_statistics_on_kernels_on_gpu(tmp_path):
+    ddp_statistics_agree(tmp_path, "cuda")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_auto_falls_back_with_one_warning_for_float64_on_gpu(monkeypatch):
+    monkeypatch.setattr(kernels, "_warned", set())
+    ref = build(NeuronConfig("lif"), 3).cuda().double()
+    x = torch.randn(3, 4, 5, device="cuda", dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="not torch.float64"):
+        out = ref(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref(x)  # once only
+    ref.backend = "eager"
+    torch.testing.assert_close(out, ref(x))

@@ -1,0 +1,197 @@
+"""The Triton kernels as torch.library custom ops with autograd and fake (shape-only) implementations, so that
+autograd, torch.compile (which treats each as one opaque op, no graph break) and CUDA graphs see one op per
+layer and direction. Tensors here are in rows form, (T, N) with unit stride along N (see ``rows``).
+
+Imported on first use only: it needs Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+from torch import Tensor
+from torch.library import custom_op
+
+from spikefold.train.kernels import triton_lif
+from spikefold.train.neurons import atgo
+
+
+def launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
+    """(programs, neurons per program, warps). Each program walks every timestep in turn, so the GPU fills
+    only with several programs per multiprocessor: aim for 4, with 128 to 1024 neurons each (4 per thread,
+    one 128-bit access)."""
+    units = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    block = min(1024, max(128, triton.next_power_of_2(triton.cdiv(n, 4 * units))))
+    return triton.cdiv(n, block), block, block // 128
+
+
+def _step_stride(schedule: Tensor) -> int:
+    """How far the kernels step through a (1,) or (T,) schedule per timestep."""
+    return schedule.stride(0) if schedule.numel() > 1 else 0
+
+
+def _unit_stride(x: Tensor) -> Tensor:
+    """x with unit stride along N; any row stride (0 for a gradient broadcast over time) is kept."""
+    return x if x.stride(1) == 1 or x.shape[1] == 1 else x.contiguous()
+
+
+@custom_op("spikefold::lif_forward", mutates_args=())
+def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor, width: Tensor, scale: Tensor,
+                initial: Tensor, hard_reset: bool, relative: bool, scale_output: bool, surrogate: str,
+                save_h: bool, final: bool, moments: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(output, H for the backward, final U, fired at least once, [sum H, sum H^2]); unrequested ones empty.
+    ``surrogate`` only matters to the backward; so does ``width``, which gets a gradient (PSG's smooth step,
+    -(x/w) f'(x)) when it requires one."""
+    steps, n = current.shape
+    programs, block, warps = launch_shape(n, current.device)
+    out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
+    f32 = {"dtype": torch.float32, "device": current.device}
+    h = torch.empty((steps, n) if save_h else (0,), **f32)
+    final_u = torch.empty((n,) if final else (0,), **f32)
+    fired = torch.empty((n,) if final else (0,), dtype=torch.int8, device=current.device)
+    sums = torch.empty((programs, 2) if moments else (0,), dtype=torch.float64, device=current.device)
+    triton_lif.lif_forward_kernel[(programs,)](
+        current, current.stride(0), out, h, final_u, fired, sums, decay, gain, threshold, _step_stride(threshold),
+        scale, initial, steps, n, HARD_RESET=hard_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
+        SAVE_H=save_h, FINAL=final, MOMENTS=moments, BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
+    return out, h, final_u, fired.bool(), sums.sum(0) if moments else sums
+
+
+@lif_forward.register_fake
+def _(current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
+      save_h, final, moments):
+    steps, n = current.shape
+    f32 = {"dtype": torch.float32, "device": current.device}
+    return (current.new_empty((steps, n)), torch.empty((steps, n) if save_h else (0,), **f32),
+            torch.empty((n,) if final else (0,), **f32),
+            torch.empty((n,) if final else (0,), dtype=torch.bool, device=current.device),
+            torch.empty((2,) if moments else (0,), dtype=torch.float64, device=current.device))
+
+
+@custom_op("spikefold::lif_backward", mutates_args=())
+def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Tensor, decay: Tensor, gain: Tensor,
+                 threshold: Tensor, width: Tensor, scale: Tensor, initial: Tensor, hard_reset: bool,
+                 relative: bool, scale_output: bool, surrogate: str, moments: bool, param_grads: Sequence[bool],
+                 input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(d loss / d current, the parameter gradients in triton_lif.PARTIALS order as one (5,) tensor).
+    ``current`` is read only when the input gain needs its gradient (else it may be empty)."""
+    steps, n = h.shape
+    programs, block, warps = launch_shape(n, h.device)
+    grad_out = _unit_stride(grad_out)
+    grad_x = torch.empty((steps, n), dtype=input_dtype, device=h.device)
+    partials = torch.empty((programs, len(triton_lif.PARTIALS)), dtype=torch.float32, device=h.device)
+    reads_input = param_grads[1]
+    x = _unit_stride(current) if reads_input else h
+    triton_lif.lif_backward_kernel[(programs,)](
+        grad_out, grad_out.stride(0), grad_x, h, x, x.stride(0), moments_grad, partials, decay, gain,
+        threshold, _step_stride(threshold), width, _step_stride(width), scale, initial, steps, n, (steps - 1) * n,
+        (steps - 1) * grad_out.stride(0), (steps - 1) * x.stride(0),
+        HARD_RESET=hard_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
+        SHAPE=triton_lif.SURROGATES.index(surrogate), MOMENTS=moments, DECAY_GRAD=param_grads[0],
+        GAIN_GRAD=param_grads[1], THR_GRAD=param_grads[2], WIDTH_GRAD=param_grads[3], SCALE_GRAD=param_grads[4],
+        BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
+    return grad_x, partials.sum(0)
+
+
+@lif_backward.register_fake
+def _(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial, hard_reset, relative,
+      scale_output, surrogate, moments, param_grads, input_dtype):
+    return (torch.empty(h.shape, dtype=input_dtype, device=h.device),
+            torch.empty((len(triton_lif.PARTIALS),), dtype=torch.float32, device=h.device))
+
+
+def _param_grads(ctx, first: int) -> list[bool]:
+    """Which of decay, gain, threshold, width, scale (inputs ``first`` .. ``first + 4``) need a gradient."""
+    return [bool(ctx.needs_input_grad[first + k]) for k in range(len(triton_lif.PARTIALS))]
+
+
+def _setup_lif(ctx, inputs, output):
+    (current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
+     save_h, final, moments) = inputs
+    ctx.set_materialize_grads(False)
+    ctx.flags = (hard_reset, relative, scale_output, surrogate, moments)
+    ctx.param_grads = _param_grads(ctx, 1)
+    ctx.input_dtype = current.dtype
+    kept = current if ctx.param_grads[1] else current.new_empty(0)  # the input is read back only for d/d gain
+    ctx.save_for_backward(output[1], kept, decay, gain, threshold, width, scale, initial)
+
+
+def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
+    h, current, decay, gain, threshold, width, scale, initial = ctx.saved_tensors
+    if h.numel() == 0:
+        raise RuntimeError("spikefold::lif_forward ran without saving H (save_h=False) but a gradient is needed")
+    hard_reset, relative, scale_output, surrogate, moments = ctx.flags
+    if grad_out is None:
+        grad_out = torch.zeros((1, h.shape[1]), dtype=ctx.input_dtype, device=h.device).expand(h.shape)
+    moments_grad = grad_moments if moments and grad_moments is not None else h.new_zeros(2, dtype=torch.float64)
+    grad_x, grads = lif_backward(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial,
+                                 hard_reset, relative, scale_output, surrogate, moments, ctx.param_grads,
+                                 ctx.input_dtype)
+    params = (decay, gain, threshold, width, scale)
+    param_grads = [grads[k].reshape(p.shape).to(p.dtype) if ctx.param_grads[k] else None
+                   for k, p in enumerate(params)]
+    return (grad_x if ctx.needs_input_grad[0] else None, *param_grads, None, None, None, None, None, None, None,
+            None)
+
+
+lif_forward.register_autograd(_backward_lif, setup_context=_setup_lif)
+
+
+@custom_op("spikefold::atgo_adaptive_forward", mutates_args=())
+def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k0: float, v_ref: float
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """DS-ATGO in training: (spikes, H, threshold per timestep, surrogate width per timestep).
+
+    Each timestep's threshold needs the mean and std of H over the whole layer (and over all processes) before
+    any neuron may spike, so the timesteps cannot share one launch: launch t spikes step t - 1 against its
+    threshold and integrates step t, writing per-program sums of H and H^2; those are reduced (and
+    all-reduced) on the device by the same ``atgo.threshold_from_sums`` the eager path uses, and launch t + 1
+    reads the result. T + 1 launches and no host synchronisation."""
+    steps, n = current.shape
+    programs, block, warps = launch_shape(n, current.device)
+    out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
+    h = torch.empty((steps, n), dtype=torch.float32, device=current.device)
+    thresholds = torch.empty(steps, dtype=torch.float32, device=current.device)
+    stds = torch.empty(steps, dtype=torch.float32, device=current.device)
+    sums = torch.empty((programs, 2), dtype=torch.float64, device=current.device)
+    count = torch.full((), float(n), dtype=torch.float64, device=current.device)
+    for t in range(steps + 1):
+        spike, integrate = t > 0, t < steps
+        previous, now = max(t - 1, 0), min(t, steps - 1)
+        triton_lif.adaptive_step_kernel[(programs,)](
+            h[previous], thresholds[previous:previous + 1], out[previous], current[now], h[now], sums, decay, n,
+            SPIKE=spike, INTEGRATE=integrate, BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
+        if integrate:
+            total = sums.sum(0)
+            thresholds[t], stds[t] = atgo.threshold_from_sums(count, total[0], total[1], fc)
+    return out, h, thresholds, atgo.surrogate_width(tgo, thresholds, stds, k0, v_ref)
+
+
+@atgo_adaptive_forward.register_fake
+def _(current, decay, fc, tgo, k0, v_ref):
+    steps, n = current.shape
+    f32 = {"dtype": torch.float32, "device": current.device}
+    return (current.new_empty((steps, n)), torch.empty((steps, n), **f32), torch.empty(steps, **f32),
+            torch.empty(steps, **f32))
+
+
+def _setup_atgo(ctx, inputs, output):
+    current, decay = inputs[:2]
+    ctx.set_materialize_grads(False)
+    ctx.input_dtype = current.dtype
+    ctx.save_for_backward(output[1], decay, output[2], output[3])
+
+
+def _backward_atgo(ctx, grad_out, grad_h, grad_thresholds, grad_width):
+    h, decay, thresholds, width = ctx.saved_tensors
+    one, zero = decay.new_ones(1), decay.new_zeros(1)
+    grad_x, grads = lif_backward(grad_out, h.new_zeros(2, dtype=torch.float64), h, h.new_empty(0), decay, one,
+                                 thresholds, width, one, zero, True, False, False, "rectangular", False,
+                                 [bool(ctx.needs_input_grad[1]), False, False, False, False], ctx.input_dtype)
+    return (grad_x if ctx.needs_input_grad[0] else None,
+            grads[0].reshape(decay.shape) if ctx.needs_input_grad[1] else None, None, None, None, None)
+
+
+atgo_adaptive_forward.register_autograd(_backward_atgo, setup_context=_setup_atgo)

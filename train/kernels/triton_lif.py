@@ -1,0 +1,230 @@
+"""Triton kernels for the LIF-family recurrence of :class:`spikefold.train.neurons.base.RecurrenceForm`.
+
+Every tensor is seen as rows: row t holds the N elements of timestep t in memory order (``kernels.rows`` builds
+these views), so one program owns a block of neurons and walks all T timesteps with the membrane potential in
+registers. The forward writes H (fp32) for the backward, which walks the timesteps in reverse and rebuilds
+S(t) and U(t-1) from H exactly as the forward made them. Parameter gradients are summed per program into a
+partials row (decay, input gain, threshold, width, output scale) that the caller adds up.
+
+Arithmetic follows the eager reference operation by operation (``enable_fp_fusion=False`` keeps a * u + b * i
+two roundings, like two PyTorch ops; division that decides a spike is IEEE-rounded ``div_rn``), so spikes agree
+bit for bit and gradients to fp32 rounding. The language features used (masked loads and stores, where, sum,
+sigmoid, div_rn) are all in Triton 3.x; tests/compile_kernels.py compiles every variant for sm_90.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+SURROGATES = ("rectangular", "triangular", "sigmoid", "arctan")  # the order of the SHAPE constexpr
+PARTIALS = ("decay", "input_gain", "threshold", "width", "output_scale")  # columns of the partials rows
+LAUNCH = {"enable_fp_fusion": False}
+
+
+@triton.jit
+def _surrogate_derivative(x, w, SHAPE: tl.constexpr):
+    """f'(x) of spikefold.train.neurons.surrogates.derivative, same operations."""
+    if SHAPE == 0:
+        d = tl.where(tl.abs(x) < w / 2.0, 1.0, 0.0) / w
+    elif SHAPE == 1:
+        d = tl.maximum(1.0 - tl.abs(x) / w, 0.0) / w
+    elif SHAPE == 2:
+        sg = tl.sigmoid(4.0 * x / w)
+        d = (4.0 / w) * sg * (1.0 - sg)
+    else:
+        z = 3.141592653589793 * x / w
+        d = 1.0 / (w * (1.0 + z * z))
+    return d
+
+
+@triton.jit
+def _within(cols, N, row_exists):
+    """The load mask for a row that may not exist (before the first or after the last timestep). Written as
+    one comparison because Triton's interpreter rejects a vector mask and-ed with a scalar condition."""
+    return cols < tl.where(row_exists, N, 0)
+
+
+@triton.jit
+def _argument(h, thr, RELATIVE: tl.constexpr):
+    """The surrogate's argument x: H/threshold - 1 (TrSG) or H - threshold."""
+    if RELATIVE:
+        x = tl.math.div_rn(h, thr) - 1.0
+    else:
+        x = h - thr
+    return x
+
+
+@triton.jit
+def _reset(h, s, thr, HARD_RESET: tl.constexpr):
+    if HARD_RESET:
+        u = h * (1.0 - s)
+    else:
+        u = h - thr * s
+    return u
+
+
+@triton.jit
+def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr, moments_ptr,
+                       decay_ptr, gain_ptr, thr_ptr, thr_stride, scale_ptr, initial_ptr, T, N,
+                       HARD_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
+                       SAVE_H: tl.constexpr, FINAL: tl.constexpr, MOMENTS: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < N
+    a = tl.load(decay_ptr)
+    b = tl.load(gain_ptr)
+    c = tl.load(scale_ptr)
+    u = tl.zeros([BLOCK], tl.float32) + tl.load(initial_ptr)
+    fired = tl.zeros([BLOCK], tl.int8)
+    sum_h = tl.zeros([BLOCK], tl.float64)
+    sum_h2 = tl.zeros([BLOCK], tl.float64)
+    x_row = x_ptr + cols
+    out_row = out_ptr + cols
+    h_row = h_ptr + cols
+    i_next = tl.load(x_row, mask=mask, other=0.0)
+    for t in range(T):
+        # the next input is fetched before this step's arithmetic so that its latency overlaps it
+        i = i_next.to(tl.float32)
+        x_row += x_row_stride
+        i_next = tl.load(x_row, mask=_within(cols, N, t + 1 < T), other=0.0)
+        thr = tl.load(thr_ptr + t * thr_stride)
+        h = a * u + b * i
+        s = tl.where(_argument(h, thr, RELATIVE) > 0.0, 1.0, 0.0)
+        if SCALE_OUTPUT:
+            out = c * s
+        else:
+            out = s
+        tl.store(out_row, out.to(out_ptr.dtype.element_ty), mask=mask)
+        if SAVE_H:
+            tl.store(h_row, h, mask=mask)
+        if FINAL:
+            fired = tl.maximum(fired, s.to(tl.int8))
+        if MOMENTS:
+            h64 = tl.where(mask, h, 0.0).to(tl.float64)
+            sum_h += h64
+            sum_h2 += h64 * h64
+        u = _reset(h, s, thr, HARD_RESET)
+        out_row += N
+        h_row += N
+    if FINAL:
+        tl.store(final_ptr + cols, u, mask=mask)
+        tl.store(fired_ptr + cols, fired, mask=mask)
+    if MOMENTS:
+        tl.store(moments_ptr + 2 * pid, tl.sum(sum_h, 0))
+        tl.store(moments_ptr + 2 * pid + 1, tl.sum(sum_h2, 0))
+
+
+@triton.jit
+def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_ptr, x_row_stride,
+                        moments_grad_ptr, partials_ptr, decay_ptr, gain_ptr, thr_ptr, thr_stride, width_ptr,
+                        width_stride, scale_ptr, initial_ptr, T, N, last_row, last_grad_out_row, last_x_row,
+                        HARD_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
+                        SHAPE: tl.constexpr, MOMENTS: tl.constexpr, DECAY_GRAD: tl.constexpr,
+                        GAIN_GRAD: tl.constexpr, THR_GRAD: tl.constexpr, WIDTH_GRAD: tl.constexpr,
+                        SCALE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < N
+    a = tl.load(decay_ptr)
+    b = tl.load(gain_ptr)
+    c = tl.load(scale_ptr)
+    u0 = tl.load(initial_ptr)
+    if MOMENTS:  # d loss / d sum(H) and d loss / d sum(H^2)
+        g1 = tl.load(moments_grad_ptr).to(tl.float32)
+        g2 = tl.load(moments_grad_ptr + 1).to(tl.float32)
+    grad_u = tl.zeros([BLOCK], tl.float32)  # d loss / d U(t), flowing back from t + 1
+    acc_decay = tl.zeros([BLOCK], tl.float32)
+    acc_gain = tl.zeros([BLOCK], tl.float32)
+    acc_thr = tl.zeros([BLOCK], tl.float32)
+    acc_width = tl.zeros([BLOCK], tl.float32)
+    acc_scale = tl.zeros([BLOCK], tl.float32)
+    h_row = h_ptr + last_row + cols
+    go_row = grad_out_ptr + last_grad_out_row + cols
+    gx_row = grad_x_ptr + last_row + cols
+    x_row = x_ptr + last_x_row + cols
+    h = tl.load(h_row, mask=mask, other=0.0)
+    go_next = tl.load(go_row, mask=mask, other=0.0)
+    for k in range(T):
+        t = T - 1 - k
+        go = go_next.to(tl.float32)
+        go_row -= grad_out_row_stride
+        go_next = tl.load(go_row, mask=_within(cols, N, t > 0), other=0.0)  # fetched early, as in the forward
+        thr = tl.load(thr_ptr + t * thr_stride)
+        w = tl.load(width_ptr + t * width_stride)
+        x = _argument(h, thr, RELATIVE)
+        s = tl.where(x > 0.0, 1.0, 0.0)
+        sg = _surrogate_derivative(x, w, SHAPE)
+        if SCALE_OUTPUT:
+            grad_s = go * c
+        else:
+            grad_s = go
+        if HARD_RESET:  # U = H (1 - S): autograd differentiates through S as well
+            grad_s = grad_s - grad_u * h
+            grad_h = grad_u * (1.0 - s)
+        else:  # U = H - threshold S
+            grad_s = grad_s - grad_u * thr
+            grad_h = grad_u
+        grad_x_arg = grad_s * sg
+        if RELATIVE:
+            grad_h += grad_x_arg / thr
+        else:
+            grad_h += grad_x_arg
+        if MOMENTS:
+            grad_h += g1 + 2.0 * h * g2
+        grad_h = tl.where(mask, grad_h, 0.0)
+        # U(t-1), rebuilt from H(t-1) exactly as the forward made it (U(0) = initial at t = 0)
+        h_prev = tl.load(h_row - N, mask=_within(cols, N, t > 0), other=0.0)
+        thr_prev = tl.load(thr_ptr + tl.maximum(t - 1, 0) * thr_stride)
+        s_prev = tl.where(_argument(h_prev, thr_prev, RELATIVE) > 0.0, 1.0, 0.0)
+        u_prev = tl.where(t > 0, _reset(h_prev, s_prev, thr_prev, HARD_RESET), u0)
+        if DECAY_GRAD:
+            acc_decay += grad_h * u_prev
+        if GAIN_GRAD:
+            acc_gain += grad_h * tl.load(x_row, mask=mask, other=0.0).to(tl.float32)
+        if THR_GRAD:
+            if RELATIVE:
+                acc_thr -= grad_x_arg * h / (thr * thr)
+            else:
+                acc_thr -= grad_x_arg
+            if not HARD_RESET:
+                acc_thr -= grad_u * s
+        if WIDTH_GRAD:  # straight-through smooth step g(x/w): dS/dw = -(x/w) f'(x)
+            acc_width -= grad_s * (x / w) * sg
+        if SCALE_GRAD:
+            acc_scale += go * s
+        tl.store(gx_row, (grad_h * b).to(grad_x_ptr.dtype.element_ty), mask=mask)
+        grad_u = grad_h * a
+        h = h_prev
+        h_row -= N
+        gx_row -= N
+        x_row -= x_row_stride
+    row = partials_ptr + 5 * pid
+    tl.store(row, tl.sum(acc_decay, 0))
+    tl.store(row + 1, tl.sum(acc_gain, 0))
+    tl.store(row + 2, tl.sum(acc_thr, 0))
+    tl.store(row + 3, tl.sum(acc_width, 0))
+    tl.store(row + 4, tl.sum(acc_scale, 0))
+
+
+@triton.jit
+def adaptive_step_kernel(h_prev_ptr, thr_prev_ptr, out_prev_ptr, x_ptr, h_ptr, sums_ptr, decay_ptr, N,
+                         SPIKE: tl.constexpr, INTEGRATE: tl.constexpr, BLOCK: tl.constexpr):
+    """One launch per timestep of an adaptive-threshold layer (hard reset, U(0) = 0): spike and reset step
+    t - 1 against its now known threshold, then integrate step t and write its per-program sums of H and
+    H^2 (fp64) from which the caller computes the threshold of step t."""
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < N
+    u = tl.zeros([BLOCK], tl.float32)
+    if SPIKE:
+        h_prev = tl.load(h_prev_ptr + cols, mask=mask, other=0.0)
+        s = tl.where(h_prev - tl.load(thr_prev_ptr) > 0.0, 1.0, 0.0)
+        tl.store(out_prev_ptr + cols, s.to(out_prev_ptr.dtype.element_ty), mask=mask)
+        u = h_prev * (1.0 - s)
+    if INTEGRATE:
+        h = tl.load(decay_ptr) * u + tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(h_ptr + cols, h, mask=mask)
+        h64 = tl.where(mask, h, 0.0).to(tl.float64)
+        tl.store(sums_ptr + 2 * pid, tl.sum(h64, 0))
+        tl.store(sums_ptr + 2 * pid + 1, tl.sum(h64 * h64, 0))

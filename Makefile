@@ -31,7 +31,7 @@ $(KERNELS): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spikefold pipeline --out runs/demo
 
-# Fast suite (about 5 minutes on 2 cores): everything except tests marked slow.
+# Fast suite (about 4 minutes on 2 cores): everything except tests marked slow.
 test: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q -m "not slow"
 

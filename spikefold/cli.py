@@ -110,7 +110,7 @@ def _recipe(path: str) -> dict:
 def cmd_train(args) -> int:
     from spikefold.pipeline import load_dataset
     from spikefold.train import probes
-    from spikefold.train.loop import TrainConfig, train
+    from spikefold.train.loop import TrainConfig, distributed_rank, train
     from spikefold.train.models import ModelConfig
 
     if args.recipe:
@@ -130,6 +130,8 @@ def cmd_train(args) -> int:
                        on_epoch=lambda r: progress.update(task, completed=r["epoch"],
                                                           description=f"train  acc {r['test_accuracy']:.3f}"),
                        after_backward=gradients)
+    if distributed_rank() != 0:  # under torchrun, rank 0 alone reports and writes files
+        return 0
     out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}")
     if args.probes:
         written = probes.write(Path(args.out) / "probes", probes.observe(result.model, split.x_test),

@@ -99,6 +99,11 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def distributed_rank() -> int:
+    """This process's rank under torch.distributed (0 when not distributed)."""
+    return _distributed()[0]
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits for every sample of x, in evaluation mode (frozen running statistics)."""

@@ -306,7 +306,7 @@ class LayerQuantisation:
     scale: float
     weight_exp: int | list[int]  # one per connection (a list when the layer has several)
     max_abs_weight: int
-    weight_rel_error: float  # ||W_int - W S|| / ||W S|| in the float model's units, all connections
+    weight_rel_error: float  # ||W_int - W S|| / ||W S|| over all connections, each weighted by its 2**weight_exp
     vth: int | list[int]
     bias_rel_error: float
     max_abs_u: int = 0
@@ -486,7 +486,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
                     f"[1, {vth_max}]; retrain with a larger threshold or lower the layer scale")
             initial = _quantise_initial(fl.name, form.decay * form.initial * scale / (1 << ACT_SHIFT), size,
                                         e_lo, e_hi)
-        inputs, exact, rounded = [], [], []
+        inputs, exact, rounded, max_abs = [], [], [], 0
         for fi, w, unit, exp in zip(fl.inputs, lt.weights, lt.units, exps):
             w_exact = w * scale / (unit * (1 << ACT_SHIFT) * 2.0**exp)
             w_int = integer_weights(w_exact, weight_bits).astype(np.int32)
@@ -498,8 +498,9 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
             else:
                 synapses = Dense(**common)
             inputs.append(Connection(fi.source, synapses))
-            exact.append(w_exact.ravel())
-            rounded.append(w_int.ravel())
+            exact.append(w_exact.ravel() * 2.0**exp)  # integer units of the same size across connections
+            rounded.append(w_int.ravel() * 2.0**exp)
+            max_abs = max(max_abs, int(np.abs(w_int).max()))
         layer = Layer(name=fl.name, inputs=inputs,
                       neurons=LIF(du=DECAY_UNITY - 1, dv=dv, vth=vth, bias_mant=mant.astype(np.int32),
                                   bias_exp=bexp.astype(np.int32), reset=reset),
@@ -508,7 +509,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
         exact_w, w_all, exact_b = np.concatenate(exact), np.concatenate(rounded), neuron_bias * scale
         reports.append(LayerQuantisation(
             name=fl.name, process=layer.process, scale=scale, weight_exp=exps[0] if len(exps) == 1 else exps,
-            max_abs_weight=int(np.abs(w_all).max()),
+            max_abs_weight=max_abs,
             weight_rel_error=float(np.linalg.norm(w_all - exact_w) / max(np.linalg.norm(exact_w), 1e-300)),
             vth=vth if np.ndim(vth) == 0 else [int(v) for v in vth],
             bias_rel_error=float(np.linalg.norm(shift(mant, bexp) - exact_b) / max(np.linalg.norm(exact_b), 1e-300))

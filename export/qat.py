@@ -14,7 +14,7 @@ What trains are the connections' weights and the neurons' biases, held as reals 
 forward uses ``integer_weights(w)`` (the values Lava's Dense keeps) and ``round(b / 2**bias_exp)`` as the
 bias mantissa. Everything else (scales, weight and bias exponents, thresholds, decays, initial potentials)
 stays as export chose it, so the fine-tuned integers are drop-in replacements. :func:`finetune` returns the
-network the last forward pass ran, integer for integer.
+integers its final reals round to: the network a forward pass would now run, integer for integer.
 """
 
 from __future__ import annotations

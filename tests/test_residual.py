@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from spikefold.export import nir_io
-from spikefold.export.fold import fold, quantise
-from spikefold.export.intnet import INPUT
+from spikefold.export.fold import fold, layer_terms, quantise
+from spikefold.export.intnet import ACT_SHIFT, INPUT
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
@@ -89,6 +89,24 @@ def test_residual_graph_shape(residual_models, split, loihi2, arch):
     x = net.input.encode(split.x_test[:50])
     spiking = [bool(s.any()) for s in simulate(net, x).spikes[:-1]]
     assert sum(spiking) >= len(spiking) - 2, f"most layers must spike: {spiking}"
+
+
+def test_quantisation_error_of_a_summing_layer(residual_models, split, loihi2):
+    """A layer fed by several connections has one weight exponent each; its reported weight error is measured
+    in the float model's units, rebuilt here from the integers Lava holds."""
+    model = residual_models["lif", "resnet19"]
+    fnet = fold(model)
+    net, report = _export(model, split, loihi2)
+    summing = [i for i, layer in enumerate(net.layers) if len(layer.inputs) > 1]
+    assert summing and any(len(set(report.layers[i].weight_exp)) > 1 for i in summing), "exponents should differ"
+    for i, lt in enumerate(layer_terms(fnet, net.input.scale)):
+        layer = net.layers[i]
+        rebuilt = [c.synapses.effective_weights() * 2.0**c.synapses.weight_exp * unit * (1 << ACT_SHIFT) / layer.scale
+                   for c, unit in zip(layer.inputs, lt.units)]
+        error = np.sqrt(sum(np.sum((r - w) ** 2) for r, w in zip(rebuilt, lt.weights)))
+        norm = np.sqrt(sum(np.sum(w**2) for w in lt.weights))
+        assert report.layers[i].weight_rel_error == pytest.approx(error / norm, rel=1e-9), layer.name
+        assert report.layers[i].weight_rel_error < 0.02, layer.name
 
 
 def test_residual_nir_round_trip_with_merging_edges(residual_models, split, loihi2, tmp_path):

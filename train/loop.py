@@ -85,9 +85,13 @@ def join_torchrun(device: torch.device) -> torch.device:
     the device names no index. Elsewhere a no-op. Returns the device to train on."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
+    elif device.type == "cuda" and device.index != local:
+        raise ConfigError(f"under torchrun each process trains on its own GPU (this one, LOCAL_RANK {local}, on "
+                          f"cuda:{local}), but the device is '{device}'; use --device cuda (or auto)")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
@@ -190,11 +194,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
         generator.manual_seed(cfg.seed + epoch)  # the same batches whether or not the run was resumed
         order = torch.randperm(len(x_train), generator=generator)
         model.train()
-        total, seen = 0.0, 0
+        total, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync
         for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size][rank::world]  # each rank its shard of the global batch
-            if len(idx) == 0:
-                continue
+            batch = order[i : i + cfg.batch_size]
+            if len(batch) < world:  # too few to give every rank a sample: dropped by every rank alike, since a
+                break  # rank that skipped a step would leave the others waiting in its all-reduces
+            idx = batch[rank::world]  # each rank its shard of the global batch
             xb, yb = x_train[idx], y_train[idx]
             if cfg.augment:
                 xb = augment(xb.reshape(len(xb), *model_cfg.input_shape), generator)
@@ -211,10 +216,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
             if after_backward is not None:
                 after_backward(model)
             optimiser.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach() * len(idx)
             seen += len(idx)
         schedule.step()
-        record = {"epoch": epoch + 1, "loss": total / max(seen, 1),
+        record = {"epoch": epoch + 1, "loss": float(total) / max(seen, 1),
                   "test_accuracy": evaluate(model, data.x_test, data.y_test)}
         history.append(record)
         if out is not None and rank == 0:

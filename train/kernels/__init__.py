@@ -1,8 +1,9 @@
 """Fused multi-step kernels for the neuron layers: one Triton program per block of neurons runs all T timesteps
 with the state in registers, forward and backward, instead of a dozen PyTorch ops per timestep.
 
-Every neuron type but DS-ATGO in training reduces to one recurrence, :class:`~spikefold.train.neurons.base.
-RecurrenceForm`, which one forward and one backward kernel run (``triton_lif``). DS-ATGO's training threshold
+Every neuron type but DS-ATGO in training reduces to one recurrence,
+:class:`~spikefold.train.neurons.base.RecurrenceForm`, which one forward and one backward kernel run
+(``triton_lif``). DS-ATGO's training threshold
 needs statistics of the whole layer at each timestep before any neuron spikes, so it runs one launch per
 timestep with the reduction on the device between them (``ops.atgo_adaptive_forward``); its backward is the
 common one. The eager ``step`` of each type stays the reference, the CPU path and the path under probes.
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # the neurons import this module, so it imports them only whe
 
 BACKENDS = ("auto", "eager", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # the recurrence itself always runs in fp32
+# A program's int32 neuron indices run up to N - 1 + its block (at most 1024 neurons): N must leave room for them.
+MAX_NEURONS = 2**31 - 1024
 
 _warned: set[str] = set()
 
@@ -69,8 +72,9 @@ def check_device(backend: str, device: torch.device | str) -> None:
 def _unsupported_input(currents: Tensor) -> str | None:
     if currents.dtype not in KERNEL_DTYPES:
         return f"the kernels take {', '.join(map(str, KERNEL_DTYPES))}, not {currents.dtype}"
-    if currents[0].numel() >= 2**31:
-        return f"{currents[0].numel()} neurons per timestep overflow the kernels' 32-bit neuron index"
+    if currents[0].numel() > MAX_NEURONS:
+        return (f"{currents[0].numel()} neurons per timestep overflow the kernels' 32-bit neuron index (at most "
+                f"{MAX_NEURONS})")
     return None
 
 
@@ -139,7 +143,7 @@ def _schedule(value, steps: int, like: Tensor) -> Tensor:
     while the backward still needs the values this run used."""
     if not torch.is_tensor(value):  # a fill on the device: no host-to-device copy to wait for or to capture
         return torch.full((1,), float(value), dtype=torch.float32, device=like.device)
-    value = value.to(dtype=torch.float32, device=like.device)
+    value = value.to(dtype=torch.float32, device=like.device)  # differentiable: a gradient flows back
     if value.numel() not in (1, steps):
         raise ValueError(f"a schedule has {value.numel()} values for {steps} timesteps")
     if value.numel() > 1 and value.requires_grad:
@@ -161,6 +165,8 @@ def lif_sequence(currents: Tensor, form: RecurrenceForm, final_state: bool = Fal
     decay = _schedule(form.decay, 1, x)
     gain = _schedule(1.0 if form.input_gain is None else form.input_gain, 1, x)
     scale = _schedule(1.0 if form.output_scale is None else form.output_scale, 1, x)
+    if torch.is_tensor(form.initial) and form.initial.requires_grad:
+        raise ValueError("the kernels give no gradient to the initial potential; pass it detached")
     initial = _schedule(0.0 if form.initial is None else form.initial, 1, x)
     save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x, decay, gain, threshold, width, scale))
     out, _, final_u, fired, sums = ops.lif_forward(

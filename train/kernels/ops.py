@@ -44,6 +44,7 @@ def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor,
     """(output, H for the backward, final U, fired at least once, [sum H, sum H^2]); unrequested ones empty.
     ``surrogate`` only matters to the backward; so does ``width``, which gets a gradient (PSG's smooth step,
     -(x/w) f'(x)) when it requires one."""
+    current = _unit_stride(current)  # a caller other than lif_sequence (or a compiler) may pass any strides
     steps, n = current.shape
     programs, block, warps = launch_shape(n, current.device)
     out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
@@ -77,6 +78,7 @@ def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Ten
                  input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(d loss / d current, the parameter gradients in triton_lif.PARTIALS order as one (5,) tensor).
     ``current`` is read only when the input gain needs its gradient (else it may be empty)."""
+    h = h.contiguous()  # the kernel steps through H by rows of exactly N
     steps, n = h.shape
     programs, block, warps = launch_shape(n, h.device)
     grad_out = _unit_stride(grad_out)
@@ -102,6 +104,13 @@ def _(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, 
             torch.empty((len(triton_lif.PARTIALS),), dtype=torch.float32, device=h.device))
 
 
+def _zeros_if_none(grad_out: Tensor | None, h: Tensor, dtype: torch.dtype) -> Tensor:
+    """The output's gradient, or zeros (one row broadcast over time) when only another output has one."""
+    if grad_out is not None:
+        return grad_out
+    return torch.zeros((1, h.shape[1]), dtype=dtype, device=h.device).expand(h.shape)
+
+
 def _param_grads(ctx, first: int) -> list[bool]:
     """Which of decay, gain, threshold, width, scale (inputs ``first`` .. ``first + 4``) need a gradient."""
     return [bool(ctx.needs_input_grad[first + k]) for k in range(len(triton_lif.PARTIALS))]
@@ -111,6 +120,9 @@ def _setup_lif(ctx, inputs, output):
     (current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
      save_h, final, moments) = inputs
     ctx.set_materialize_grads(False)
+    # H is the backward's own record, and the final potential and who fired feed running statistics only:
+    # no gradient flows back through them, and autograd is told so rather than dropping one silently.
+    ctx.mark_non_differentiable(output[1], output[2], output[3])
     ctx.flags = (hard_reset, relative, scale_output, surrogate, moments)
     ctx.param_grads = _param_grads(ctx, 1)
     ctx.input_dtype = current.dtype
@@ -123,8 +135,7 @@ def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
     if h.numel() == 0:
         raise RuntimeError("spikefold::lif_forward ran without saving H (save_h=False) but a gradient is needed")
     hard_reset, relative, scale_output, surrogate, moments = ctx.flags
-    if grad_out is None:
-        grad_out = torch.zeros((1, h.shape[1]), dtype=ctx.input_dtype, device=h.device).expand(h.shape)
+    grad_out = _zeros_if_none(grad_out, h, ctx.input_dtype)
     moments_grad = grad_moments if moments and grad_moments is not None else h.new_zeros(2, dtype=torch.float64)
     grad_x, grads = lif_backward(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial,
                                  hard_reset, relative, scale_output, surrogate, moments, ctx.param_grads,
@@ -149,6 +160,7 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     threshold and integrates step t, writing per-program sums of H and H^2; those are reduced (and
     all-reduced) on the device by the same ``atgo.threshold_from_sums`` the eager path uses, and launch t + 1
     reads the result. T + 1 launches and no host synchronisation."""
+    current = _unit_stride(current)
     steps, n = current.shape
     programs, block, warps = launch_shape(n, current.device)
     out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
@@ -180,6 +192,7 @@ def _(current, decay, fc, tgo, k0, v_ref):
 def _setup_atgo(ctx, inputs, output):
     current, decay = inputs[:2]
     ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(*output[1:])  # as on the eager path: the statistics are of detached H
     ctx.input_dtype = current.dtype
     ctx.save_for_backward(output[1], decay, output[2], output[3])
 
@@ -187,6 +200,7 @@ def _setup_atgo(ctx, inputs, output):
 def _backward_atgo(ctx, grad_out, grad_h, grad_thresholds, grad_width):
     h, decay, thresholds, width = ctx.saved_tensors
     one, zero = decay.new_ones(1), decay.new_zeros(1)
+    grad_out = _zeros_if_none(grad_out, h, ctx.input_dtype)
     grad_x, grads = lif_backward(grad_out, h.new_zeros(2, dtype=torch.float64), h, h.new_empty(0), decay, one,
                                  thresholds, width, one, zero, True, False, False, "rectangular", False,
                                  [bool(ctx.needs_input_grad[1]), False, False, False, False], ctx.input_dtype)

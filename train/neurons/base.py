@@ -62,9 +62,10 @@ class RecurrenceForm:
         U(t) = H(t) (1 - S(t))   reset "hard",   or   H(t) - threshold[t] S(t)   reset "soft"
         the layer sends output_scale S(t)   (S(t) when output_scale is None)
 
-    Tensors keep their autograd graph, so gradients reach each that requires one, as through ``step``; threshold
-    and width are one value or one per timestep (then without a gradient). The width gets no gradient (as through ``surrogates.spike``)
-    unless ``smooth_width``: then S is PSG's straight-through smooth step g(x/w) and dS/dw = -(x/w) f'(x)."""
+    Tensors keep their autograd graph, so gradients reach each that requires one, as through ``step``, except
+    the initial potential (which must not require one); threshold and width are one value or one per timestep
+    (then without a gradient). The width gets no gradient (as through ``surrogates.spike``) unless
+    ``smooth_width``: then S is PSG's straight-through smooth step g(x/w) and dS/dw = -(x/w) f'(x)."""
 
     decay: torch.Tensor | float
     threshold: torch.Tensor | float
@@ -76,6 +77,10 @@ class RecurrenceForm:
     output_scale: torch.Tensor | None = None
     initial: torch.Tensor | float | None = None
     smooth_width: bool = False
+
+    def __post_init__(self):
+        if self.reset not in ("hard", "soft"):
+            raise ValueError(f"a RecurrenceForm's reset is 'hard' or 'soft', got {self.reset!r}")
 
 
 def global_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:

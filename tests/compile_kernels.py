@@ -1,7 +1,12 @@
-"""Compile every fused kernel for an H100 (sm_90) with the installed Triton, no GPU needed (Triton ships LLVM
+"""Compile the fused kernels for an H100 (sm_90) with the installed Triton, no GPU needed (Triton ships LLVM
 and ptxas), and check the PTX for what the kernels' equality with the eager path rests on: no fused
-multiply-add in the forward (two roundings, as two PyTorch ops), IEEE division where a division decides a
-spike, round-to-nearest conversion to bf16. Prints one JSON object; exits 1 when a check fails.
+multiply-add (two roundings, as two PyTorch ops; the backward rebuilds each spike from H as the forward made
+it), IEEE division where a division decides a spike, round-to-nearest conversion to bf16.
+
+Variants: the forward with every combination of its six flags, with fp32 and with bf16 input and output
+(128); the backward with every combination of its four dynamics flags for each surrogate, the gradient flags
+all on or all off and the I/O dtype alternating (64); DS-ATGO's step kernel in its three modes. Prints one
+JSON object; exits 1 when a check fails.
 
 Run in its own process with TRITON_INTERPRET=0 (tests/test_kernels.py does): the interpreter's kernels cannot
 be compiled.
@@ -25,12 +30,13 @@ from spikefold.train.kernels import triton_lif  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
 TYPES = {"moments_ptr": "*fp64", "moments_grad_ptr": "*fp64", "sums_ptr": "*fp64", "fired_ptr": "*i8",
-         "x_ptr": "*bf16", "out_ptr": "*bf16", "grad_out_ptr": "*bf16", "grad_x_ptr": "*bf16",
          "last_row": "i64", "last_grad_out_row": "i64", "last_x_row": "i64"}
+IO = ("x_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr")  # the input's dtype; state and H are fp32
 
 
-def compile_ptx(kernel, constexprs: dict, warps: int) -> str:
-    signature = {name: "constexpr" if name in constexprs else TYPES.get(name, "*fp32" if name.endswith("_ptr")
+def compile_ptx(kernel, constexprs: dict, warps: int, io: str = "fp32") -> str:
+    types = {**TYPES, **dict.fromkeys(IO, f"*{io}")}
+    signature = {name: "constexpr" if name in constexprs else types.get(name, "*fp32" if name.endswith("_ptr")
                                                                         else "i32")
                  for name in kernel.arg_names}
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
@@ -41,23 +47,31 @@ def compile_ptx(kernel, constexprs: dict, warps: int) -> str:
 
 def main() -> int:
     compiled, failures = 0, []
-    forward_flags = ("HARD_RESET", "RELATIVE", "SCALE_OUTPUT", "SAVE_H", "FINAL", "MOMENTS")
-    for values in itertools.product((False, True), repeat=2):  # each flag off and on, in two groups
-        flags = {name: values[i % 2] for i, name in enumerate(forward_flags)}
-        ptx = compile_ptx(triton_lif.lif_forward_kernel, {**flags, "BLOCK": 1024}, 8)
-        compiled += 1
+
+    def check(what: str, ptx: str, relative: bool, io: str) -> None:
         if re.search(r"\bfma\.rn\.f32\b", ptx):
-            failures.append(f"forward {flags}: fused multiply-add in the PTX")
-        if flags["RELATIVE"] and "div.rn.f32" not in ptx:
-            failures.append(f"forward {flags}: the spike's division is not IEEE-rounded")
-        if "cvt.rn.bf16.f32" not in ptx:
-            failures.append(f"forward {flags}: bf16 output not rounded to nearest")
-    backward_flags = ("HARD_RESET", "RELATIVE", "SCALE_OUTPUT", "MOMENTS", "DECAY_GRAD", "GAIN_GRAD", "THR_GRAD",
-                      "WIDTH_GRAD", "SCALE_GRAD")
-    for shape, on in itertools.product(range(len(triton_lif.SURROGATES)), (False, True)):
-        compile_ptx(triton_lif.lif_backward_kernel, {**dict.fromkeys(backward_flags, on), "SHAPE": shape,
-                                                     "BLOCK": 128}, 1)
+            failures.append(f"{what}: fused multiply-add in the PTX")
+        if relative and "div.rn.f32" not in ptx:
+            failures.append(f"{what}: the spike's division is not IEEE-rounded")
+        if io == "bf16" and "cvt.rn.bf16.f32" not in ptx:
+            failures.append(f"{what}: bf16 output not rounded to nearest")
+
+    forward_flags = ("HARD_RESET", "RELATIVE", "SCALE_OUTPUT", "SAVE_H", "FINAL", "MOMENTS")
+    for values in itertools.product((False, True), repeat=len(forward_flags)):
+        flags = dict(zip(forward_flags, values))
+        for io in ("fp32", "bf16"):
+            ptx = compile_ptx(triton_lif.lif_forward_kernel, {**flags, "BLOCK": 1024}, 8, io)
+            compiled += 1
+            check(f"forward {io} {flags}", ptx, flags["RELATIVE"], io)
+    dynamics = ("HARD_RESET", "RELATIVE", "SCALE_OUTPUT", "MOMENTS")
+    grads = ("DECAY_GRAD", "GAIN_GRAD", "THR_GRAD", "WIDTH_GRAD", "SCALE_GRAD")
+    for k, (values, shape) in enumerate(itertools.product(itertools.product((False, True), repeat=len(dynamics)),
+                                                          range(len(triton_lif.SURROGATES)))):
+        flags = {**dict(zip(dynamics, values)), **dict.fromkeys(grads, k % 2 == 0)}
+        io = ("fp32", "bf16")[k // 2 % 2]
+        ptx = compile_ptx(triton_lif.lif_backward_kernel, {**flags, "SHAPE": shape, "BLOCK": 128}, 1, io)
         compiled += 1
+        check(f"backward {io} {triton_lif.SURROGATES[shape]} {flags}", ptx, flags["RELATIVE"], io)
     for spike, integrate in ((False, True), (True, True), (True, False)):
         compile_ptx(triton_lif.adaptive_step_kernel, {"SPIKE": spike, "INTEGRATE": integrate, "BLOCK": 512}, 4)
         compiled += 1

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from spikefold import report_files
+
 RESULTS = Path(__file__).parent / "results"
 
 # Peak memory bandwidth in bytes/s by device name, for when the driver's clock and bus width are not at hand
@@ -99,10 +101,12 @@ def machine(device: torch.device) -> dict:
     return record
 
 
-def write(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {path}")
+def write(path: Path, payload: dict, quiet: bool = False) -> None:
+    """Atomically: the benchmarks rewrite their JSON after every row, so a run cut off (a GPU lease ending)
+    keeps what it measured, and a reader never sees half a file."""
+    report_files.write_text(path, json.dumps(payload, indent=1) + "\n")
+    if not quiet:
+        print(f"wrote {path}")
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -127,10 +127,14 @@ def spikingjelly_rows(shapes: dict, args, device) -> list[dict]:
         command = [sys.executable, __file__, "--spikingjelly-worker", impl, "--warmup", str(args.warmup),
                    "--repeats", str(args.repeats), *(["--dry-run"] if args.dry_run else [])]
         env = {**os.environ, "SJ_LIF_CUDA_IMPLEMENTATION": impl}
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        try:  # its CUDA implementation compiles at first use: bounded, so it cannot eat a GPU lease
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.worker_timeout)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+            failed = done.returncode != 0 or not lines
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300] if failed else ""
+        except subprocess.TimeoutExpired:
+            failed, reason = True, f"no result within --worker-timeout {args.worker_timeout} s"
+        if failed:
             rows += [{"shape": s, "dims": list(d), "contender": f"spikingjelly-{impl}", "kind": "lif",
                       "error": reason} for s, d in shapes.items()]
             print(f"  spikingjelly-{impl}: {reason}", flush=True)
@@ -202,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-others", action="store_true", help="spikefold only: skip SpikingJelly and snnTorch")
+    parser.add_argument("--worker-timeout", type=float, default=300.0,
+                        help="seconds each SpikingJelly implementation may take for all shapes (default 300)")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/neuron_kernels.json; a "
                         "dry run writes only where --out says)")
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, kernels on Triton's "
@@ -216,16 +222,30 @@ def main(argv: list[str] | None = None) -> int:
     record = gpu_timing.machine(device)
     print(f"{record['device']}; peak bandwidth: {record['peak_bandwidth_source']}", flush=True)
 
-    rows = []
+    out = args.out or (None if args.dry_run else gpu_timing.RESULTS / "neuron_kernels.json")
+    rows: list[dict] = []
+
+    def save(complete: bool) -> dict:
+        """The verdicts so far, and the JSON rewritten with every row measured so far."""
+        verdicts = summarise(rows, record["peak_bandwidth_bytes_per_s"], element_bytes=4)
+        if out is not None:
+            gpu_timing.write(out, {"machine": record, "complete": complete,
+                                   "settings": {"warmup": args.warmup, "repeats": args.repeats, "dtype": "float32",
+                                                "mode": "train", "statistic": "median"},
+                                   "targets": TARGETS, "verdicts": verdicts, "results": rows}, quiet=not complete)
+        return verdicts
+
     for kind in args.kinds:
         for backend in ("triton", "eager"):
             rows += measure(f"spikefold-{backend}:{kind}",
                             lambda shape, k=kind, b=backend: spikefold_layer(k, b, shape, device), shapes, device,
                             args, kind=kind)
+            save(False)
     if not args.no_others:
         rows += spikingjelly_rows(shapes, args, device)
+        save(False)
         rows += measure("snntorch-leaky", lambda shape: snntorch_layer(), shapes, device, args)
-    verdicts = summarise(rows, record["peak_bandwidth_bytes_per_s"], element_bytes=4)
+    verdicts = save(True)
 
     eager = {(r["shape"], r["kind"]): r["seconds"] for r in rows
              if r["contender"].startswith("spikefold-eager") and "seconds" in r}
@@ -245,12 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     for target, results in verdicts.items():
         met = sum(v["met"] for v in results.values())
         print(f"  {target} (>= {TARGETS[target]}): met in {met} of {len(results)}")
-    out = args.out or (None if args.dry_run else gpu_timing.RESULTS / "neuron_kernels.json")
-    if out is not None:
-        gpu_timing.write(out, {"machine": record, "settings": {"warmup": args.warmup, "repeats": args.repeats,
-                                                               "dtype": "float32", "mode": "train",
-                                                               "statistic": "median"},
-                               "targets": TARGETS, "verdicts": verdicts, "results": rows})
     return 0
 
 

@@ -55,6 +55,8 @@ def step_of(fields: dict, batch: int, kind: str, backend: str, variant: str, dev
     channels_last = variant == "bf16-cl"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if variant == "compile":
+        torch._dynamo.reset()  # each model its own cache: past Dynamo's recompile limit it would run eagerly
     net = torch.compile(model) if variant == "compile" else model
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -103,7 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     record = gpu_timing.machine(device)
     print(record["device"], flush=True)
 
-    rows = []
+    out = args.out or (None if args.dry_run else gpu_timing.RESULTS / "train_step.json")
+    rows: list[dict] = []
+
+    def save(verdicts: dict | None) -> None:
+        """The JSON with every row so far (verdicts once all are in), rewritten after each row."""
+        if out is not None:
+            gpu_timing.write(out, {"machine": record, "complete": verdicts is not None,
+                                   "settings": {"warmup": args.warmup, "repeats": args.repeats,
+                                                "optimiser": "SGD momentum 0.9", "statistic": "median"},
+                                   "target_resnet19_t2_speedup": TARGET_RESNET19_T2, "verdicts": verdicts or {},
+                                   "results": rows}, quiet=verdicts is None)
+
     for name, (fields, batch) in chosen.items():
         for kind in args.kinds:
             for variant in args.variants:
@@ -128,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{row['samples_per_s']:9.1f} samples/s" if "seconds" in row else row["error"][:90]),
                         flush=True)
                     rows.append(row)
+                    save(None)
 
     by = {(r["network"], r["kind"], r["variant"], r["backend"]): r for r in rows}
     lines, verdicts = [], {}
@@ -147,13 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     met = sum(v["met"] for v in verdicts.values())
     print(f"\nResNet-19 T = 2, fused >= {TARGET_RESNET19_T2}x eager: met in {met} of {len(verdicts)}"
           + (" (dry run: interpreter timings, they mean nothing)" if args.dry_run else ""))
-    out = args.out or (None if args.dry_run else gpu_timing.RESULTS / "train_step.json")
-    if out is not None:
-        gpu_timing.write(out, {"machine": record, "settings": {"warmup": args.warmup, "repeats": args.repeats,
-                                                               "optimiser": "SGD momentum 0.9",
-                                                               "statistic": "median"},
-                               "target_resnet19_t2_speedup": TARGET_RESNET19_T2, "verdicts": verdicts,
-                               "results": rows})
+    save(verdicts)
     return 0
 
 

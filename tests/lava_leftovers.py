@@ -50,7 +50,10 @@ def live_processes(session: int) -> list[str]:
 def start_cli(args: list[str], tag: str, cwd: Path | None = None) -> subprocess.Popen:
     """``spikefold ARGS`` in a new session (so its processes can be found, and a Ctrl-C can reach the whole
     group as a terminal's would), its shared memory named with ``tag``."""
-    code = ("import sys, multiprocessing.shared_memory as shm\n"
+    # SIGINT's default handler restored: a parent started in the background (`cmd &` in a script) hands its
+    # children SIGINT ignored, and then no Ctrl-C would reach them.
+    code = ("import signal, sys, multiprocessing.shared_memory as shm\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             f"shm._SHM_NAME_PREFIX = '/{tag}'\n"
             "from spikefold.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")

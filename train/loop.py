@@ -82,7 +82,8 @@ def pick_device(name: str) -> torch.device:
 def join_torchrun(device: torch.device) -> torch.device:
     """Under torchrun (WORLD_SIZE > 1 in the environment): join its process group, NCCL on GPUs and gloo on
     the CPU, unless this process has joined one already, and train on this process's GPU (LOCAL_RANK) when
-    the device names no index. Elsewhere a no-op. Returns the device to train on."""
+    the device names no index (a named error when it names another). Elsewhere a no-op. Returns the device to
+    train on."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))

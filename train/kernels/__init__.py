@@ -3,10 +3,10 @@ with the state in registers, forward and backward, instead of a dozen PyTorch op
 
 Every neuron type but DS-ATGO in training reduces to one recurrence,
 :class:`~spikefold.train.neurons.base.RecurrenceForm`, which one forward and one backward kernel run
-(``triton_lif``). DS-ATGO's training threshold
-needs statistics of the whole layer at each timestep before any neuron spikes, so it runs one launch per
-timestep with the reduction on the device between them (``ops.atgo_adaptive_forward``); its backward is the
-common one. The eager ``step`` of each type stays the reference, the CPU path and the path under probes.
+(``triton_lif``). DS-ATGO's training threshold needs statistics of the whole layer at each timestep before
+any neuron spikes, so it runs one launch per timestep with the reduction on the device between them
+(``ops.atgo_adaptive_forward``); its backward is the common one. The eager ``step`` of each type stays the
+reference, the CPU path and the path under probes.
 
 A layer's ``backend`` picks the path (:func:`fused`): ``eager``; ``triton`` (an error where it cannot run);
 ``auto`` (the default: the kernels for CUDA tensors when Triton is installed, else eager, with a one-time

@@ -177,13 +177,13 @@ class _DeviceLayer:
     """One layer's constants on the device: its connections, the effective bias and initial-potential input,
     and its depth (on Lava, the steps it lags the input)."""
 
-    def __init__(self, net: IntNetwork, index: int, plan: list[MatmulPrecision], device):
+    def __init__(self, net: IntNetwork, index: int, depths: list[int], plan: list[MatmulPrecision], device):
         self.layer = layer = net.layers[index]
-        self.depth = net.depths()[index]
+        self.depth = depths[index]
         self.connections = [_DeviceConnection(net, c, p, device) for c, p in zip(layer.inputs, plan)]
         # On Lava, what a connection delivers at step t was sent `lag` steps before: one for the Dense, plus
         # the delay that keeps a skip connection in step (both are 0 in layer-synchronous timing).
-        self.lava_lags = [1 + net.delay(index, c) for c in layer.inputs]
+        self.lava_lags = [1 + net.delay(index, c, depths) for c in layer.inputs]
         self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
         initial = layer.initial_input()
         self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)
@@ -207,10 +207,11 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         raise ConfigError(f"threads must be >= 1, got {threads}")
     widest = max(layer.size for layer in net.layers)
     batch = batch_size or (min(1024, max(64, CPU_STATE_VALUES // widest)) if dev.type == "cpu" else max(len(x), 1))
-    plan = iter(matmul_plan(net))
-    layers = [_DeviceLayer(net, i, [next(plan) for _ in layer.inputs], dev) for i, layer in enumerate(net.layers)]
+    plan, depths = iter(matmul_plan(net)), net.depths()
+    layers = [_DeviceLayer(net, i, depths, [next(plan) for _ in layer.inputs], dev)
+              for i, layer in enumerate(net.layers)]
     n = x.shape[0]
-    steps = net.timesteps + (max(net.depths()) if timing == "lava" else 0)
+    steps = net.timesteps + (max(depths) if timing == "lava" else 0)
     spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
     traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
               for name in (("u", "v") if record_state else ())}

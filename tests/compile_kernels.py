@@ -1,7 +1,8 @@
 """Compile the fused kernels for an H100 (sm_90) with the installed Triton, no GPU needed (Triton ships LLVM
 and ptxas), and check the PTX for what the kernels' equality with the eager path rests on: no fused
 multiply-add (two roundings, as two PyTorch ops; the backward rebuilds each spike from H as the forward made
-it), IEEE division where a division decides a spike, round-to-nearest conversion to bf16.
+it), IEEE division where a division decides a spike, round-to-nearest conversion to bf16; in DS-ATGO's
+step kernel, IEEE float64 division and square root for the threshold, as PyTorch computes it.
 
 Variants: the forward with every combination of its six flags, with fp32 and with bf16 input and output
 (128); the backward with every combination of its four dynamics flags for each surrogate, the gradient flags
@@ -29,7 +30,8 @@ from triton.compiler import ASTSource  # noqa: E402
 from spikefold.train.kernels import triton_lif  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
-TYPES = {"moments_ptr": "*fp64", "moments_grad_ptr": "*fp64", "sums_ptr": "*fp64", "fired_ptr": "*i8",
+TYPES = {"moments_ptr": "*fp64", "moments_grad_ptr": "*fp64", "sums_ptr": "*fp64", "sums_prev_ptr": "*fp64",
+         "constants_ptr": "*fp64", "fired_ptr": "*i8",
          "last_row": "i64", "last_grad_out_row": "i64", "last_x_row": "i64"}
 IO = ("x_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr")  # the input's dtype; state and H are fp32
 
@@ -73,8 +75,14 @@ def main() -> int:
         compiled += 1
         check(f"backward {io} {triton_lif.SURROGATES[shape]} {flags}", ptx, flags["RELATIVE"], io)
     for spike, integrate in ((False, True), (True, True), (True, False)):
-        compile_ptx(triton_lif.adaptive_step_kernel, {"SPIKE": spike, "INTEGRATE": integrate, "BLOCK": 512}, 4)
+        ptx = compile_ptx(triton_lif.adaptive_step_kernel,
+                          {"SPIKE": spike, "INTEGRATE": integrate, "BLOCK": 512, "ROWS": 1024}, 4)
         compiled += 1
+        if re.search(r"\bfma\.rn\.f(32|64)\b", ptx):
+            failures.append(f"atgo step {spike=} {integrate=}: fused multiply-add in the PTX")
+        if spike and not ("div.rn.f64" in ptx and "sqrt.rn.f64" in ptx):
+            failures.append(f"atgo step {spike=} {integrate=}: the threshold's division or square root is not "
+                            "IEEE-rounded")
     print(json.dumps({"triton": triton.__version__, "target": "sm_90", "compiled": compiled, "failures": failures}))
     return 1 if failures else 0
 

@@ -156,6 +156,17 @@ def test_kernel_equals_eager_on_interpreter(case):
 
 
 @interpreter
+def test_atgo_programs_walk_several_blocks(monkeypatch):
+    """DS-ATGO's step kernel is given at most as many programs as the GPU holds at once; on a layer larger
+    than that each program walks several blocks (here one program, three blocks, the last one partial) and
+    its sums still make every timestep's threshold."""
+    from spikefold.train.kernels import ops
+
+    monkeypatch.setattr(ops, "resident_programs", lambda device: 1)
+    compare("atgo", {}, True, shape=(4, 2, 5, 250), device="cpu")
+
+
+@interpreter
 @pytest.mark.parametrize("kind,options", [("lif", {"learn_beta": True, "reset": "soft"}),
                                           ("mpinit_trsg", {}), ("psg_pda", {"learn_beta": True})])
 @pytest.mark.parametrize("layout", ["channels_last", "static", "strided"])
@@ -434,6 +445,12 @@ def test_kernel_equals_eager_on_gpu(case):
                                           (None, torch.bfloat16), ("channels_last", torch.bfloat16)])
 def test_kernel_layouts_and_bf16_on_gpu(kind, layout, dtype):
     compare(kind, {}, True, shape=(4, 31, 64, 15, 15), device="cuda", dtype=dtype, layout=layout)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_atgo_programs_walk_several_blocks_on_gpu():
+    compare("atgo", {}, True, shape=(3, 41, 128, 16, 16), device="cuda")  # 1.3 M neurons: 2 to 3 blocks a program
 
 
 @pytest.mark.gpu

@@ -4,8 +4,8 @@ with the state in registers, forward and backward, instead of a dozen PyTorch op
 Every neuron type but DS-ATGO in training reduces to one recurrence,
 :class:`~spikefold.train.neurons.base.RecurrenceForm`, which one forward and one backward kernel run
 (``triton_lif``). DS-ATGO's training threshold needs statistics of the whole layer at each timestep before
-any neuron spikes, so it runs one launch per timestep with the reduction on the device between them
-(``ops.atgo_adaptive_forward``); its backward is the common one. The eager ``step`` of each type stays the
+any neuron spikes, so it runs one launch per timestep, each of which first reduces the previous timestep's
+sums (``ops.atgo_adaptive_forward``); its backward is the common one. The eager ``step`` of each type stays the
 reference, the CPU path and the path under probes.
 
 A layer's ``backend`` picks the path (:func:`fused`): ``eager``; ``triton`` (an error where it cannot run);

@@ -10,20 +10,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import triton
 from torch import Tensor
 from torch.library import custom_op
 
 from spikefold.train.kernels import triton_lif
 from spikefold.train.neurons import atgo
+from spikefold.train.neurons.base import distributed
+
+
+def resident_programs(device: torch.device) -> int:
+    """The programs a launch aims for: 4 per multiprocessor (16 off a GPU, on the interpreter). It is also the
+    most a kernel that loops over blocks by itself is given."""
+    return 4 * (torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4)
 
 
 def launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
     """(programs, neurons per program, warps). Each program walks every timestep in turn, so the GPU fills
     only with several programs per multiprocessor: aim for 4, with 128 to 1024 neurons each (4 per thread,
     one 128-bit access)."""
-    units = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    block = min(1024, max(128, triton.next_power_of_2(triton.cdiv(n, 4 * units))))
+    block = min(1024, max(128, triton.next_power_of_2(triton.cdiv(n, resident_programs(device)))))
     return triton.cdiv(n, block), block, block // 128
 
 
@@ -156,28 +163,36 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     """DS-ATGO in training: (spikes, H, threshold per timestep, surrogate width per timestep).
 
     Each timestep's threshold needs the mean and std of H over the whole layer (and over all processes) before
-    any neuron may spike, so the timesteps cannot share one launch: launch t spikes step t - 1 against its
-    threshold and integrates step t, writing per-program sums of H and H^2; those are reduced (and
-    all-reduced) on the device by the same ``atgo.threshold_from_sums`` the eager path uses, and launch t + 1
-    reads the result. T + 1 launches and no host synchronisation."""
+    any neuron may spike, so the timesteps cannot share one launch: launch t integrates step t and writes
+    per-program sums of H and H^2; launch t + 1 reduces them to step t's threshold in every program, then
+    spikes step t and integrates step t + 1. T + 1 launches, no other work per timestep on one GPU; under
+    DDP the sums are added up and all-reduced between launches (two small ops). No host synchronisation."""
     current = _unit_stride(current)
     steps, n = current.shape
-    programs, block, warps = launch_shape(n, current.device)
+    _, block, warps = launch_shape(n, current.device)
+    programs = min(triton.cdiv(n, block), resident_programs(current.device))  # each over several blocks
     out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
     h = torch.empty((steps, n), dtype=torch.float32, device=current.device)
     thresholds = torch.empty(steps, dtype=torch.float32, device=current.device)
     stds = torch.empty(steps, dtype=torch.float32, device=current.device)
-    sums = torch.empty((programs, 2), dtype=torch.float64, device=current.device)
-    count = torch.full((), float(n), dtype=torch.float64, device=current.device)
+    sums = torch.empty((2, programs, 2), dtype=torch.float64, device=current.device)  # steps t and t - 1
+    constants = torch.full((2,), float(n), dtype=torch.float64, device=current.device)  # (count, f_c)
+    constants[1] = fc
+    totals = None
+    if distributed():
+        dist.all_reduce(constants[:1])
+        totals = torch.empty((1, 2), dtype=torch.float64, device=current.device)
     for t in range(steps + 1):
         spike, integrate = t > 0, t < steps
         previous, now = max(t - 1, 0), min(t, steps - 1)
         triton_lif.adaptive_step_kernel[(programs,)](
-            h[previous], thresholds[previous:previous + 1], out[previous], current[now], h[now], sums, decay, n,
-            SPIKE=spike, INTEGRATE=integrate, BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
-        if integrate:
-            total = sums.sum(0)
-            thresholds[t], stds[t] = atgo.threshold_from_sums(count, total[0], total[1], fc)
+            h[previous], out[previous], current[now], h[now], sums[previous % 2] if totals is None else totals,
+            programs if totals is None else 1, sums[t % 2], thresholds[previous:], stds[previous:], constants,
+            decay, n, SPIKE=spike, INTEGRATE=integrate, BLOCK=block, ROWS=triton.next_power_of_2(programs),
+            num_warps=warps, **triton_lif.LAUNCH)
+        if integrate and totals is not None:
+            torch.sum(sums[t % 2], 0, keepdim=True, out=totals)
+            dist.all_reduce(totals)
     return out, h, thresholds, atgo.surrogate_width(tgo, thresholds, stds, k0, v_ref)
 
 

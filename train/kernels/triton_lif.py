@@ -209,23 +209,46 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
 
 
 @triton.jit
-def adaptive_step_kernel(h_prev_ptr, thr_prev_ptr, out_prev_ptr, x_ptr, h_ptr, sums_ptr, decay_ptr, N,
-                         SPIKE: tl.constexpr, INTEGRATE: tl.constexpr, BLOCK: tl.constexpr):
-    """One launch per timestep of an adaptive-threshold layer (hard reset, U(0) = 0): spike and reset step
-    t - 1 against its now known threshold, then integrate step t and write its per-program sums of H and
-    H^2 (fp64) from which the caller computes the threshold of step t."""
+def adaptive_step_kernel(h_prev_ptr, out_prev_ptr, x_ptr, h_ptr, sums_prev_ptr, rows_prev, sums_ptr, thr_ptr,
+                         std_ptr, constants_ptr, decay_ptr, N, SPIKE: tl.constexpr, INTEGRATE: tl.constexpr,
+                         BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """One launch per timestep t of DS-ATGO in training (hard reset, U(0) = 0), each program over the blocks
+    pid, pid + programs, ... With SPIKE, every program first turns the rows_prev rows of step t - 1's sums of H
+    and H^2 (fp64) into that step's threshold f_c (mean + std), all in the same order so that all agree
+    (constants: element count, f_c; program 0 stores the threshold and std), then spikes and resets step
+    t - 1; with INTEGRATE it integrates step t and stores its row of step t's sums. No host work between
+    launches: a timestep costs one launch."""
     pid = tl.program_id(0)
-    cols = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < N
-    u = tl.zeros([BLOCK], tl.float32)
     if SPIKE:
-        h_prev = tl.load(h_prev_ptr + cols, mask=mask, other=0.0)
-        s = tl.where(h_prev - tl.load(thr_prev_ptr) > 0.0, 1.0, 0.0)
-        tl.store(out_prev_ptr + cols, s.to(out_prev_ptr.dtype.element_ty), mask=mask)
-        u = h_prev * (1.0 - s)
+        rows = tl.arange(0, ROWS)
+        valid = rows < rows_prev
+        s1 = tl.sum(tl.load(sums_prev_ptr + 2 * rows, mask=valid, other=0.0), 0)
+        s2 = tl.sum(tl.load(sums_prev_ptr + 2 * rows + 1, mask=valid, other=0.0), 0)
+        count = tl.load(constants_ptr)
+        mean = s1 / count  # fp64: IEEE-rounded division and square root (compile_kernels checks)
+        std = tl.sqrt(tl.maximum(s2 / count - mean * mean, 0.0))
+        thr = (tl.load(constants_ptr + 1) * (mean + std)).to(tl.float32)
+        if pid == 0:
+            tl.store(thr_ptr, thr)
+            tl.store(std_ptr, std.to(tl.float32))
+    a = tl.load(decay_ptr)
+    sum_h = tl.zeros([BLOCK], tl.float64)
+    sum_h2 = tl.zeros([BLOCK], tl.float64)
+    for start in range(pid * BLOCK, N, tl.num_programs(0) * BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < N
+        u = tl.zeros([BLOCK], tl.float32)
+        if SPIKE:
+            h_prev = tl.load(h_prev_ptr + cols, mask=mask, other=0.0)
+            s = tl.where(h_prev - thr > 0.0, 1.0, 0.0)
+            tl.store(out_prev_ptr + cols, s.to(out_prev_ptr.dtype.element_ty), mask=mask)
+            u = h_prev * (1.0 - s)
+        if INTEGRATE:
+            h = a * u + tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(h_ptr + cols, h, mask=mask)
+            h64 = tl.where(mask, h, 0.0).to(tl.float64)
+            sum_h += h64
+            sum_h2 += h64 * h64
     if INTEGRATE:
-        h = tl.load(decay_ptr) * u + tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(h_ptr + cols, h, mask=mask)
-        h64 = tl.where(mask, h, 0.0).to(tl.float64)
-        tl.store(sums_ptr + 2 * pid, tl.sum(h64, 0))
-        tl.store(sums_ptr + 2 * pid + 1, tl.sum(h64 * h64, 0))
+        tl.store(sums_ptr + 2 * pid, tl.sum(sum_h, 0))
+        tl.store(sums_ptr + 2 * pid + 1, tl.sum(sum_h2, 0))

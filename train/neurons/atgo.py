@@ -42,17 +42,11 @@ class ATGOOptions:
 
 
 def batch_threshold(h: torch.Tensor, fc: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f_c (mean + std), std) of H over every element, summed over all processes when distributed."""
+    """(f_c (mean + std), std) of H over every element, in float64 over all processes when distributed. The
+    fused kernels compute the same from their per-program sums (kernels.triton_lif.adaptive_step_kernel)."""
     h = h.detach().double()
-    return threshold_from_sums(torch.tensor(float(h.numel()), dtype=torch.float64, device=h.device), h.sum(),
-                               (h * h).sum(), fc)
-
-
-def threshold_from_sums(count: torch.Tensor, sum_h: torch.Tensor, sum_h2: torch.Tensor,
-                        fc: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f_c (mean + std), std) from this process's element count, sum of H and sum of H^2 (float64 tensors),
-    summed over all processes when distributed. The fused kernels feed it their per-block sums."""
-    n, s1, s2 = global_sum(count, sum_h, sum_h2)
+    n, s1, s2 = global_sum(torch.tensor(float(h.numel()), dtype=torch.float64, device=h.device), h.sum(),
+                           (h * h).sum())
     mean = s1 / n
     std = torch.sqrt(torch.clamp(s2 / n - mean * mean, min=0.0))
     return (fc * (mean + std)).float(), std.float()

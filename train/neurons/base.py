@@ -83,9 +83,14 @@ class RecurrenceForm:
             raise ValueError(f"a RecurrenceForm's reset is 'hard' or 'soft', got {self.reset!r}")
 
 
+def distributed() -> bool:
+    """Whether this process is one of several in a process group (DDP under torchrun)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def global_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """Sum tensors over all processes when running distributed (a no-op otherwise)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not distributed():
         return list(tensors)
     packed = torch.stack([t.detach().to(torch.float64).reshape(()) for t in tensors])
     dist.all_reduce(packed)

@@ -156,6 +156,15 @@ def test_kernel_equals_eager_on_interpreter(case):
 
 
 @interpreter
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("kind,options", [("lif", {"learn_beta": True, "reset": "soft"}), ("atgo", {}),
+                                          ("mpinit_trsg", {"reset": "hard"})])
+def test_kernels_run_sequences_shorter_than_their_prefetch(kind, options, steps):
+    """The kernels fetch each stream two timesteps ahead; at T = 1 and 2 those rows do not exist."""
+    compare(kind, options, True, shape=(steps, 2, 3, 50), device="cpu")
+
+
+@interpreter
 def test_atgo_programs_walk_several_blocks(monkeypatch):
     """DS-ATGO's step kernel is given at most as many programs as the GPU holds at once; on a layer larger
     than that each program walks several blocks (here one program, three blocks, the last one partial) and

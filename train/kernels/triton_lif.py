@@ -80,15 +80,18 @@ def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr
     fired = tl.zeros([BLOCK], tl.int8)
     sum_h = tl.zeros([BLOCK], tl.float64)
     sum_h2 = tl.zeros([BLOCK], tl.float64)
-    x_row = x_ptr + cols
     out_row = out_ptr + cols
     h_row = h_ptr + cols
+    # inputs are fetched two timesteps ahead, so that a load's latency overlaps two steps' work
+    x_row = x_ptr + cols
     i_next = tl.load(x_row, mask=mask, other=0.0)
+    x_row += x_row_stride
+    i_after = tl.load(x_row, mask=_within(cols, N, T > 1), other=0.0)
     for t in range(T):
-        # the next input is fetched before this step's arithmetic so that its latency overlaps it
         i = i_next.to(tl.float32)
+        i_next = i_after
         x_row += x_row_stride
-        i_next = tl.load(x_row, mask=_within(cols, N, t + 1 < T), other=0.0)
+        i_after = tl.load(x_row, mask=_within(cols, N, t + 2 < T), other=0.0)
         thr = tl.load(thr_ptr + t * thr_stride)
         h = a * u + b * i
         s = tl.where(_argument(h, thr, RELATIVE) > 0.0, 1.0, 0.0)
@@ -140,17 +143,40 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
     acc_thr = tl.zeros([BLOCK], tl.float32)
     acc_width = tl.zeros([BLOCK], tl.float32)
     acc_scale = tl.zeros([BLOCK], tl.float32)
-    h_row = h_ptr + last_row + cols
-    go_row = grad_out_ptr + last_grad_out_row + cols
     gx_row = grad_x_ptr + last_row + cols
-    x_row = x_ptr + last_x_row + cols
-    h = tl.load(h_row, mask=mask, other=0.0)
+    # As in the forward, every stream is fetched two timesteps ahead of its use: the upstream gradient, H (the
+    # step needs H(t) and H(t - 1)) and, for the input gain's gradient, the input. Each pointer is at the row
+    # it last fetched.
+    go_row = grad_out_ptr + last_grad_out_row + cols
     go_next = tl.load(go_row, mask=mask, other=0.0)
+    go_row -= grad_out_row_stride
+    go_after = tl.load(go_row, mask=_within(cols, N, T > 1), other=0.0)
+    h_row = h_ptr + last_row + cols
+    h = tl.load(h_row, mask=mask, other=0.0)
+    h_row -= N
+    h_next = tl.load(h_row, mask=_within(cols, N, T > 1), other=0.0)
+    h_row -= N
+    h_after = tl.load(h_row, mask=_within(cols, N, T > 2), other=0.0)
+    if GAIN_GRAD:
+        x_row = x_ptr + last_x_row + cols
+        x_next = tl.load(x_row, mask=mask, other=0.0)
+        x_row -= x_row_stride
+        x_after = tl.load(x_row, mask=_within(cols, N, T > 1), other=0.0)
     for k in range(T):
         t = T - 1 - k
         go = go_next.to(tl.float32)
+        go_next = go_after
         go_row -= grad_out_row_stride
-        go_next = tl.load(go_row, mask=_within(cols, N, t > 0), other=0.0)  # fetched early, as in the forward
+        go_after = tl.load(go_row, mask=_within(cols, N, t > 1), other=0.0)
+        h_prev = h_next  # H(t - 1)
+        h_next = h_after
+        h_row -= N
+        h_after = tl.load(h_row, mask=_within(cols, N, t > 2), other=0.0)
+        if GAIN_GRAD:
+            i = x_next.to(tl.float32)
+            x_next = x_after
+            x_row -= x_row_stride
+            x_after = tl.load(x_row, mask=_within(cols, N, t > 1), other=0.0)
         thr = tl.load(thr_ptr + t * thr_stride)
         w = tl.load(width_ptr + t * width_stride)
         x = _argument(h, thr, RELATIVE)
@@ -175,14 +201,13 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
             grad_h += g1 + 2.0 * h * g2
         grad_h = tl.where(mask, grad_h, 0.0)
         # U(t-1), rebuilt from H(t-1) exactly as the forward made it (U(0) = initial at t = 0)
-        h_prev = tl.load(h_row - N, mask=_within(cols, N, t > 0), other=0.0)
         thr_prev = tl.load(thr_ptr + tl.maximum(t - 1, 0) * thr_stride)
         s_prev = tl.where(_argument(h_prev, thr_prev, RELATIVE) > 0.0, 1.0, 0.0)
         u_prev = tl.where(t > 0, _reset(h_prev, s_prev, thr_prev, HARD_RESET), u0)
         if DECAY_GRAD:
             acc_decay += grad_h * u_prev
         if GAIN_GRAD:
-            acc_gain += grad_h * tl.load(x_row, mask=mask, other=0.0).to(tl.float32)
+            acc_gain += grad_h * i
         if THR_GRAD:
             if RELATIVE:
                 acc_thr -= grad_x_arg * h / (thr * thr)
@@ -197,9 +222,7 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
         tl.store(gx_row, (grad_h * b).to(grad_x_ptr.dtype.element_ty), mask=mask)
         grad_u = grad_h * a
         h = h_prev
-        h_row -= N
         gx_row -= N
-        x_row -= x_row_stride
     row = partials_ptr + 5 * pid
     tl.store(row, tl.sum(acc_decay, 0))
     tl.store(row + 1, tl.sum(acc_gain, 0))

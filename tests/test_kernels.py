@@ -257,6 +257,8 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, device: str) -> N
             stats[kind] = layers["triton"]
         with open(f"{folder}/rank{rank}.json", "w") as f:
             json.dump(stats, f)
+        # rank 0 hosts the rendezvous store: tearing it down while rank 1 still talks to it aborts rank 1
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

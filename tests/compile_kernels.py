@@ -5,10 +5,10 @@ where a division decides a spike (Triton 3.3 to 3.5 flush its subnormals: see ch
 to bf16; in DS-ATGO's step kernel, IEEE float64 division and square root for the threshold, as PyTorch computes
 it.
 
-Variants: the forward with every combination of its six flags, with fp32 and with bf16 input and output
-(128); the backward with every combination of its four dynamics flags for each surrogate, the gradient flags
-all on or all off and the I/O dtype alternating (64); DS-ATGO's step kernel in its three modes. Prints one
-JSON object; exits 1 when a check fails.
+Variants: the forward with every combination of its six flags, with fp32 and with bf16 input and output (128);
+the backward with every combination of its four dynamics flags for each surrogate, the gradient flags all on or
+all off and the I/O dtype alternating (64); DS-ATGO's step kernel in its three modes, its sums reduced in the
+kernel or by DDP (6). Prints one JSON object; exits 1 when a check fails.
 
 Run in its own process with TRITON_INTERPRET=0 (tests/test_kernels.py does): the interpreter's kernels cannot
 be compiled.
@@ -31,7 +31,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from spikefold.train.kernels import triton_lif  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
-TYPES = {"moments_ptr": "*fp64", "moments_grad_ptr": "*fp64", "sums_ptr": "*fp64", "sums_prev_ptr": "*fp64",
+TYPES = {"moments_ptr": "*fp64", "moments_grad_ptr": "*fp64", "sums_ptr": "*fp64", "totals_ptr": "*fp64",
          "constants_ptr": "*fp64", "fired_ptr": "*i8",
          "last_row": "i64", "last_grad_out_row": "i64", "last_x_row": "i64"}
 IO = ("x_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr")  # the input's dtype; state and H are fp32
@@ -78,15 +78,15 @@ def main() -> int:
         ptx = compile_ptx(triton_lif.lif_backward_kernel, {**flags, "SHAPE": shape, "BLOCK": 128}, 1, io)
         compiled += 1
         check(f"backward {io} {triton_lif.SURROGATES[shape]} {flags}", ptx, flags["RELATIVE"], io)
-    for spike, integrate in ((False, True), (True, True), (True, False)):
-        ptx = compile_ptx(triton_lif.adaptive_step_kernel,
-                          {"SPIKE": spike, "INTEGRATE": integrate, "BLOCK": 512, "ROWS": 1024}, 4)
+    for (spike, integrate), reduced in itertools.product(((False, True), (True, True), (True, False)),
+                                                         (False, True)):
+        modes = {"SPIKE": spike, "INTEGRATE": integrate, "REDUCED": reduced}
+        ptx = compile_ptx(triton_lif.adaptive_step_kernel, {**modes, "BLOCK": 512, "ROWS": 1024}, 4)
         compiled += 1
         if re.search(r"\bfma\.rn\.f(32|64)\b", ptx):
-            failures.append(f"atgo step {spike=} {integrate=}: fused multiply-add in the PTX")
+            failures.append(f"atgo step {modes}: fused multiply-add in the PTX")
         if spike and not ("div.rn.f64" in ptx and "sqrt.rn.f64" in ptx):
-            failures.append(f"atgo step {spike=} {integrate=}: the threshold's division or square root is not "
-                            "IEEE-rounded")
+            failures.append(f"atgo step {modes}: the threshold's division or square root is not IEEE-rounded")
     print(json.dumps({"triton": triton.__version__, "target": "sm_90", "compiled": compiled, "failures": failures}))
     return 1 if failures else 0
 

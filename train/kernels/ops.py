@@ -178,20 +178,17 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     sums = torch.empty((2, programs, 2), dtype=torch.float64, device=current.device)  # steps t and t - 1
     constants = torch.full((2,), float(n), dtype=torch.float64, device=current.device)  # (count, f_c)
     constants[1] = fc
-    totals = None
-    if distributed():
+    reduced = distributed()
+    totals = torch.empty(2 if reduced else 0, dtype=torch.float64, device=current.device)
+    if reduced:
         dist.all_reduce(constants[:1])
-        totals = torch.empty((1, 2), dtype=torch.float64, device=current.device)
+    launch = triton_lif.adaptive_step_kernel[(programs,)]
     for t in range(steps + 1):
-        spike, integrate = t > 0, t < steps
-        previous, now = max(t - 1, 0), min(t, steps - 1)
-        triton_lif.adaptive_step_kernel[(programs,)](
-            h[previous], out[previous], current[now], h[now], sums[previous % 2] if totals is None else totals,
-            programs if totals is None else 1, sums[t % 2], thresholds[previous:], stds[previous:], constants,
-            decay, n, SPIKE=spike, INTEGRATE=integrate, BLOCK=block, ROWS=triton.next_power_of_2(programs),
-            num_warps=warps, **triton_lif.LAUNCH)
-        if integrate and totals is not None:
-            torch.sum(sums[t % 2], 0, keepdim=True, out=totals)
+        launch(current, current.stride(0), out, h, sums, totals, thresholds, stds, constants, decay, n, t,
+               SPIKE=t > 0, INTEGRATE=t < steps, REDUCED=reduced, BLOCK=block,
+               ROWS=triton.next_power_of_2(programs), num_warps=warps, **triton_lif.LAUNCH)
+        if reduced and t < steps:
+            torch.sum(sums[t % 2], 0, out=totals)
             dist.all_reduce(totals)
     return out, h, thresholds, atgo.surrogate_width(tgo, thresholds, stds, k0, v_ref)
 

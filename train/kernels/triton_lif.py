@@ -8,9 +8,9 @@ partials row (decay, input gain, threshold, width, output scale) that the caller
 
 Arithmetic follows the eager reference operation by operation (``enable_fp_fusion=False`` keeps a * u + b * i
 two roundings, like two PyTorch ops; division that decides a spike is IEEE-rounded ``div_rn``), so spikes agree
-bit for bit and gradients to fp32 rounding. The language features used (masked loads and stores, where, sum,
-sigmoid, div_rn) are all in Triton 3.x; tests/compile_kernels.py compiles 195 variants for sm_90 (every
-forward flag combination, every backward dynamics combination per surrogate) and checks their PTX.
+bit for bit and gradients to fp32 rounding. tests/compile_kernels.py compiles 198 variants for sm_90 (every
+forward flag combination, every backward dynamics combination per surrogate, DS-ATGO's step modes) and checks
+their PTX; it and the interpreter tests pass with Triton 3.3 to 3.9.
 """
 
 from __future__ import annotations
@@ -231,47 +231,59 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
     tl.store(row + 4, tl.sum(acc_scale, 0))
 
 
-@triton.jit
-def adaptive_step_kernel(h_prev_ptr, out_prev_ptr, x_ptr, h_ptr, sums_prev_ptr, rows_prev, sums_ptr, thr_ptr,
-                         std_ptr, constants_ptr, decay_ptr, N, SPIKE: tl.constexpr, INTEGRATE: tl.constexpr,
-                         BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """One launch per timestep t of DS-ATGO in training (hard reset, U(0) = 0), each program over the blocks
-    pid, pid + programs, ... With SPIKE, every program first turns the rows_prev rows of step t - 1's sums of H
-    and H^2 (fp64) into that step's threshold f_c (mean + std), all in the same order so that all agree
-    (constants: element count, f_c; program 0 stores the threshold and std), then spikes and resets step
-    t - 1; with INTEGRATE it integrates step t and stores its row of step t's sums. No host work between
-    launches: a timestep costs one launch."""
+@triton.jit(do_not_specialize=["t"])
+def adaptive_step_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, sums_ptr, totals_ptr, thr_ptr, std_ptr,
+                         constants_ptr, decay_ptr, N, t, SPIKE: tl.constexpr, INTEGRATE: tl.constexpr,
+                         REDUCED: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """Launch t of DS-ATGO in training (hard reset, U(0) = 0), each program over the blocks pid, pid +
+    programs, ... With SPIKE, every program first turns step t - 1's sums of H and H^2 (fp64) into that step's
+    threshold f_c (mean + std), all in the same order so that all agree (constants: element count, f_c;
+    program 0 stores the threshold and std), then spikes and resets step t - 1; with INTEGRATE it integrates
+    step t and stores its row of step t's sums. The sums of step t are rows of half t % 2 of sums (2, programs,
+    2); with REDUCED (under DDP) step t - 1's were added up and all-reduced into totals (2,) between launches.
+    Everything else is addressed from t here, so a timestep costs the host one launch and no tensor ops."""
     pid = tl.program_id(0)
+    programs = tl.num_programs(0)
     if SPIKE:
-        rows = tl.arange(0, ROWS)
-        valid = rows < rows_prev
-        s1 = tl.sum(tl.load(sums_prev_ptr + 2 * rows, mask=valid, other=0.0), 0)
-        s2 = tl.sum(tl.load(sums_prev_ptr + 2 * rows + 1, mask=valid, other=0.0), 0)
+        if REDUCED:
+            s1 = tl.load(totals_ptr)
+            s2 = tl.load(totals_ptr + 1)
+        else:
+            rows = tl.arange(0, ROWS)
+            valid = rows < programs
+            previous_sums = sums_ptr + ((t - 1) % 2) * 2 * programs
+            s1 = tl.sum(tl.load(previous_sums + 2 * rows, mask=valid, other=0.0), 0)
+            s2 = tl.sum(tl.load(previous_sums + 2 * rows + 1, mask=valid, other=0.0), 0)
         count = tl.load(constants_ptr)
         mean = s1 / count  # fp64: IEEE-rounded division and square root (compile_kernels checks)
         std = tl.sqrt(tl.maximum(s2 / count - mean * mean, 0.0))
         thr = (tl.load(constants_ptr + 1) * (mean + std)).to(tl.float32)
         if pid == 0:
-            tl.store(thr_ptr, thr)
-            tl.store(std_ptr, std.to(tl.float32))
+            tl.store(thr_ptr + t - 1, thr)
+            tl.store(std_ptr + t - 1, std.to(tl.float32))
     a = tl.load(decay_ptr)
+    step = t.to(tl.int64)
+    previous_row = (step - 1) * N
+    row = step * N
+    x_row = step * x_row_stride
     sum_h = tl.zeros([BLOCK], tl.float64)
     sum_h2 = tl.zeros([BLOCK], tl.float64)
-    for start in range(pid * BLOCK, N, tl.num_programs(0) * BLOCK):
+    for start in range(pid * BLOCK, N, programs * BLOCK):
         cols = start + tl.arange(0, BLOCK)
         mask = cols < N
         u = tl.zeros([BLOCK], tl.float32)
         if SPIKE:
-            h_prev = tl.load(h_prev_ptr + cols, mask=mask, other=0.0)
+            h_prev = tl.load(h_ptr + previous_row + cols, mask=mask, other=0.0)
             s = tl.where(h_prev - thr > 0.0, 1.0, 0.0)
-            tl.store(out_prev_ptr + cols, s.to(out_prev_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptr + previous_row + cols, s.to(out_ptr.dtype.element_ty), mask=mask)
             u = h_prev * (1.0 - s)
         if INTEGRATE:
-            h = a * u + tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-            tl.store(h_ptr + cols, h, mask=mask)
+            h = a * u + tl.load(x_ptr + x_row + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(h_ptr + row + cols, h, mask=mask)
             h64 = tl.where(mask, h, 0.0).to(tl.float64)
             sum_h += h64
             sum_h2 += h64 * h64
     if INTEGRATE:
-        tl.store(sums_ptr + 2 * pid, tl.sum(sum_h, 0))
-        tl.store(sums_ptr + 2 * pid + 1, tl.sum(sum_h2, 0))
+        sums = sums_ptr + (t % 2) * 2 * programs + 2 * pid
+        tl.store(sums, tl.sum(sum_h, 0))
+        tl.store(sums + 1, tl.sum(sum_h2, 0))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -20,8 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from spikefold.errors import ConfigError
 from spikefold.train import kernels
@@ -30,6 +27,7 @@ from spikefold.train.models import ModelConfig, build_model
 from spikefold.train.neurons import NeuronConfig, SpikingNeuron, build, surrogates
 from spikefold.train.neurons.base import RecurrenceForm
 from spikefold.train.probes import ActivityProbe
+from tests import ddp
 
 HAS_CUDA = torch.cuda.is_available()
 INTERPRETER = kernels.triton_installed() and not HAS_CUDA and kernels.interpreting()
@@ -232,41 +230,28 @@ def test_torch_compile_keeps_the_kernels_whole(kind):
     torch.testing.assert_close(getattr(fast, decay).grad, getattr(ref, decay).grad, rtol=1e-4, atol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, folder: str, device: str) -> None:
-    # gloo all-reduces CPU and CUDA tensors alike, and unlike NCCL lets two processes share one GPU
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        torch.manual_seed(rank)
-        stats = {}
-        for kind in ("atgo", "mpinit_trsg"):
-            x = (torch.randn(3, 4, 40) * (rank + 1) + 0.5 * rank).to(device)  # each rank its own data
-            layers = {}
-            for backend in ("eager", "triton"):
-                torch.manual_seed(0)
-                neuron = _only(build(NeuronConfig(kind), 3).to(device).train(), backend)
-                neuron(x)
-                layers[backend] = [b.tolist() for b in neuron.buffers()]
-            torch.testing.assert_close(layers["triton"], layers["eager"])
-            stats[kind] = layers["triton"]
-        with open(f"{folder}/rank{rank}.json", "w") as f:
-            json.dump(stats, f)
-        # rank 0 hosts the rendezvous store: tearing it down while rank 1 still talks to it aborts rank 1
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _ddp_work(rank: int, world: int, folder: str, device: str) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(rank)
+    stats = {}
+    for kind in ("atgo", "mpinit_trsg"):
+        x = (torch.randn(3, 4, 40) * (rank + 1) + 0.5 * rank).to(device)  # each rank its own data
+        layers = {}
+        for backend in ("eager", "triton"):
+            torch.manual_seed(0)
+            neuron = _only(build(NeuronConfig(kind), 3).to(device).train(), backend)
+            neuron(x)
+            layers[backend] = [b.tolist() for b in neuron.buffers()]
+        torch.testing.assert_close(layers["triton"], layers["eager"])
+        stats[kind] = layers["triton"]
+    with open(f"{folder}/rank{rank}.json", "w") as f:
+        json.dump(stats, f)
 
 
 def ddp_statistics_agree(folder, device: str) -> None:
     """Two processes, each its own data: the running statistics on the kernels equal the eager path's in each
     process and agree across them (the kernels' path all-reduces them as the eager one does)."""
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(folder), device), nprocs=2, join=True)
+    ddp.spawn(_ddp_work, 2, str(folder), device)
     a = json.loads((folder / "rank0.json").read_text())
     b = json.loads((folder / "rank1.json").read_text())
     assert a == b and a["atgo"][0] != [1.0, 1.0, 1.0]
@@ -318,7 +303,7 @@ def test_torchrun_trains_on_the_kernels_with_synchronised_statistics(tmp_path, k
     script = tmp_path / "job.py"
     script.write_text(TORCHRUN_SCRIPT)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={_free_port()}", str(script), str(tmp_path), kind], capture_output=True,
+                           f"--master_port={ddp.free_port()}", str(script), str(tmp_path), kind], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

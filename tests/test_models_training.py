@@ -8,8 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from spikefold.cli import main
 from spikefold.errors import ConfigError, DataError
@@ -17,6 +15,7 @@ from spikefold.train import checkpoint, data, probes
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig, build_model
 from spikefold.train.neurons import NEURONS, NeuronConfig
+from tests import ddp
 
 KINDS = list(NEURONS)
 
@@ -88,37 +87,28 @@ def test_running_statistics_survive_save_load_and_freeze_in_eval(kind, split, tm
         assert not torch.allclose(loaded(x), first)
 
 
-def _ddp_worker(rank: int, world: int, port: int, folder: str, kind: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        split = data.digits()
-        cfg = ModelConfig(hidden=(24,), timesteps=2, neuron=NeuronConfig(kind))
-        result = train(cfg, TrainConfig(epochs=1, batch_size=64), split)
-        stats = {k: v.tolist() for k, v in result.model.named_buffers()
-                 if "running_threshold" in k or "initial_potential" in k}
-        # Without DDP's buffer broadcast: each rank sees different data, yet the statistics agree because
-        # the neurons average them over processes as they compute them.
-        from spikefold.train.neurons import build
+def _ddp_work(rank: int, world: int, folder: str, kind: str) -> None:
+    torch.set_num_threads(1)
+    split = data.digits()
+    cfg = ModelConfig(hidden=(24,), timesteps=2, neuron=NeuronConfig(kind))
+    result = train(cfg, TrainConfig(epochs=1, batch_size=64), split)
+    stats = {k: v.tolist() for k, v in result.model.named_buffers()
+             if "running_threshold" in k or "initial_potential" in k}
+    # Without DDP's buffer broadcast: each rank sees different data, yet the statistics agree because
+    # the neurons average them over processes as they compute them.
+    from spikefold.train.neurons import build
 
-        neuron = build(NeuronConfig(kind), 2).train()
-        torch.manual_seed(rank)
-        neuron(torch.randn(2, 16, 32) * (rank + 1) + rank)
-        stats["direct"] = [b.tolist() for b in neuron.buffers()]
-        with open(f"{folder}/rank{rank}.json", "w") as f:
-            json.dump(stats, f)
-    finally:
-        dist.destroy_process_group()
+    neuron = build(NeuronConfig(kind), 2).train()
+    torch.manual_seed(rank)
+    neuron(torch.randn(2, 16, 32) * (rank + 1) + rank)
+    stats["direct"] = [b.tolist() for b in neuron.buffers()]
+    with open(f"{folder}/rank{rank}.json", "w") as f:
+        json.dump(stats, f)
 
 
 @pytest.mark.parametrize("kind", ["atgo", "mpinit_trsg"])
 def test_ddp_two_processes_end_with_identical_statistics(kind, tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), kind), nprocs=2, join=True)
+    ddp.spawn(_ddp_work, 2, str(tmp_path), kind)
     a = json.loads((tmp_path / "rank0.json").read_text())
     b = json.loads((tmp_path / "rank1.json").read_text())
     assert a and a == b

@@ -172,11 +172,13 @@ def lif_sequence(currents: Tensor, form: RecurrenceForm, final_state: bool = Fal
     out, _, final_u, fired, sums = ops.lif_forward(
         x, decay, gain, threshold, width, scale, initial, form.reset == "hard", form.relative,
         form.output_scale is not None, form.surrogate, save_h, final_state, potential_sums)
-    count = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)
+    moments = None
+    if potential_sums:  # the count is a fill on the device, made only for the layers that ask
+        moments = (torch.full((), float(x.numel()), dtype=torch.float64, device=x.device), sums[0], sums[1])
     return FusedRun(unrows(out),
                     unrows(final_u.view(1, -1))[0] if final_state else None,
                     unrows(fired.view(1, -1))[0] if final_state else None,
-                    (count, sums[0], sums[1]) if potential_sums else None)
+                    moments)
 
 
 def atgo_training_sequence(currents: Tensor, decay: Tensor, fc: float, tgo: str, k0: float, v_ref: float

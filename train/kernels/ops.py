@@ -169,8 +169,8 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     DDP the sums are added up and all-reduced between launches (two small ops). No host synchronisation."""
     current = _unit_stride(current)
     steps, n = current.shape
-    _, block, warps = launch_shape(n, current.device)
-    programs = min(triton.cdiv(n, block), resident_programs(current.device))  # each over several blocks
+    blocks, block, warps = launch_shape(n, current.device)
+    programs = min(blocks, resident_programs(current.device))  # each over several blocks when fewer
     out = torch.empty((steps, n), dtype=current.dtype, device=current.device)
     h = torch.empty((steps, n), dtype=torch.float32, device=current.device)
     thresholds = torch.empty(steps, dtype=torch.float32, device=current.device)
@@ -183,10 +183,11 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     if reduced:
         dist.all_reduce(constants[:1])
     launch = triton_lif.adaptive_step_kernel[(programs,)]
+    fixed = {"REDUCED": reduced, "BLOCK": block, "ROWS": triton.next_power_of_2(programs), "num_warps": warps,
+             **triton_lif.LAUNCH}
     for t in range(steps + 1):
         launch(current, current.stride(0), out, h, sums, totals, thresholds, stds, constants, decay, n, t,
-               SPIKE=t > 0, INTEGRATE=t < steps, REDUCED=reduced, BLOCK=block,
-               ROWS=triton.next_power_of_2(programs), num_warps=warps, **triton_lif.LAUNCH)
+               SPIKE=t > 0, INTEGRATE=t < steps, **fixed)
         if reduced and t < steps:
             torch.sum(sums[t % 2], 0, out=totals)
             dist.all_reduce(totals)

@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # the neurons import this module, so it imports them only whe
 
 BACKENDS = ("auto", "eager", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # the recurrence itself always runs in fp32
-# A program's int32 neuron indices run up to N - 1 + its block (at most 1024 neurons): N must leave room for them.
+# A program's int32 neuron indices run up to N - 1 + its block (ops.MAX_BLOCK, 512 neurons; 1024 to spare): N must
+# leave room for them.
 MAX_NEURONS = 2**31 - 1024
 
 _warned: set[str] = set()

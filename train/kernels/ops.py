@@ -20,17 +20,25 @@ from spikefold.train.neurons import atgo
 from spikefold.train.neurons.base import distributed
 
 
+PROGRAMS_PER_SM = 4
+MAX_BLOCK = 512
+
+
 def resident_programs(device: torch.device) -> int:
-    """The programs a launch aims for: 4 per multiprocessor (16 off a GPU, on the interpreter). It is also the
-    most a kernel that loops over blocks by itself is given."""
-    return 4 * (torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4)
+    """The programs a launch aims for: PROGRAMS_PER_SM per multiprocessor (16 off a GPU, on the interpreter).
+    It is also the most a kernel that loops over blocks by itself is given."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    return PROGRAMS_PER_SM * sms
 
 
 def launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
     """(programs, neurons per program, warps). Each program walks every timestep in turn, so the GPU fills
-    only with several programs per multiprocessor: aim for 4, with 128 to 1024 neurons each (4 per thread,
-    one 128-bit access)."""
-    block = min(1024, max(128, triton.next_power_of_2(triton.cdiv(n, resident_programs(device)))))
+    only with several programs per multiprocessor: aim for PROGRAMS_PER_SM, with 128 to MAX_BLOCK neurons each,
+    4 per thread (one 128-bit access where the tensors are 16-byte aligned and N a multiple of 16, as Triton
+    then specialises). Not 1024: the heaviest backward needs up to 128 registers per thread, so only two
+    programs of 8 warps would fit on an SM; tests/compile_kernels.py checks that PROGRAMS_PER_SM of MAX_BLOCK
+    fit, for every variant, on an H100."""
+    block = min(MAX_BLOCK, max(128, triton.next_power_of_2(triton.cdiv(n, resident_programs(device)))))
     return triton.cdiv(n, block), block, block // 128
 
 

@@ -50,8 +50,9 @@ from spikefold import report_files  # noqa: E402  (the repo's own folder: needs 
 BENCH = ROOT / "benchmarks"
 WHEELS = ROOT / ".whl"
 STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step")  # after the install, always
-# Seconds each step may take on the GPU machine: install and the sequential steps sum to about 7 minutes, the
-# compile check runs beside the GPU tests. The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
+# Seconds each step may take on the GPU machine. The compile check runs beside the GPU tests; the install and the
+# steps after it sum to 475 s, so a run where every step takes its whole box ends at --budget (470 s) in the
+# last. The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
 BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 75, "neuron-kernels": 110, "train-step": 80}
 DRY_BOX = 900
 # Its comparison runs Lava, which the GPU machine does not have (and cannot, with numpy 2).

@@ -1,14 +1,11 @@
 """Bit-exact simulation of an integer network, vectorised over samples, on CPU or GPU (torch).
 
-The arithmetic is ``spikefold.export.intnet``'s, unchanged: its equations run here on int64 tensors. The one
-thing done differently is the matrix product ``W_eff @ s``: it runs in floating point, which BLAS and GPUs
-do fast, but only where that is exact. Every operand is an integer, so a float product is exact as long as
-every partial sum is an integer the float type represents exactly. Whatever order the library sums in,
-each partial sum of row i is at most ``bound = max_i sum_j |W_eff[i, j]| * max_input`` in magnitude, so float32
-is exact when ``bound <= 2**24`` and float64 when ``bound <= 2**53``; each layer gets the narrower type that
-holds its bound (see :func:`matmul_plan`). The products themselves (|w| <= 256, input <= 255) are exact in
-every float format torch may substitute for float32 (TF32, bf16), and :func:`_torch_settings` turns
-those substitutions off anyway.
+The arithmetic is ``spikefold.export.intnet``'s, unchanged: its equations run here on int64 tensors, and its
+synapses' sums (``Dense.accumulate``: a matrix product, or a convolution kept as one, never unrolled) run in
+the float type ``intnet.exact_dtype`` picks for each connection, where every partial sum is an exact integer
+(see :func:`matmul_plan`): BLAS, oneDNN and GPUs do that fast. :func:`_torch_settings` keeps the libraries to
+algorithms that add products (no TF32/bf16 substitution in matrix products, no cuDNN convolution, whose
+Winograd and FFT algorithms would round).
 
 Two timings:
 
@@ -32,11 +29,9 @@ import numpy as np
 import torch
 
 from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
-from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, wrap32
+from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, exact_dtype, wrap32
 
 TIMINGS = ("synchronous", "lava")
-FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
-FLOAT64_EXACT = 1 << 53
 CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
 
 
@@ -47,29 +42,25 @@ class MatmulPrecision:
     layer: str
     source: str
     dtype: str  # "float32" or "float64"
-    bound: int  # largest |partial sum| any row can reach
+    bound: int  # largest |partial sum| any output can reach
 
 
-def matmul_precision(layer: Layer, connection: Connection, max_input: int) -> MatmulPrecision:
-    """The narrowest float type in which every partial sum of this connection's product is exact."""
-    w = connection.synapses.matrix()
-    bound = int(np.abs(w).sum(axis=1).max(initial=0)) * int(max_input)
-    if bound <= FLOAT32_EXACT:
-        return MatmulPrecision(layer.name, connection.source, "float32", bound)
-    if bound <= FLOAT64_EXACT:
-        return MatmulPrecision(layer.name, connection.source, "float64", bound)
-    # 2**53 needs a fan-in above 10**11 at full 8-bit weights and inputs: far beyond any core's axons.
-    raise HardwareRangeError(
-        f"layer '{layer.name}': partial sums from '{connection.source}' can reach {bound}, beyond 2**53, where no "
-        "float type is exact; such a fan-in cannot be mapped onto hardware either: split the layer")
+def matmul_precision(layer: Layer, connection: Connection) -> MatmulPrecision:
+    """The narrowest float type in which every partial sum of this connection's sum is exact."""
+    bound = connection.synapses.partial_sum_bound()
+    dtype = exact_dtype(bound)
+    if dtype == "int64":
+        # 2**53 needs a fan-in above 10**11 at full 8-bit weights and inputs: far beyond any core's axons.
+        raise HardwareRangeError(
+            f"layer '{layer.name}': partial sums from '{connection.source}' can reach {bound}, beyond 2**53, where "
+            "no float type is exact; such a fan-in cannot be mapped onto hardware either: split the layer")
+    return MatmulPrecision(layer.name, connection.source, dtype, bound)
 
 
 def matmul_plan(net: IntNetwork) -> list[MatmulPrecision]:
-    """One :class:`MatmulPrecision` per connection, layer by layer: graded input can reach 2**bits - 1, spikes
-    are 0 or 1."""
-    graded = (1 << net.input.bits) - 1
-    return [matmul_precision(layer, c, graded if c.source == INPUT else 1)
-            for layer in net.layers for c in layer.inputs]
+    """One :class:`MatmulPrecision` per connection, layer by layer (graded input can reach 2**bits - 1, spikes
+    are 0 or 1: each connection's ``num_message_bits`` says which)."""
+    return [matmul_precision(layer, c) for layer in net.layers for c in layer.inputs]
 
 
 @dataclasses.dataclass
@@ -144,33 +135,34 @@ def resolve_device(device: str | None):
 
 @contextlib.contextmanager
 def _torch_settings(threads: int | None) -> Iterator[None]:
-    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set) and,
-    when given, the number of CPU threads."""
+    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set), no cuDNN
+    (its convolution algorithms include Winograd and FFT, which round; without it torch convolves by im2col and
+    a matrix product) and, when given, the number of CPU threads."""
     precision, before_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        yield
+        with torch.backends.cudnn.flags(enabled=False):
+            yield
     finally:
         torch.set_float32_matmul_precision(precision)
         torch.set_num_threads(before_threads)
 
 
 class _DeviceConnection:
-    """One connection's constants on the device: its source's index (-1 for the input) and transposed float
-    weights."""
+    """One connection's constants on the device: its source's index (-1 for the input) and its effective weights
+    (a matrix or a kernel) in the float type where their sum is exact."""
 
     def __init__(self, net: IntNetwork, connection: Connection, precision: MatmulPrecision, device):
         self.synapses = connection.synapses
         self.source = -1 if connection.source == INPUT else net.index(connection.source)
-        self.dtype = getattr(torch, precision.dtype)
-        self.weights_t = torch.as_tensor(self.synapses.matrix().T, dtype=self.dtype, device=device).contiguous()
+        self.weights = torch.as_tensor(self.synapses.effective_weights(), dtype=getattr(torch, precision.dtype),
+                                       device=device).contiguous()
 
     def synaptic_input(self, s):
         """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
-        acc = (s.to(self.dtype) @ self.weights_t).to(torch.int64)  # exact: see matmul_precision
-        return self.synapses.a_out(acc)
+        return self.synapses.forward(s, self.weights)
 
 
 class _DeviceLayer:

@@ -55,6 +55,7 @@ from spikefold.train.neurons.base import InferenceForm
 
 HEADROOM = 0.5  # use at most half the 24-bit range on calibration data
 EXPORTABLE = ("mlp", "vgg", "resnet19", "sew_resnet19")
+FLOAT_RUN_VALUES = 1 << 24  # float64 values (128 MiB) of layer outputs one batch of the float reference holds
 
 
 @dataclasses.dataclass
@@ -126,11 +127,26 @@ class FloatNetwork:
     input_shape: tuple[int, ...]
 
     @torch.no_grad()
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    def run(self, x: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, list[float]]:
         """Time-averaged logits for x (samples, features) and, per layer, the largest |state| reached in
         state units: the neuron's potential or its current (input gain included), whichever is larger; for the
-        readout, its running sum of currents."""
-        inp = torch.as_tensor(np.asarray(x, np.float64)).reshape(len(x), *self.input_shape)
+        readout, its running sum of currents.
+
+        Samples run ``batch_size`` at a time (default: as many as keep every layer's float64 output for all
+        timesteps within :data:`FLOAT_RUN_VALUES`), so memory is bounded whatever the number of samples."""
+        x = np.asarray(x, np.float64)
+        if batch_size is None:
+            neurons = sum(layer.output_size() for layer in self.layers) * self.timesteps
+            batch_size = max(1, FLOAT_RUN_VALUES // max(neurons, 1))
+        logits, peaks = [], None
+        for start in range(0, len(x), batch_size):
+            part_logits, part_peaks = self._run_batch(x[start : start + batch_size])
+            logits.append(part_logits)
+            peaks = part_peaks if peaks is None else [max(a, b) for a, b in zip(peaks, part_peaks)]
+        return np.concatenate(logits), peaks
+
+    def _run_batch(self, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        inp = torch.as_tensor(x).reshape(len(x), *self.input_shape)
         outputs = {INPUT: inp.unsqueeze(0).expand(self.timesteps, *inp.shape)}
         peaks = []
         for i, layer in enumerate(self.layers):

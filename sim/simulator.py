@@ -33,6 +33,7 @@ from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, La
 
 TIMINGS = ("synchronous", "lava")
 CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
+GPU_STATE_VALUES = 1 << 27  # a GPU pass keeps u (and v) of all layers within 1 GiB each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,10 +187,32 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
     """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
 
     ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default on CPU:
-    as many as keep a layer's state near 1 MiB, 64..1024; on GPU: all); ``threads``: CPU threads (default:
-    torch's). Results depend on neither.
+    as many as keep the widest layer's state near 1 MiB, 1..1024; on GPU: as many as keep all layers' state
+    within 1 GiB); ``threads``: CPU threads (default: torch's). Results depend on neither.
     """
     x = check_input(net, x_int)
+    n = x.shape[0]
+    steps = net.timesteps + (max(net.depths()) if timing == "lava" else 0)
+    spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
+    traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
+              for name in (("u", "v") if record_state else ())}
+    readout_v = traces["v"][-1] if record_state else np.zeros((n, steps, net.readout.size), np.int64)
+    stats = [LayerStats() for _ in net.layers]
+    for start, stop, run in _batches(net, x, record_state, timing, device, batch_size, threads):
+        for i in range(len(net.layers)):
+            spikes[i][start:stop] = run.spikes[i].cpu().numpy()
+            for name, arrays in traces.items():
+                arrays[i][start:stop] = run.traces[name][i].cpu().numpy()
+            stats[i].merge(run.stats[i].result())
+        if not record_state:
+            readout_v[start:stop] = run.readout_v.cpu().numpy()
+    return SimResult(spikes=spikes, readout_v=readout_v, stats=stats, u=traces.get("u"), v=traces.get("v"),
+                     timing=timing)
+
+
+def _batches(net: IntNetwork, x: np.ndarray, record_state: bool, timing: str, device: str | None,
+             batch_size: int | None, threads: int | None) -> Iterator[tuple[int, int, _BatchRun]]:
+    """Run checked input ``x`` batch by batch: (first sample, end, what the batch produced, on the device)."""
     if timing not in TIMINGS:
         raise ConfigError(f"unknown timing '{timing}'; choose one of: {', '.join(TIMINGS)}")
     dev = resolve_device(device)
@@ -197,32 +220,20 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    widest = max(layer.size for layer in net.layers)
-    batch = batch_size or (min(1024, max(64, CPU_STATE_VALUES // widest)) if dev.type == "cpu" else max(len(x), 1))
+    if dev.type == "cpu":
+        default = min(1024, max(1, CPU_STATE_VALUES // max(layer.size for layer in net.layers)))
+    else:
+        default = max(1, GPU_STATE_VALUES // sum(layer.size for layer in net.layers))
+    batch = batch_size or default
     plan, depths = iter(matmul_plan(net)), net.depths()
     layers = [_DeviceLayer(net, i, depths, [next(plan) for _ in layer.inputs], dev)
               for i, layer in enumerate(net.layers)]
-    n = x.shape[0]
     steps = net.timesteps + (max(depths) if timing == "lava" else 0)
-    spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
-    traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
-              for name in (("u", "v") if record_state else ())}
-    readout_v = traces["v"][-1] if record_state else np.zeros((n, steps, net.readout.size), np.int64)
-    stats = [LayerStats() for _ in net.layers]
     with _torch_settings(threads), torch.inference_mode():
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
+        for start in range(0, x.shape[0], batch):
+            stop = min(start + batch, x.shape[0])
             xb = torch.as_tensor(x[start:stop], device=dev)
-            run = _run_batch(net, layers, xb, steps, timing, record_state)
-            for i in range(len(net.layers)):
-                spikes[i][start:stop] = run.spikes[i].cpu().numpy()
-                for name, arrays in traces.items():
-                    arrays[i][start:stop] = run.traces[name][i].cpu().numpy()
-                stats[i].merge(run.stats[i].result())
-            if not record_state:
-                readout_v[start:stop] = run.readout_v.cpu().numpy()
-    return SimResult(spikes=spikes, readout_v=readout_v, stats=stats, u=traces.get("u"), v=traces.get("v"),
-                     timing=timing)
+            yield start, stop, _run_batch(net, layers, xb, steps, timing, record_state)
 
 
 class _StatsOnDevice:
@@ -329,11 +340,19 @@ def spike_table(net: IntNetwork, result: SimResult) -> list[dict]:
             for i, layer in enumerate(net.layers)]
 
 
-def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None) -> SimResult:
-    """Run calibration data and fail, naming the layer and by how much, if any state wraps or saturates or
-    the readout fires. With a ``QuantReport`` from export, fill in each layer's measured range use."""
-    result = simulate(net, x_int)
-    for i, (layer, st) in enumerate(zip(net.layers, result.stats)):
+def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None,
+                      batch_size: int | None = None) -> list[LayerStats]:
+    """Run calibration data batch by batch (memory bounded by a batch, whatever the number of samples) and
+    fail, naming the layer and by how much, if any state wraps or saturates or the readout fires. With a
+    ``QuantReport`` from export, fill in each layer's measured range use. Returns each layer's range use."""
+    x = check_input(net, x_int)
+    stats = [LayerStats() for _ in net.layers]
+    readout_spikes = 0
+    for _, _, run in _batches(net, x, False, "synchronous", "cpu", batch_size, None):
+        for total, part in zip(stats, run.stats):
+            total.merge(part.result())
+        readout_spikes += int(run.spikes[-1].sum())
+    for i, (layer, st) in enumerate(zip(net.layers, stats)):
         if report is not None:
             entry = report.layers[i]
             entry.max_abs_u, entry.max_abs_v = st.max_abs_u, st.max_abs_v
@@ -343,11 +362,11 @@ def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None) -> SimRes
             problems.append(f"its current wrapped {st.u_wraps} times (largest |u| {st.max_abs_u})")
         if st.v_saturations:
             problems.append(f"its voltage saturated {st.v_saturations} times (largest |v| {st.max_abs_v})")
-        if layer.readout and result.spikes[i].any():
-            problems.append(f"the readout fired {int(result.spikes[i].sum())} times")
+        if layer.readout and readout_spikes:
+            problems.append(f"the readout fired {readout_spikes} times")
         if problems:
             raise StateRangeError(
                 f"layer '{layer.name}' leaves the 24-bit state range (limit {STATE_MAX - 1}) on "
                 f"{len(x_int)} calibration samples: {'; '.join(problems)}. Lower the layer's scale "
                 "(export with a smaller --headroom) or retrain with weight decay")
-    return result
+    return stats

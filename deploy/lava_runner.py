@@ -73,7 +73,8 @@ def _synapses(synapses: Dense, delay: int, name: str):
 
     if delay == 0:
         return LavaDense(weights=weights, **common)
-    return DelayDense(weights=weights, delays=np.full(weights.shape, delay, dtype=int), **common)  # Lava checks for dtype int
+    delays = np.full(weights.shape, delay, dtype=int)  # Lava checks for dtype int
+    return DelayDense(weights=weights, delays=delays, **common)
 
 
 def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:

@@ -197,19 +197,36 @@ class Dense:
         return wrap32(shift(acc, self.weight_exp))
 
 
+def weight_step(mixed: bool, num_weight_bits: int) -> int:
+    """The spacing of the integer weights Lava keeps: it truncates ``8 - num_weight_bits (+ 1 for a mixed-sign
+    matrix)`` low bits."""
+    return 1 << (8 - num_weight_bits + int(mixed))
+
+
 def lava_weights(weights: np.ndarray, num_weight_bits: int) -> np.ndarray:
     """What Lava's Dense keeps of integer weights: clipped to 8 bits ([-256, 255] for mixed sign), then
-    ``n = 8 - num_weight_bits + (1 if mixed sign)`` low bits truncated; the sign mode is the whole matrix's."""
+    truncated to multiples of :func:`weight_step` (toward minus infinity, on the magnitude for an all-negative
+    matrix); the sign mode is the whole matrix's (or kernel's)."""
     w = np.asarray(weights, dtype=np.int64)
     lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
     mixed = lo < 0 < hi
     inhibitory = hi <= 0 and lo < 0
     mag = -w if inhibitory else w
     mag = np.clip(mag, -256 if mixed else 0, 255)
-    n = 8 - num_weight_bits + int(mixed)
-    if n > 0:
-        mag = (mag >> n) << n
+    step = weight_step(mixed, num_weight_bits)
+    mag = mag // step * step
     return -mag if inhibitory else mag
+
+
+def integer_weights(w: Any, num_weight_bits: int) -> Any:
+    """Real-valued integer-unit weights ``w`` (numpy array or torch tensor) rounded to the nearest values
+    :func:`lava_weights` keeps unchanged: multiples of :func:`weight_step` in [-256, 256 - step] for a
+    mixed-sign matrix, within +-(256 - step) otherwise. Export and QAT round with this."""
+    mixed = bool(w.min() < 0 < w.max())
+    step = weight_step(mixed, num_weight_bits)
+    low = -256 if mixed else step - 256
+    rounded = step * (np.rint(w / step) if isinstance(w, np.ndarray) else (w / step).round())
+    return _ops(w).clip(rounded, low, 256 - step)
 
 
 @dataclasses.dataclass

@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from spikefold.deploy import lava_runner
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.intnet import Conv2d, Dense, IntNetwork
 from spikefold.sim.simulator import check_state_range, matmul_plan, simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
+from tests import batchnorm
 from tests.random_nets import conv_skip_network, random_input
 
 
@@ -138,16 +140,10 @@ def test_convolutions_with_skips_pooling_and_delays_run_exactly_in_lava(seed):
 
 
 def _briefly_trained(cfg: ModelConfig, split) -> nn.Module:
-    """A few real optimiser steps, then BatchNorm statistics set to the data's own (one pass, momentum 1), so
-    every layer spikes in eval mode."""
+    """A few real optimiser steps, then BatchNorm statistics set to the data's own, so every layer spikes."""
     subset = dataclasses.replace(split, x_train=split.x_train[:160], y_train=split.y_train[:160])
-    model = train(cfg, TrainConfig(epochs=1, batch_size=32, seed=2), subset).model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model(torch.as_tensor(subset.x_train, dtype=torch.float32))
-    return model.eval()
+    return batchnorm.set_to_data(train(cfg, TrainConfig(epochs=1, batch_size=32, seed=2), subset).model,
+                                 subset.x_train)
 
 
 @pytest.mark.parametrize("arch", ["vgg", "sew_resnet19"])

@@ -146,12 +146,12 @@ def _briefly_trained(cfg: ModelConfig, split) -> nn.Module:
                                  subset.x_train)
 
 
-@pytest.mark.parametrize("arch", ["vgg", "sew_resnet19"])
+@pytest.mark.parametrize("arch", ["vgg", pytest.param("sew_resnet19", marks=pytest.mark.slow)])
 def test_digits_cnn_and_sew_net_match_the_unrolled_formulation(split, loihi2, arch):
     """The digits CNN (2x2 pooling folded into the next kernel) and the SEW residual net (1/16 width),
     exported with streamed calibration: the kernel path gives the unrolled formulation's integers and spikes,
-    and Lava runs the CNN's kernels (ConvSynapses) to the same integers. (The SEW net's kernels run in Lava in
-    test_residual.py; its 40-odd processes take minutes here.)"""
+    and Lava runs the CNN's kernels (ConvSynapses) to the same integers. The SEW net is slow (training it takes
+    minutes on the shared machine); its kernels run in Lava in test_residual.py's fast tests."""
     cfg = ModelConfig(arch=arch, input_shape=(1, 8, 8), timesteps=2, width=1 / 16,
                       plan=(8, "A", 16, "A") if arch == "vgg" else None)
     fnet = fold(_briefly_trained(cfg, split))

@@ -1,8 +1,9 @@
 """Build Lava processes for an integer network and run them on a target.
 
-Every connection maps onto Lava's stock ``Dense`` (graded for the analog input), or ``DelayDense`` where a
-connection skips layers and needs extra synaptic delay to stay in step; every population onto ``LIFReset``, or
-spikefold's ``ScheduledLIF`` for what the stock LIF cannot express. Connections into one population all drive
+Every dense connection maps onto Lava's stock ``Dense`` (graded for the analog input), or ``DelayDense`` where
+a connection skips layers and needs extra synaptic delay to stay in step; every convolution onto spikefold's
+``ConvSynapses`` (a kernel, with its delay); every population onto ``LIFReset``, or spikefold's
+``ScheduledLIF`` for what the stock LIF cannot express. Connections into one population all drive
 its ``a_in`` port, which sums them. Samples are streamed back to back, ``T`` steps each, in one Lava run.
 Lava's Dense delays by one step, so a layer at depth ``d`` (``IntNetwork.depths``) works on sample ``k``,
 timestep ``tau`` at Lava step ``k T + tau + 1 + d``; its ``LIFReset`` clears u and v at the first of those
@@ -19,7 +20,7 @@ import numpy as np
 from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
 from spikefold.errors import ConfigError, TargetError
-from spikefold.export.intnet import INPUT, Dense, IntNetwork
+from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
 from spikefold.sim.simulator import SimResult, check_input
 
 TARGETS = ("loihi2-sim", "loihi2")
@@ -57,16 +58,23 @@ def _run_config(target: str):
 
 
 def _synapses(synapses: Dense, delay: int, name: str):
-    """A Lava Dense for ``synapses`` (a Conv2d runs as a Dense with the convolution's connectivity, see
-    intnet.Conv2d), or a DelayDense holding every synapse ``delay`` extra steps."""
+    """The one Lava process for a connection's ``synapses``, holding what it receives ``delay`` steps beyond
+    the Dense's one: Lava's stock Dense (or DelayDense) for a Dense, spikefold's ConvSynapses for a Conv2d
+    (Lava's own Conv is not Loihi's arithmetic: see ``spikefold.deploy.conv_synapses``)."""
+    common = dict(weight_exp=int(synapses.weight_exp), num_weight_bits=int(synapses.num_weight_bits),
+                  num_message_bits=int(synapses.num_message_bits), name=name)
+    weights = np.asarray(synapses.weights, np.int32)
+    if isinstance(synapses, Conv2d):
+        from spikefold.deploy.conv_synapses import ConvSynapses
+
+        return ConvSynapses(weights=weights, input_shape=synapses.input_shape, stride=synapses.stride,
+                            padding=synapses.padding, output_size=synapses.shape[0], delay=delay, **common)
     from lava.proc.dense.process import DelayDense, Dense as LavaDense
 
-    weights = synapses.lava_weights().astype(np.int32)
-    common = dict(weights=weights, weight_exp=int(synapses.weight_exp), num_weight_bits=int(synapses.num_weight_bits),
-                  num_message_bits=int(synapses.num_message_bits), name=name)
     if delay == 0:
-        return LavaDense(**common)
-    return DelayDense(delays=np.full(weights.shape, delay, dtype=int), **common)  # Lava checks for dtype int
+        return LavaDense(weights=weights, **common)
+    delays = np.full(weights.shape, delay, dtype=int)  # Lava checks for dtype int
+    return DelayDense(weights=weights, delays=delays, **common)
 
 
 def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:

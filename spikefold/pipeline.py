@@ -15,7 +15,8 @@ from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
 from spikefold.errors import DataError
 from spikefold.export import hw_config, nir_io, qat
-from spikefold.export.fold import QuantReport, fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import QuantReport, quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
 from spikefold.sim.simulator import SimResult, check_state_range, simulate, spike_table

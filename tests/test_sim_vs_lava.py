@@ -97,22 +97,6 @@ def test_convolutions_with_graded_input(seed):
     _assert_identical(net, ref, lava_runner.run(net, x, record_state=True))
 
 
-def test_conv_unrolling_matches_torch_conv2d():
-    """The (C, H, W)-ordered matrix is the convolution torch computes (correlation, zero padding)."""
-    import torch
-
-    net = conv_network(5)
-    conv = net.layers[1].inputs[0].synapses
-    kernel = conv.effective_weights()
-    x = np.random.default_rng(0).integers(0, 2, size=(3, *conv.input_shape))
-    expected = torch.nn.functional.conv2d(torch.as_tensor(x, dtype=torch.float64),
-                                          torch.as_tensor(kernel, dtype=torch.float64),
-                                          stride=conv.stride, padding=conv.padding)
-    assert expected.shape[1:] == conv.output_shape
-    got = x.reshape(3, -1) @ conv.matrix().T
-    np.testing.assert_array_equal(got, expected.reshape(3, -1).numpy().astype(np.int64))
-
-
 def test_scheduled_lif_float_model_agrees_where_arithmetic_is_exact():
     """With no decay and integer inputs the float model's real arithmetic equals the fixed-point model."""
     from lava.magma.core.run_conditions import RunSteps

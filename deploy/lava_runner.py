@@ -77,7 +77,10 @@ def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
     n, steps_per_sample, depths = x.shape[0], net.timesteps, net.depths()
     steps = n * steps_per_sample + max(depths)
     data = np.zeros((net.input.size, steps), np.int32)
-    data[:, : n * steps_per_sample] = np.repeat(x.T, steps_per_sample, axis=1)
+    if net.input.per_timestep:  # (samples, T, size): sample k's timestep tau is sent at step k T + tau + 1
+        data[:, : n * steps_per_sample] = x.reshape(n * steps_per_sample, -1).T
+    else:
+        data[:, : n * steps_per_sample] = np.repeat(x.T, steps_per_sample, axis=1)
     source = RingBuffer(data=data)
     senders = {INPUT: source.s_out}
     neurons, monitors = [], {}

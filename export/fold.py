@@ -124,14 +124,19 @@ class FloatNetwork:
     layers: list[FloatLayer]
     timesteps: int
     input_shape: tuple[int, ...]
+    temporal_input: bool = False  # samples are sequences of T inputs (event frames), not one static input
 
     @torch.no_grad()
     def run(self, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
-        """Time-averaged logits for x (samples, features) and, per layer, the largest |state| reached in
-        state units: the neuron's potential or its current (input gain included), whichever is larger; for the
-        readout, its running sum of currents."""
-        inp = torch.as_tensor(np.asarray(x, np.float64)).reshape(len(x), *self.input_shape)
-        outputs = {INPUT: inp.unsqueeze(0).expand(self.timesteps, *inp.shape)}
+        """Time-averaged logits for x (samples, features), or (samples, T, ...) for temporal input, and, per
+        layer, the largest |state| reached in state units: the neuron's potential or its current (input gain
+        included), whichever is larger; for the readout, its running sum of currents."""
+        inp = torch.as_tensor(np.asarray(x, np.float64))
+        if self.temporal_input:
+            outputs = {INPUT: inp.reshape(len(x), self.timesteps, *self.input_shape).transpose(0, 1)}
+        else:
+            inp = inp.reshape(len(x), *self.input_shape)
+            outputs = {INPUT: inp.unsqueeze(0).expand(self.timesteps, *inp.shape)}
         peaks = []
         for i, layer in enumerate(self.layers):
             current = layer.currents(outputs)
@@ -270,8 +275,6 @@ def fold(model: SpikingModel) -> FloatNetwork:
     cfg = model.cfg
     if cfg.arch not in EXPORTABLE:
         raise ConfigError(f"export folds {', '.join(EXPORTABLE)} models; '{cfg.arch}' cannot be exported yet")
-    if cfg.temporal_input:
-        raise ConfigError("export handles direct (analog) input; sequence input cannot be exported yet")
     model = model.eval()
     folder = _Folder()
     signal = _Signal([INPUT], tuple(cfg.input_shape))
@@ -294,7 +297,7 @@ def fold(model: SpikingModel) -> FloatNetwork:
         if model.head is not None:
             signal = folder.block("head", signal, model.head)
     folder.readout(signal, model.readout)
-    return FloatNetwork(folder.layers, cfg.timesteps, tuple(cfg.input_shape))
+    return FloatNetwork(folder.layers, cfg.timesteps, tuple(cfg.input_shape), bool(cfg.temporal_input))
 
 
 @dataclasses.dataclass
@@ -430,8 +433,12 @@ def _scale_and_exponents(lt: LayerTerms, s_max: float, weight_bits: int, e_lo: i
 
 
 def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_scale: float | None = None,
-             weight_bits: int | None = None) -> tuple[IntNetwork, QuantReport]:
-    """Quantise ``fnet`` for ``hw`` using ``calibration_x`` (float inputs in [0, 1]) to size each layer's scale.
+             weight_bits: int | None = None, binary_input: bool = False) -> tuple[IntNetwork, QuantReport]:
+    """Quantise ``fnet`` for ``hw`` using ``calibration_x`` (float inputs in [0, 1]; (samples, T, ...) for a
+    model with temporal input) to size each layer's scale.
+
+    The input is sent as graded spikes, per timestep for temporal input; ``binary_input`` sends it as plain
+    spikes instead (events: every value 0 or 1), see :class:`~spikefold.export.intnet.InputEncoding`.
 
     ``weight_bits`` (default: the hw_config's) sets Lava's ``num_weight_bits``: weights are then multiples of
     2**(8 - weight_bits), plus one bit for a mixed-sign matrix. Raises HardwareRangeError when a value cannot
@@ -443,8 +450,14 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
     weight_bits = max_bits if weight_bits is None else int(weight_bits)
     if not 1 <= weight_bits <= max_bits:
         raise HardwareRangeError(f"weight bits = {weight_bits} is outside {hw.name}'s range [1, {max_bits}]")
-    encoding = InputEncoding(size=int(np.prod(fnet.input_shape)), scale=float(input_scale or (1 << bits_in) - 1),
-                             bits=bits_in)
+    if binary_input:
+        encoding = InputEncoding(size=int(np.prod(fnet.input_shape)), scale=1.0, bits=1,
+                                 per_timestep=fnet.temporal_input)
+        encoding.encode(calibration_x)  # names data that are not events
+    else:
+        encoding = InputEncoding(size=int(np.prod(fnet.input_shape)),
+                                 scale=float(input_scale or (1 << bits_in) - 1), bits=bits_in,
+                                 per_timestep=fnet.temporal_input)
     _, peaks = fnet.run(calibration_x)
     e_lo, e_hi = hw.range("weight_exp")
     b_lo, b_hi = hw.range("bias_exp")
@@ -491,7 +504,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
             w_exact = w * scale / (unit * (1 << ACT_SHIFT) * 2.0**exp)
             w_int = integer_weights(w_exact, weight_bits).astype(np.int32)
             common = dict(weights=w_int, weight_exp=exp, num_weight_bits=weight_bits,
-                          num_message_bits=bits_in if fi.source == INPUT else 0)
+                          num_message_bits=encoding.message_bits if fi.source == INPUT else 0)
             if fi.conv is not None:
                 synapses = Conv2d(**common, input_shape=tuple(fi.conv["input_shape"]), stride=fi.conv["stride"],
                                   padding=fi.conv["padding"])

@@ -128,9 +128,11 @@ class InputEncoding:
         return 0 if self.binary else self.bits
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Encode float input (its shape kept); values the encoding cannot represent are an error, never
-        silently clipped."""
+        """Encode float input (samples, ...), or (samples, T, ...) per timestep, into (samples, size) or
+        (samples, T, size) integers; values the encoding cannot represent are an error, never silently
+        clipped."""
         x = np.asarray(x, dtype=np.float64)
+        x = x.reshape(len(x), x.shape[1], -1) if self.per_timestep and x.ndim >= 2 else x.reshape(len(x), -1)
         hi = (1 << self.bits) - 1
         q = np.rint(x * self.scale)
         if x.size and (not np.isfinite(x).all() or q.min() < 0 or q.max() > hi):

@@ -31,12 +31,13 @@ def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                       dataset: str = "digits", calibration_samples: int | None = None,
                       input_scale: float | None = None, weight_bits: int | None = None, qat_epochs: int = 0,
-                      qat_lr: float = 0.2, on_qat_epoch=None) -> tuple[IntNetwork, QuantReport, float]:
+                      qat_lr: float = 0.2, on_qat_epoch=None,
+                      data_root: str | Path | None = None) -> tuple[IntNetwork, QuantReport, float]:
     """Fold and quantise a checkpoint, optionally fine-tune the integers through the integer forward
     (``qat_epochs`` > 0, on the training split), check the state range on calibration data (the training set),
     write NIR. Returns the network, the quantisation report and the float model's test accuracy."""
     hw = hw_config.load(hw_name)
-    split = load_dataset(dataset)
+    split = load_dataset(dataset, data_root)
     model = model_from_checkpoint(checkpoint)
     expected = ((model.cfg.timesteps,) if model.cfg.temporal_input else ()) + tuple(model.cfg.input_shape)
     if int(np.prod(expected)) != split.features:

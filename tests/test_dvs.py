@@ -24,7 +24,7 @@ from spikefold.sim.simulator import check_state_range, simulate  # noqa: E402
 from spikefold.train.data import cifar10_dvs  # noqa: E402
 from spikefold.train.loop import TrainConfig, train  # noqa: E402
 from spikefold.train.models import ModelConfig  # noqa: E402
-from tests.dvs_events import write_dataset, write_recording  # noqa: E402
+from tests.dvs_events import write_dataset  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spikefold.cli import main
 from spikefold.deploy import lava_runner
 from spikefold.deploy.layerwise import WHOLE_NETWORK_NEURONS, choose_layers
 from spikefold.errors import ConfigError
@@ -25,19 +20,10 @@ from spikefold.export.intnet import INPUT
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
-from tests.lava_leftovers import start_cli, unique_tag
+from tests.cli_runs import interrupt_once_written, read_report, run_cli
 from tests.random_nets import random_input, residual_network
 
 
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out, " ".join(captured.err.split())
-
-
-def _report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -74,25 +60,18 @@ def test_an_interrupted_layerwise_run_resumes_and_passes(cnn, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["validate", str(cnn), "--data", str(cnn.parent / "x.npz"), "--layers", "each", "--chunk", "12",
             "--states", "--out", str(out)]
-    proc = start_cli(args, unique_tag())
-    first = out / "chunks" / "chunk-00000-layer-000.npz"
-    deadline = time.monotonic() + 120
-    while not first.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "--resume" in err
+    interrupt_once_written(args, out / "chunks" / "chunk-00000-layer-000.npz")
     kept = len(list((out / "chunks").glob("chunk-*.npz")))
     assert 1 <= kept < 6
-    code, stdout, _ = _run(capsys, *args, "--resume")
-    report = _report(out)
+    code, stdout, _ = run_cli(capsys, *args, "--resume")
+    report = read_report(out)
     assert code == 0, stdout
     assert report["mode"] == "layerwise" and report["chunks"]["reused_samples"] == 12 * kept
     assert [(row["name"], row["samples"]) for row in report["layers"]] == [("conv0", 24), ("conv1", 24),
                                                                           ("readout", 24)]
     assert all(row["spikes_compared"] > 0 and row["states_differing"] == 0 for row in report["layers"])
     assert report["layers"][1]["spikes"]["reference_spikes"] and sum(report["layers"][1]["spikes"]["target_spikes"]) > 0
-    code, _, err = _run(capsys, *args[:5], "conv1", *args[6:], "--resume")
+    code, _, err = run_cli(capsys, *args[:5], "conv1", *args[6:], "--resume")
     assert code == 2 and "cannot resume" in err and "layers" in err
 
 
@@ -115,9 +94,9 @@ def test_one_weight_one_unit_lower_fails_at_its_layer_only(cnn, tmp_path, capsys
     assert not np.array_equal(changed.layers[1].inputs[0].synapses.effective_weights(), synapses.effective_weights())
     path = nir_io.write(changed, cnn.parent / "changed.nir")
     np.savez(cnn.parent / "x12.npz", x=np.load(cnn.parent / "x.npz")["x"][:12])
-    code, stdout, _ = _run(capsys, "validate", path, "--reference", cnn, "--data", cnn.parent / "x12.npz",
+    code, stdout, _ = run_cli(capsys, "validate", path, "--reference", cnn, "--data", cnn.parent / "x12.npz",
                            "--layers", "conv0,conv1", "--out", tmp_path / "changed")
-    report = _report(tmp_path / "changed")
+    report = read_report(tmp_path / "changed")
     assert code == 1
     assert report["first_divergence"]["layer"] == "conv1" and "layer 'conv1'" in stdout
     passed = {c["name"]: c["passed"] for c in report["checks"]}
@@ -135,6 +114,28 @@ def test_which_layers_run(cnn, tmp_path, capsys):
     assert choose_layers(big, None) == [0, 1, 2]
     with pytest.raises(ConfigError, match="'conv9' is not a layer of the model; name some of: conv0, conv1, readout"):
         choose_layers(net, "conv0,conv9")
-    code, _, err = _run(capsys, "validate", cnn, "--layers", "each", "--float-model", cnn, "--data",
+    code, _, err = run_cli(capsys, "validate", cnn, "--layers", "each", "--float-model", cnn, "--data",
                         cnn.parent / "x.npz", "--out", tmp_path / "x")
     assert code == 2 and "--float-model" in err and "--layers whole" in err
+
+
+def test_per_timestep_data_through_nir_and_the_cli(tmp_path, capsys):
+    """NIR carries per-timestep input; sim, deploy and validate take (samples, T, features) data for it and
+    name what is wrong with any other shape or with graded values for binary event input."""
+    net = residual_network(0, input_bits=1, per_timestep=True)
+    path = nir_io.write(net, tmp_path / "events.nir")
+    back = nir_io.read(path)
+    assert back.input == net.input and back.input.per_timestep
+    x = random_input(net, samples=4, seed=1)
+    np.testing.assert_array_equal(simulate(back, x).readout_v, simulate(net, x).readout_v)
+    np.savez(tmp_path / "events.npz", x=x.astype(np.float64), y=np.array([0, 1, 2, 3]))
+    code, stdout, _ = run_cli(capsys, "deploy", path, "--data", tmp_path / "events.npz", "--samples", "4")
+    assert code == 0 and "4 samples" in stdout
+    np.savez(tmp_path / "flat.npz", x=x.reshape(4, -1))
+    np.savez(tmp_path / "short.npz", x=x[:, :3])
+    np.savez(tmp_path / "graded.npz", x=x / 2)
+    for name, message in (("flat", "expected (samples, 4 timesteps, features)"),
+                          ("short", "takes input that changes every timestep: (samples, 4 timesteps, features)"),
+                          ("graded", "this network takes binary event input")):
+        code, _, err = run_cli(capsys, "sim", path, "--data", tmp_path / f"{name}.npz")
+        assert code == 2 and message in err, err

@@ -125,15 +125,16 @@ def cifar10_dvs(root: str | Path | None, timesteps: int = 10, size: int = 48) ->
 
     The files are what tonic's ``CIFAR10DVS`` reads once its archive is extracted:
     ``<root>/CIFAR10DVS/<class name>/*.aedat4``, one recording per file, the class named by its folder
-    (airplane ... truck). They are read with tonic (optional: ``pip install spikefold[dvs]``), which never
-    downloads here: a missing copy is an error. Samples are taken in sorted path order, so the split is the
-    same on every machine.
+    (airplane ... truck). They are read with tonic (optional: the ``dvs`` extra, which the Makefile installs),
+    which never downloads here: a missing copy is an error. Samples are taken in sorted path order, so the
+    split is the same on every machine.
     """
     base = _root(root, "cifar10_dvs")
     try:
         import tonic
     except ImportError:
-        raise DataError("cifar10_dvs needs the optional package 'tonic' (pip install spikefold[dvs])") from None
+        raise DataError("cifar10_dvs needs the optional package 'tonic' (make env installs it; by hand: "
+                        "pip install --no-deps tonic==1.7.0 aedat==2.3.0 tqdm importRosbag requests)") from None
 
     class CIFAR10DVS(tonic.datasets.CIFAR10DVS):  # tonic reads <root>/<class name>: keep tonic's
         """tonic's reader with its download replaced by the check that the files are here."""

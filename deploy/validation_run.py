@@ -8,6 +8,9 @@ model.nir``, and the report names the layer and timestep where the two first par
 Each finished chunk's target output is saved under ``out/chunks/`` before the next chunk starts; a run that
 was interrupted (Ctrl-C, a crash) continues from its last finished chunk with ``resume=True``, provided the
 model, target, data and chunking are the same (recorded in ``out/chunks/manifest.json``).
+
+A network too big to run whole is validated layer by layer instead (``layers``; see
+:mod:`spikefold.deploy.layerwise`), with the same chunks and resumption per (chunk, layer).
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     store = ChunkStore(cfg.out / "chunks", {
         "model_sha256": file_digest(Path(cfg.model)), "target": cfg.target, "data": data.source,
         "data_fingerprint": data.fingerprint, "samples": len(data.x_int), "chunk": cfg.chunk,
-        "states": cfg.states}, cfg.resume)
+        "states": cfg.states, "layers": "whole"}, cfg.resume)
     target, reused = _run_target(net, data.x_int, cfg, store, on_progress)
     timings["target_s"] = time.perf_counter() - t0
 
@@ -137,12 +140,13 @@ def _run_layerwise(cfg: ValidationConfig, net: IntNetwork, reference: IntNetwork
 
 def _check_same_shape(net: IntNetwork, reference: IntNetwork, model: Path, reference_path: Path) -> None:
     def shape(n: IntNetwork) -> tuple:
-        return (n.input.size, n.input.bits, n.input.scale, n.timesteps, [layer.size for layer in n.layers],
-                [[c.source for c in layer.inputs] for layer in n.layers])
+        return (n.input.size, n.input.bits, n.input.scale, n.input.per_timestep, n.timesteps,
+                [layer.size for layer in n.layers], [[c.source for c in layer.inputs] for layer in n.layers])
 
     ours, theirs = shape(net), shape(reference)
     if ours != theirs:
-        what = ("input size", "input bits", "input scale", "timesteps", "layer sizes", "connections")
+        what = ("input size", "input bits", "input scale", "input per timestep", "timesteps", "layer sizes",
+                "connections")
         differ = [f"{name} {a} vs {b}" for name, a, b in zip(what, ours, theirs) if a != b]
         raise NIRFileError(f"{model} and the reference {reference_path} are not the same network shape "
                            f"({'; '.join(differ)}); validate a model against the export it came from")

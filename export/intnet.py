@@ -339,8 +339,8 @@ INPUT = "input"  # the source name of the encoded input
 
 @dataclasses.dataclass
 class Connection:
-    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (graded input spikes) or the name of
-    an earlier layer (binary spikes)."""
+    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (the encoded input: graded spikes, or
+    binary ones for event input) or the name of an earlier layer (binary spikes)."""
 
     source: str
     synapses: Dense

@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile benchmarks/gpu_wheels.txt
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test]"
 	$(PIP) --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(PIP) --no-deps tonic==1.7.0 aedat==2.3.0 tqdm importRosbag==1.0.4 requests urllib3 idna certifi dv-processing==2.0.4
 	$(PIP) --no-deps -r benchmarks/gpu_wheels.txt
 	touch $@
 

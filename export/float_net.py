@@ -87,12 +87,13 @@ class FloatNetwork:
     layers: list[FloatLayer]
     timesteps: int
     input_shape: tuple[int, ...]
+    temporal_input: bool = False  # samples are sequences of T inputs (event frames), not one static input
 
     @torch.no_grad()
     def run(self, x: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, list[float]]:
-        """Time-averaged logits for x (samples, features) and, per layer, the largest |state| reached in
-        state units: the neuron's potential or its current (input gain included), whichever is larger; for the
-        readout, its running sum of currents.
+        """Time-averaged logits for x (samples, features), or (samples, T, ...) for temporal input, and, per
+        layer, the largest |state| reached in state units: the neuron's potential or its current (input gain
+        included), whichever is larger; for the readout, its running sum of currents.
 
         Samples run ``batch_size`` at a time (default: as many as keep every layer's float64 output for all
         timesteps within :data:`FLOAT_RUN_VALUES`), so memory is bounded whatever the number of samples."""
@@ -108,8 +109,12 @@ class FloatNetwork:
         return np.concatenate(logits), peaks
 
     def _run_batch(self, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
-        inp = torch.as_tensor(x).reshape(len(x), *self.input_shape)
-        outputs = {INPUT: inp.unsqueeze(0).expand(self.timesteps, *inp.shape)}
+        inp = torch.as_tensor(x)
+        if self.temporal_input:
+            outputs = {INPUT: inp.reshape(len(x), self.timesteps, *self.input_shape).transpose(0, 1)}
+        else:
+            inp = inp.reshape(len(x), *self.input_shape)
+            outputs = {INPUT: inp.unsqueeze(0).expand(self.timesteps, *inp.shape)}
         peaks = []
         for i, layer in enumerate(self.layers):
             current = layer.currents(outputs)

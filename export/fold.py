@@ -147,8 +147,6 @@ def fold(model: SpikingModel) -> FloatNetwork:
     cfg = model.cfg
     if cfg.arch not in EXPORTABLE:
         raise ConfigError(f"export folds {', '.join(EXPORTABLE)} models; '{cfg.arch}' cannot be exported yet")
-    if cfg.temporal_input:
-        raise ConfigError("export handles direct (analog) input; sequence input cannot be exported yet")
     model = model.eval()
     folder = _Folder()
     signal = _Signal([INPUT], tuple(cfg.input_shape))
@@ -171,4 +169,4 @@ def fold(model: SpikingModel) -> FloatNetwork:
         if model.head is not None:
             signal = folder.block("head", signal, model.head)
     folder.readout(signal, model.readout)
-    return FloatNetwork(folder.layers, cfg.timesteps, tuple(cfg.input_shape))
+    return FloatNetwork(folder.layers, cfg.timesteps, tuple(cfg.input_shape), bool(cfg.temporal_input))

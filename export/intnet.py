@@ -100,22 +100,54 @@ def shift(x: Any, exp: Any) -> Any:
 
 @dataclasses.dataclass
 class InputEncoding:
-    """Direct (analog) input sent as graded spikes: ``x_int = clip(round(x * scale), 0, 2**bits - 1)``."""
+    """How samples enter the network: as graded spikes ``x_int = clip(round(x * scale), 0, 2**bits - 1)``.
+
+    Static input (``per_timestep=False``): one vector per sample, sent unchanged at each of its T timesteps;
+    encoded arrays are (samples, size). Input that changes every timestep (``per_timestep=True``, event
+    frames or spike trains): one vector per sample and timestep, encoded arrays are (samples, T, size), and
+    timestep t of a sample sends row t.
+
+    Binary event input is ``bits = 1`` with ``scale = 1``: x_int is 0 or 1, and the synapses it feeds have
+    ``num_message_bits = 0``, so Lava's source sends plain spikes and its Dense adds the weights of the
+    inputs that spiked. Graded input (``bits > 1``) feeds synapses with ``num_message_bits = bits``, whose
+    payload Lava multiplies in.
+    """
 
     size: int
     scale: float
     bits: int
+    per_timestep: bool = False
+
+    @property
+    def binary(self) -> bool:
+        return self.bits == 1
+
+    @property
+    def message_bits(self) -> int:
+        """``num_message_bits`` of the synapses the input feeds: 0 (plain spikes) for binary input."""
+        return 0 if self.binary else self.bits
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Encode float input; values the encoding cannot represent are an error, never silently clipped."""
+        """Encode float input (samples, ...), or (samples, T, ...) per timestep, into (samples, size) or
+        (samples, T, size) integers; values the encoding cannot represent are an error, never silently
+        clipped."""
         x = np.asarray(x, dtype=np.float64)
+        x = x.reshape(len(x), x.shape[1], -1) if self.per_timestep and x.ndim >= 2 else x.reshape(len(x), -1)
         hi = (1 << self.bits) - 1
         q = np.rint(x * self.scale)
         if x.size and (not np.isfinite(x).all() or q.min() < 0 or q.max() > hi):
+            what = "binary events (0 or 1)" if self.binary else "[0, 1]"
             raise DataError(
                 f"input values span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}] but the {self.bits}-bit input "
-                f"encoding (scale {self.scale:g}) represents [0, {hi / self.scale:.4g}]; scale the data to [0, 1]")
+                f"encoding (scale {self.scale:g}) represents [0, {hi / self.scale:.4g}]; scale the data to {what}")
+        if self.binary and x.size and not np.array_equal(q, x):
+            raise DataError("this network takes binary event input (0 or 1 per input and timestep), but the data "
+                            "holds other values; pass the events themselves, not rates or counts")
         return q.astype(np.int64)
+
+    def sample_shape(self, timesteps: int) -> tuple[int, ...]:
+        """The shape one encoded sample has: (size,), or (T, size) for per-timestep input."""
+        return (timesteps, self.size) if self.per_timestep else (self.size,)
 
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
@@ -353,8 +385,8 @@ INPUT = "input"  # the source name of the encoded input
 
 @dataclasses.dataclass
 class Connection:
-    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (graded input spikes) or the name of
-    an earlier layer (binary spikes)."""
+    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (the encoded input: graded spikes, or
+    binary ones for event input) or the name of an earlier layer (binary spikes)."""
 
     source: str
     synapses: Dense
@@ -494,6 +526,11 @@ class IntNetwork:
                              "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
                 _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
                              "rescale the layer (threshold and weights) so the exponent fits")
+                if c.source == INPUT and syn.num_message_bits != self.input.message_bits:
+                    kind = "binary spikes" if self.input.binary else f"{self.input.bits}-bit graded spikes"
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': its synapses from the input have num_message_bits = "
+                        f"{syn.num_message_bits}, but the input sends {kind}; they need {self.input.message_bits}")
             _check_range(layer.name, "du", neu.du, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "dv", neu.dv, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "vth", neu.vth, 0, vth_max, "lower the layer scale")

@@ -160,8 +160,12 @@ def _scale_and_exponents(lt: LayerTerms, s_max: float, weight_bits: int, e_lo: i
 
 
 def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_scale: float | None = None,
-             weight_bits: int | None = None) -> tuple[IntNetwork, QuantReport]:
-    """Quantise ``fnet`` for ``hw`` using ``calibration_x`` (float inputs in [0, 1]) to size each layer's scale.
+             weight_bits: int | None = None, binary_input: bool = False) -> tuple[IntNetwork, QuantReport]:
+    """Quantise ``fnet`` for ``hw`` using ``calibration_x`` (float inputs in [0, 1]; (samples, T, ...) for a
+    model with temporal input) to size each layer's scale.
+
+    The input is sent as graded spikes, per timestep for temporal input; ``binary_input`` sends it as plain
+    spikes instead (events: every value 0 or 1), see :class:`~spikefold.export.intnet.InputEncoding`.
 
     ``weight_bits`` (default: the hw_config's) sets Lava's ``num_weight_bits``: weights are then multiples of
     2**(8 - weight_bits), plus one bit for a mixed-sign matrix. Raises HardwareRangeError when a value cannot
@@ -173,8 +177,14 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
     weight_bits = max_bits if weight_bits is None else int(weight_bits)
     if not 1 <= weight_bits <= max_bits:
         raise HardwareRangeError(f"weight bits = {weight_bits} is outside {hw.name}'s range [1, {max_bits}]")
-    encoding = InputEncoding(size=int(np.prod(fnet.input_shape)), scale=float(input_scale or (1 << bits_in) - 1),
-                             bits=bits_in)
+    if binary_input:
+        encoding = InputEncoding(size=int(np.prod(fnet.input_shape)), scale=1.0, bits=1,
+                                 per_timestep=fnet.temporal_input)
+        encoding.encode(calibration_x)  # names data that are not events
+    else:
+        encoding = InputEncoding(size=int(np.prod(fnet.input_shape)),
+                                 scale=float(input_scale or (1 << bits_in) - 1), bits=bits_in,
+                                 per_timestep=fnet.temporal_input)
     _, peaks = fnet.run(calibration_x)
     e_lo, e_hi = hw.range("weight_exp")
     b_lo, b_hi = hw.range("bias_exp")
@@ -221,7 +231,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
             w_exact = w * scale / (unit * (1 << ACT_SHIFT) * 2.0**exp)
             w_int = integer_weights(w_exact, weight_bits).astype(np.int32)
             common = dict(weights=w_int, weight_exp=exp, num_weight_bits=weight_bits,
-                          num_message_bits=bits_in if fi.source == INPUT else 0)
+                          num_message_bits=encoding.message_bits if fi.source == INPUT else 0)
             if fi.conv is not None:
                 synapses = Conv2d(**common, input_shape=tuple(fi.conv["input_shape"]), stride=fi.conv["stride"],
                                   padding=fi.conv["padding"])

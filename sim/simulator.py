@@ -106,11 +106,14 @@ class SimResult:
 
 
 def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
-    """Validate encoded input: shape (samples, input size), integers within the encoding's range."""
+    """Validate encoded input: shape (samples, input size), or (samples, T, input size) for per-timestep
+    input, integers within the encoding's range."""
     x = np.asarray(x_int)
-    if x.ndim != 2 or x.shape[1] != net.input.size:
-        raise DataError(
-            f"input has shape {x.shape}; this network takes (samples, {net.input.size}) encoded integers")
+    shape = net.input.sample_shape(net.timesteps)
+    if x.shape[1:] != shape or x.ndim != 1 + len(shape):
+        what = "per timestep" if net.input.per_timestep else "the same at every timestep"
+        raise DataError(f"input has shape {x.shape}; this network takes (samples, {', '.join(map(str, shape))}) "
+                        f"encoded integers (input {what})")
     if not np.issubdtype(x.dtype, np.integer):
         raise DataError(f"input must be encoded integers (InputEncoding.encode), got dtype {x.dtype}")
     hi = (1 << net.input.bits) - 1
@@ -184,7 +187,8 @@ class _DeviceLayer:
 
 def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, timing: str = "synchronous",
              device: str | None = "cpu", batch_size: int | None = None, threads: int | None = None) -> SimResult:
-    """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
+    """Run every sample of ``x_int`` (samples, inputs), or (samples, T, inputs) for per-timestep input, for
+    ``net.timesteps`` steps from zero state.
 
     ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default on CPU:
     as many as keep the widest layer's state near 1 MiB, 1..1024; on GPU: as many as keep all layers' state
@@ -274,9 +278,11 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
               for name in (("u", "v") if record_state else ())}
     readout_v = torch.zeros((n, steps, net.readout.size), dtype=torch.int64, device=dev)
     stats = [_StatsOnDevice(dev) for _ in layers]
-    # Direct input: the same graded message every timestep (sent at steps 0..T-1), so what an input
-    # connection delivers is constant while the input is on.
-    input_current = [[dc.synaptic_input(x) if dc.source < 0 else None for dc in dl.connections] for dl in layers]
+    # Static input: the same message at every timestep (sent at steps 0..T-1), so what an input connection
+    # delivers is constant while the input is on. Per-timestep input: row tau of x is sent at step tau.
+    per_timestep = net.input.per_timestep
+    input_current = [[dc.synaptic_input(x) if dc.source < 0 and not per_timestep else None
+                      for dc in dl.connections] for dl in layers]
     for t in range(steps):
         # Synchronous: a layer receives what its sources send in this step (they come earlier in the list).
         # Lava: what they sent `lag` steps before, which `spikes` already holds.
@@ -285,7 +291,10 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
             for dc, lag, constant in zip(dl.connections, dl.lava_lags, input_current[i]):
                 sent_at = t - lag if lava else t
                 if dc.source < 0:
-                    part = constant if 0 <= sent_at < T else None
+                    if not 0 <= sent_at < T:
+                        part = None
+                    else:
+                        part = dc.synaptic_input(x[:, sent_at]) if per_timestep else constant
                 else:
                     part = dc.synaptic_input(spikes[dc.source][:, sent_at]) if sent_at >= 0 else None
                 if part is not None:  # Lava sums the Dense outputs arriving at a port in int32

@@ -33,20 +33,22 @@ def _random_lif(rng, n: int, readout: bool, wild: bool = False) -> LIF:
 
 
 def random_network(seed: int, sizes=(12, 16, 10, 5), timesteps: int = 3, input_bits: int = 8,
-                   weight_exp=None, wild: bool = False) -> IntNetwork:
+                   weight_exp=None, wild: bool = False, per_timestep: bool = False) -> IntNetwork:
     """A network ``sizes[0] -> ... -> sizes[-1]`` (last layer a readout) with random integers.
 
-    ``wild`` picks weights and biases large enough that currents wrap and voltages saturate.
+    ``wild`` picks weights and biases large enough that currents wrap and voltages saturate; ``input_bits = 1``
+    makes the input binary events (plain spikes), ``per_timestep`` input that changes every timestep.
     """
     rng = np.random.default_rng(seed)
+    encoding = InputEncoding(size=sizes[0], scale=255.0 if input_bits > 1 else 1.0, bits=input_bits,
+                             per_timestep=per_timestep)
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         readout = i == len(sizes) - 2
-        synapses = _random_dense(rng, n_out, n_in, input_bits if i == 0 else 0, weight_exp, wild)
+        synapses = _random_dense(rng, n_out, n_in, encoding.message_bits if i == 0 else 0, weight_exp, wild)
         layers.append(Layer(name=f"layer{i}", inputs=[Connection(INPUT if i == 0 else f"layer{i - 1}", synapses)],
                             neurons=_random_lif(rng, n_out, readout, wild), scale=1.0, readout=readout))
-    return IntNetwork(input=InputEncoding(size=sizes[0], scale=255.0, bits=input_bits), layers=layers,
-                      timesteps=timesteps)
+    return IntNetwork(input=encoding, layers=layers, timesteps=timesteps)
 
 
 def _add_features(net: IntNetwork, rng, offset: int) -> None:
@@ -61,31 +63,34 @@ def _add_features(net: IntNetwork, rng, offset: int) -> None:
                               weight_exp=int(rng.integers(0, 5)))
 
 
-def residual_network(seed: int, timesteps: int = 4) -> IntNetwork:
+def residual_network(seed: int, timesteps: int = 4, input_bits: int = 8, per_timestep: bool = False) -> IntNetwork:
     """A graph whose connections skip layers, as residual networks' do, with the neuron features of
     :func:`featured_network`::
 
         input -> a -> b -> c -> readout      and      input -> b, a -> c, a -> readout, input -> readout
 
     so layers sum several connections, the graded input reaches a deep layer, and Lava needs synaptic delays of
-    1 to 3 steps."""
+    1 to 3 steps. ``input_bits`` and ``per_timestep`` as for :func:`random_network`."""
     rng = np.random.default_rng(seed)
+    encoding = InputEncoding(size=10, scale=255.0 if input_bits > 1 else 1.0, bits=input_bits,
+                             per_timestep=per_timestep)
     sizes = {INPUT: 10, "a": 12, "b": 9, "c": 11, "readout": 5}
     sources = {"a": [INPUT], "b": ["a", INPUT], "c": ["b", "a"], "readout": ["c", "a", INPUT]}
     layers = []
     for name, reads in sources.items():
         readout = name == "readout"
-        inputs = [Connection(src, _random_dense(rng, sizes[name], sizes[src], 8 if src == INPUT else 0))
-                  for src in reads]
+        inputs = [Connection(src, _random_dense(rng, sizes[name], sizes[src],
+                                                encoding.message_bits if src == INPUT else 0)) for src in reads]
         layers.append(Layer(name, inputs, _random_lif(rng, sizes[name], readout), 1.0, readout=readout))
-    net = IntNetwork(input=InputEncoding(size=sizes[INPUT], scale=255.0, bits=8), layers=layers, timesteps=timesteps)
+    net = IntNetwork(input=encoding, layers=layers, timesteps=timesteps)
     _add_features(net, rng, seed)
     return net
 
 
 def random_input(net: IntNetwork, samples: int, seed: int) -> np.ndarray:
+    """Encoded input of the shape ``net`` takes: (samples, size), or (samples, T, size) per timestep."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 1 << net.input.bits, size=(samples, net.input.size))
+    return rng.integers(0, 1 << net.input.bits, size=(samples, *net.input.sample_shape(net.timesteps)))
 
 
 def featured_network(seed: int, timesteps: int = 4) -> IntNetwork:

@@ -37,9 +37,11 @@ class RunData:
         return digest.hexdigest()
 
 
-def load(spec: str | None, net: IntNetwork, samples: int | None, model: str) -> RunData:
+def load(spec: str | None, net: IntNetwork, samples: int | None, model: str,
+         root: str | Path | None = None) -> RunData:
     """The first ``samples`` of the data ``spec`` names (default: the test split of the data set the model
-    was trained on), encoded for ``net``; ``model`` names the model in messages."""
+    was trained on), encoded for ``net``; ``model`` names the model in messages; ``root`` is the local folder
+    of a data set that is not embedded (``--data-root``)."""
     if spec is None:
         trained_on = net.metadata.get("dataset")
         if not trained_on:
@@ -48,7 +50,7 @@ def load(spec: str | None, net: IntNetwork, samples: int | None, model: str) -> 
     if spec.endswith(".npz"):
         source, x, y = _from_file(Path(spec))
     else:
-        source, x, y = _named(spec)
+        source, x, y = _named(spec, root)
     if samples is not None:
         if samples < 1:
             raise DataError(f"--samples must be >= 1, got {samples}")
@@ -70,7 +72,7 @@ def load(spec: str | None, net: IntNetwork, samples: int | None, model: str) -> 
     return RunData(source, x, x_int, y)
 
 
-def _named(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
+def _named(spec: str, root: str | Path | None) -> tuple[str, np.ndarray, np.ndarray]:
     from spikefold.train import data as datasets
 
     name, _, split = spec.partition(":")
@@ -79,10 +81,11 @@ def _named(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
         raise DataError(f"unknown data set '{name}'; available: {', '.join(datasets.DATASETS)}, or a .npz file")
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}' in --data {spec}; choose {name}:{'|'.join(SPLITS)}")
-    data = datasets.DATASETS[name]()
+    data = datasets.load(name, root)
     parts = {"test": [(data.x_test, data.y_test)], "train": [(data.x_train, data.y_train)],
              "all": [(data.x_test, data.y_test), (data.x_train, data.y_train)]}[split]
-    return f"{name}:{split}", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    x = np.concatenate([p[0].reshape(len(p[0]), -1) for p in parts])  # images flattened, as the network takes them
+    return f"{name}:{split}", x, np.concatenate([p[1] for p in parts])
 
 
 def _from_file(path: Path) -> tuple[str, np.ndarray, np.ndarray | None]:

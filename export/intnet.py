@@ -448,6 +448,13 @@ class IntNetwork:
                              "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
                 _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
                              "rescale the layer (threshold and weights) so the exponent fits")
+                _check_range(layer.name, "num_message_bits", syn.num_message_bits, 0, msg_bits,
+                             "0 for spikes, the input encoding's bits for graded input")
+                if c.source == INPUT and self.input.bits > 1 and syn.num_message_bits < self.input.bits:
+                    # Lava would cut the payload to num_message_bits (0: any non-zero value is one spike).
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': graded {self.input.bits}-bit input arrives through num_message_bits "
+                        f"= {syn.num_message_bits}, which Lava would truncate; set it to {self.input.bits}")
             _check_range(layer.name, "du", neu.du, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "dv", neu.dv, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "vth", neu.vth, 0, vth_max, "lower the layer scale")
@@ -471,8 +478,18 @@ class IntNetwork:
         depths = self.depths()
         for index, layer in enumerate(self.layers):
             for c in layer.inputs:
-                _check_range(layer.name, f"synaptic delay from '{c.source}'", self.delay(index, c, depths), 0,
+                delay = self.delay(index, c, depths)
+                _check_range(layer.name, f"synaptic delay from '{c.source}'", delay, 0,
                              delay_max, "shorten the skip connection (it spans too many layers)")
+                if delay and c.synapses.num_message_bits > 0:
+                    # Lava's DelayDense sums graded input in int64 before it wraps, Dense (and a_out) in int32:
+                    # they agree only while no sum can leave int32.
+                    largest = (1 << self.input.bits) - 1 if c.source == INPUT else 1
+                    bound = int(np.abs(c.synapses.matrix()).sum(axis=1).max(initial=0)) * largest
+                    if bound > np.iinfo(np.int32).max:
+                        raise HardwareRangeError(
+                            f"layer '{layer.name}': delayed graded input from '{c.source}' can sum to {bound}, beyond "
+                            "int32, where Lava's DelayDense and Dense differ; lower the weights or the input bits")
 
 
 def _check_range(layer: str, param: str, value: Any, lo: int, hi: int, fix: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 from spikefold import report_files
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
-from spikefold.errors import DataError
+from spikefold.errors import ConfigError, DataError
 from spikefold.export import hw_config, nir_io, qat
 from spikefold.export.fold import QuantReport, fold, quantise
 from spikefold.export.intnet import IntNetwork
@@ -31,12 +32,15 @@ def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                       dataset: str = "digits", calibration_samples: int | None = None,
                       input_scale: float | None = None, weight_bits: int | None = None, qat_epochs: int = 0,
-                      qat_lr: float = 0.2, on_qat_epoch=None) -> tuple[IntNetwork, QuantReport, float]:
+                      qat_lr: float = 0.2, on_qat_epoch=None,
+                      data_root: str | Path | None = None) -> tuple[IntNetwork, QuantReport, float]:
     """Fold and quantise a checkpoint, optionally fine-tune the integers through the integer forward
     (``qat_epochs`` > 0, on the training split), check the state range on calibration data (the training set),
     write NIR. Returns the network, the quantisation report and the float model's test accuracy."""
+    if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
+        raise ConfigError(f"--input-scale must be a finite number > 0 (x_int = round(x * scale)), got {input_scale}")
     hw = hw_config.load(hw_name)
-    split = load_dataset(dataset)
+    split = load_dataset(dataset, data_root)
     model = model_from_checkpoint(checkpoint)
     if int(np.prod(model.cfg.input_shape)) != split.features:
         raise DataError(f"checkpoint {checkpoint} expects inputs of shape {model.cfg.input_shape}; data set "
@@ -64,12 +68,13 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     return net, report, float_acc
 
 
-def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+def test_inputs(net: IntNetwork, samples: int | None,
+                data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The encoded test split of the data set the network was trained on (first ``samples`` of it)."""
-    split = load_dataset(str(net.metadata.get("dataset", "digits")))
+    split = load_dataset(str(net.metadata.get("dataset", "digits")), data_root)
     if split.features != net.input.size:
         raise DataError(f"the network takes {net.input.size} inputs but data set has {split.features}")
-    x, y = split.x_test, split.y_test
+    x, y = split.x_test.reshape(len(split.x_test), -1), split.y_test
     if samples is not None:
         if samples < 1:
             raise DataError(f"--samples must be >= 1, got {samples}")
@@ -81,12 +86,14 @@ def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.nd
 class PipelineConfig:
     out: Path = Path("runs/demo")
     dataset: str = "digits"
+    data_root: str | Path | None = None
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30))
     hw_config: str = "loihi2"
     target: str = "loihi2-sim"
     lava_samples: int = 200
     chunk: int = 100
+    argv: list[str] | None = None  # the command line, for the report's run metadata
 
 
 def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
@@ -95,7 +102,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     lava_runner.check_target(cfg.target)  # fail before training, not after
-    split = load_dataset(cfg.dataset)
+    split = load_dataset(cfg.dataset, cfg.data_root)
     model_cfg = dataclasses.replace(cfg.model, input_shape=(split.features,), classes=split.classes)
 
     t0 = time.perf_counter()
@@ -107,14 +114,15 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     task = progress.add_task("export", total=1)
-    net, qreport, float_acc = export_checkpoint(out / "model.pt", out / "model.nir", cfg.hw_config, cfg.dataset)
+    net, qreport, float_acc = export_checkpoint(out / "model.pt", out / "model.nir", cfg.hw_config, cfg.dataset,
+                                                data_root=cfg.data_root)
     net = nir_io.read(out / "model.nir")  # everything downstream runs what the file holds
     progress.update(task, advance=1)
     timings["export_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     task = progress.add_task("sim", total=1)
-    x_all, y_all = test_inputs(net, None)
+    x_all, y_all = test_inputs(net, None, cfg.data_root)
     sim_all = simulate(net, x_all)
     sim_acc = float((sim_all.predictions == y_all).mean())
     progress.update(task, advance=1)
@@ -148,6 +156,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
         "energy": report.to_dict(),
         "timings": timings,
         "files": {"checkpoint": "model.pt", "nir": "model.nir"},
+        "run": report_files.run_metadata(cfg.argv, cfg.train.seed),
     }
     write_reports(out, net, summary, report, lava, agreement)
     return summary

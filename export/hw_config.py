@@ -87,7 +87,7 @@ def load(name_or_path: str | Path) -> HwConfig:
             )
         text = resource.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's: 10x faster
     except yaml.YAMLError as exc:
         raise ConfigError(f"hw_config {name_or_path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or "name" not in raw:

@@ -166,15 +166,20 @@ def read(path: str | Path, timeout_s: float | None = None) -> IntNetwork:
     path = Path(path)
     if not path.is_file():
         raise NIRFileError(f"NIR file {path} does not exist; write one with `spikefold export`")
-    graph = _read_graph(path, READ_TIMEOUT_S if timeout_s is None else timeout_s)
+    return checked_network(_read_graph(path, READ_TIMEOUT_S if timeout_s is None else timeout_s), str(path))
+
+
+def checked_network(graph: nir.NIRGraph, source: str) -> IntNetwork:
+    """The integer network a graph holds, fully checked (file format and hardware ranges); any fault in it is a
+    named error."""
     try:
-        net = from_nir(graph, source=str(path))
-        _check_loaded(graph, net, str(path))
+        net = from_nir(graph, source=source)
+        _check_loaded(graph, net, source)
         net.validate(hw_config.load(net.hw_config))
     except SpikefoldError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file reaches any line of the mapping; all are this error
-        raise NIRFileError(f"NIR file {path} holds a damaged network ({type(exc).__name__}: {exc}); re-run "
+        raise NIRFileError(f"NIR file {source} holds a damaged network ({type(exc).__name__}: {exc}); re-run "
                            "`spikefold export`") from None
     return net
 
@@ -285,7 +290,8 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
     # HDF5 does not keep the order nodes were written in: order the layers so that every one comes after what
     # it reads, breaking ties by the position each neuron was written at (files without it: by name).
     def written(name: str) -> tuple[int, str]:
-        return int((graph.nodes[name].metadata or {}).get("spikefold.layer_index", -1)), name
+        index = (graph.nodes[name].metadata or {}).get("spikefold.layer_index", -1)
+        return _integer(index, f"{source}: node '{name}' metadata spikefold.layer_index"), name
 
     pending = dict(layers)
     order: list[tuple[str, list[tuple[str, str]]]] = []
@@ -352,7 +358,7 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
     meta = graph.metadata or {}
     if not isinstance(meta, dict):
         raise NIRFileError(f"{source}: the graph's metadata is not a mapping; re-run `spikefold export`")
-    if meta.get("spikefold.format") != FORMAT:
+    if not isinstance(meta.get("spikefold.format"), str) or meta["spikefold.format"] != FORMAT:
         raise NIRFileError(
             f"{source}: this NIR graph was not written by spikefold (no '{FORMAT}' integer metadata); "
             "export the model with `spikefold export` to get the integers Loihi runs")

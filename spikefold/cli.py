@@ -250,8 +250,6 @@ def cmd_deploy(args) -> int:
     out_console.print(f"spike agreement with spikefold sim: {agreement.spikes_compared - agreement.spikes_differing:,}"
                       f" / {agreement.spikes_compared:,} equal; readout equal: {agreement.readout_equal}")
     if args.report:
-        from spikefold import report_files
-
         report_files.write_json(Path(args.report), {
             "target": args.target, "data": data.source, "samples": len(data.x_int), "accuracy": accuracy,
             "spikes": spike_table(net, result), "agreement_exact": agreement.exact})
@@ -279,7 +277,6 @@ def cmd_sim(args) -> int:
         f"{title}; {report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e6:.1f} us per inference on "
         f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
     if args.out:
-        from spikefold import report_files
         from spikefold.sim import plots
 
         out = Path(args.out)

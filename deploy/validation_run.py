@@ -291,4 +291,5 @@ def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, r
         },
         "energy": estimate.to_dict(),
         "timings": timings,
+        "run": report_files.run_metadata(),
     }

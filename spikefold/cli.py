@@ -6,6 +6,7 @@ Errors a user can act on print one line (no traceback) and exit with status 2; a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import signal
 import sys
@@ -180,7 +181,11 @@ def cmd_train(args) -> int:
                        after_backward=gradients)
     if distributed_rank() != 0:  # under torchrun, rank 0 alone reports and writes files
         return 0
-    out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}")
+    from spikefold.pipeline import training_curve
+
+    training_curve(result.history, Path(args.out) / "training.png")
+    out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}; "
+                      "training curve training.png")
     if args.probes:
         written = probes.write(Path(args.out) / "probes", probes.observe(result.model, split.x_test),
                                gradients.summary())
@@ -192,6 +197,7 @@ def cmd_export(args) -> int:
     from spikefold.pipeline import export_checkpoint
 
     nir_path = report_files.check_output_file(args.out, "--out", args.force)
+    report_path = report_files.check_output_file(nir_path.with_suffix(".report.json"), "--out's report", args.force)
     if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
         raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr a finite number > 0, got {args.qat_epochs} "
                              f"and {args.qat_lr}")
@@ -202,9 +208,14 @@ def cmd_export(args) -> int:
             args.input_scale, args.weight_bits, args.qat_epochs, args.qat_lr, data_root=args.data_root,
             on_qat_epoch=lambda r: progress.update(task, completed=r["epoch"],
                                                    description=f"QAT  loss {r['loss']:.4f}"))
+    report_files.write_json(report_path, {
+        "checkpoint": args.checkpoint, "nir": str(nir_path), "float_test_accuracy": float_acc,
+        "quantisation": dataclasses.asdict(report), "processes": {layer.name: layer.process for layer in net.layers},
+        "run": report_files.run_metadata(args.argv)})
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
-    out_console.print(_table(f"exported {nir_path} (float test accuracy {float_acc * 100:.2f} %)", rows,
+    out_console.print(_table(f"exported {nir_path} and {report_path.name} (float test accuracy "
+                             f"{float_acc * 100:.2f} %)", rows,
                              ("layer", "weight_exp", "max |w|", "weight rel. error", "vth", "headroom bits")))
     if report.qat:
         q = report.qat
@@ -252,7 +263,8 @@ def cmd_deploy(args) -> int:
     if args.report:
         report_files.write_json(Path(args.report), {
             "target": args.target, "data": data.source, "samples": len(data.x_int), "accuracy": accuracy,
-            "spikes": spike_table(net, result), "agreement_exact": agreement.exact})
+            "spikes": spike_table(net, result), "agreement_exact": agreement.exact,
+            "run": report_files.run_metadata(args.argv)})
     return 0
 
 
@@ -284,7 +296,7 @@ def cmd_sim(args) -> int:
         plots.firing_per_layer_and_timestep(net, result, out / "firing.png")
         plots.energy_per_layer(report, out / "energy.png")
         plots.cores_used(report, out / "cores.png")
-        report_files.write_json(out / "energy.json", report.to_dict())
+        report_files.write_json(out / "energy.json", report.to_dict() | {"run": report_files.run_metadata(args.argv)})
         report_files.write_text(out / "energy.md", "\n".join(
             [f"# Energy and latency of {args.model} on {report.hw_config}", ""] + energy.markdown_lines(
                 report.to_dict()) + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
@@ -344,8 +356,8 @@ def cmd_pipeline(args) -> int:
     with _progress() as progress:
         summary = run_pipeline(cfg, progress)
     out_console.print(_table("spikefold pipeline", summary_rows(summary)))
-    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, firing.png, energy.png, "
-                      "cores.png)")
+    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, training.png, firing.png, "
+                      "energy.png, cores.png)")
     return 0 if summary["agreement"]["exact"] else 1
 
 

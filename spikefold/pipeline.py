@@ -155,6 +155,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
         "spikes": spike_table(net, lava),
         "energy": report.to_dict(),
         "timings": timings,
+        "history": result.history,
         "files": {"checkpoint": "model.pt", "nir": "model.nir"},
         "run": report_files.run_metadata(cfg.argv, cfg.train.seed),
     }
@@ -169,6 +170,7 @@ def write_reports(out: Path, net: IntNetwork, summary: dict, report: energy.Ener
     plots.firing_per_layer_and_timestep(net, run, out / "firing.png")
     plots.energy_per_layer(report, out / "energy.png")
     plots.cores_used(report, out / "cores.png")
+    training_curve(summary["history"], out / "training.png")
     report_files.write_json(out / "report.json", summary)
     report_files.write_text(out / "report.md", markdown(summary))
 
@@ -182,6 +184,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("float model accuracy (test)", f"{acc['float'] * 100:.2f} % ({acc['test_samples']} samples)"),
         ("integer sim accuracy (test)", f"{acc['int_sim'] * 100:.2f} % ({acc['test_samples']} samples)"),
         (f"Lava {summary['target']} accuracy", f"{acc['lava'] * 100:.2f} % ({acc['lava_samples']} samples)"),
+        ("integer sim accuracy, Lava's samples", f"{acc['int_sim_on_lava_samples'] * 100:.2f} % (the same "
+                                                 f"{acc['lava_samples']} samples)"),
         ("spikes equal, sim vs Lava", f"{spikes} ({'every spike' if agree['exact'] else 'MISMATCH'})"),
         ("readout voltages equal", "yes" if agree["readout_equal"] else "no"),
         (f"{e['hw_config']} cores", f"{len(e['cores'])} ({per_layer_cores})"),
@@ -207,6 +211,28 @@ def markdown(summary: dict) -> str:
                      f"{q['headroom_bits']:.2f} | {e['spikes']:.1f} | {e['synaptic_ops']:.0f} | "
                      f"{e['energy_j'] * 1e9:.2f} |")
     lines += energy.markdown_lines(summary["energy"])
-    lines += ["", "![firing rate per layer and timestep](firing.png)", "", "![energy per layer](energy.png)", "",
-              "![cores used](cores.png)", ""]
+    lines += ["", "![training curve](training.png)", "", "![firing rate per layer and timestep](firing.png)", "",
+              "![energy per layer](energy.png)", "", "![cores used](cores.png)", ""]
+    run = summary["run"]
+    lines += ["## Run", "", f"- command: `{run['command']}`", f"- seed: {run['seed']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
+              "- machine: " + ", ".join(f"{k} {v}" for k, v in run["machine"].items()), ""]
     return "\n".join(lines)
+
+
+def training_curve(history: list[dict], path: Path) -> Path:
+    """Loss and test accuracy per epoch, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (loss, acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    loss.plot(epochs, [r["loss"] for r in history], marker=".")
+    loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="loss")
+    acc.plot(epochs, [100 * r["test_accuracy"] for r in history], marker=".", color="tab:green")
+    acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

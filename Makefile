@@ -33,7 +33,8 @@ $(KERNELS): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spikefold pipeline --out runs/demo --threads 1 --force
 
-# Fast suite (about 4 minutes on 2 cores): everything except tests marked slow.
+# Fast suite (about 4 minutes on 2 idle cores; far longer when other jobs share them): everything except tests
+# marked slow.
 test: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import platform
 import sys
 import time
@@ -35,19 +34,8 @@ from spikefold.train.data import digits  # noqa: E402
 from spikefold.train.loop import TrainConfig, train  # noqa: E402
 from spikefold.train.models import ModelConfig  # noqa: E402
 from tests import nir_fuzz  # noqa: E402
+from tests.bad_data import write_cifar  # noqa: E402
 from tests.lava_leftovers import live_processes_after, segments, start_cli, unique_tag  # noqa: E402
-
-
-def _cifar(root: Path, labels=9, data=None, batch=None) -> Path:
-    base = root / "cifar-10-batches-py"
-    base.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        content = batch if batch is not None else {
-            b"data": data if data is not None else rng.integers(0, 256, (3, 3072), dtype=np.uint8),
-            b"labels": [0, 1, labels]}
-        (base / name).write_bytes(pickle.dumps(content, protocol=2))
-    return root
 
 
 def _hw(work: Path, name: str, old: str, new: str) -> Path:
@@ -98,14 +86,14 @@ def cases(work: Path, checkpoint: Path, other_checkpoint: Path, model: Path, net
         ("sim --data cifar10 without --data-root", ["sim", m, "--data", "cifar10"]),
         ("deploy --data cifar10 without --data-root", ["deploy", m, "--data", "cifar10"]),
         ("validate --data cifar10 without --data-root", ["validate", m, "--data", "cifar10", "--out", work / "v1"]),
-        ("sim --data cifar10 (a digits model)", ["sim", m, "--data", "cifar10", "--data-root", _cifar(work / "c1"),
+        ("sim --data cifar10 (a digits model)", ["sim", m, "--data", "cifar10", "--data-root", write_cifar(work / "c1"),
                                                   "--samples", 2]),
         ("CIFAR batch that is a list", ["export", ck, "--out", work / "e1.nir", "--dataset", "cifar10",
-                                        "--data-root", _cifar(work / "c2", batch=[1, 2])]),
+                                        "--data-root", write_cifar(work / "c2", batch=[1, 2])]),
         ("CIFAR batch holding strings", ["export", ck, "--out", work / "e2.nir", "--dataset", "cifar10",
-                                         "--data-root", _cifar(work / "c3", data=np.array([["a"] * 3072] * 3))]),
+                                         "--data-root", write_cifar(work / "c3", data=np.array([["a"] * 3072] * 3))]),
         ("CIFAR label 300", ["export", ck, "--out", work / "e3.nir", "--dataset", "cifar10",
-                             "--data-root", _cifar(work / "c4", labels=300)]),
+                             "--data-root", write_cifar(work / "c4", labels=300)]),
         ("hw_config energy as a string", ["sim", m, "--samples", 5, "--hw-config",
                                           _hw(work, "s", "synaptic_op: {value: 23.6e-12", "synaptic_op: {value: lots")]),
         ("hw_config negative energy", ["sim", m, "--samples", 5, "--hw-config",
@@ -251,6 +239,7 @@ def main_campaign() -> None:
     out.write_text(json.dumps({"machine": machine, "options": vars(args), "setup_s": setup_s, "summary": summary,
                                "cases": rows, "sigkill": kill,
                                "fuzz_unnamed": [vars(f) for f in unnamed][:50],
+                               "fuzz_slowest": [vars(f) for f in sorted(fuzz, key=lambda f: -f.seconds)[:5]],
                                "fuzz_by_result": {k: sum(f.result == k for f in fuzz) for k in {f.result for f in fuzz}},
                                "table": text}, indent=2))
     print(f"\nwrote {out}")

@@ -112,7 +112,8 @@ def _check_figures(raw: dict[str, Any], source: str) -> None:
             raise ConfigError(f"hw_config {source}: '{section}' must be a mapping of figures")
         for key, entry in entries.items():
             if not isinstance(entry, dict):
-                raise ConfigError(f"hw_config {source}: {section}.{key} must be a mapping like {{value: ..., unit: ...}}")
+                raise ConfigError(f"hw_config {source}: {section}.{key} must be a mapping like "
+                                  "{value: ..., unit: ...}")
             for field in ("value", "min", "max") if section == "formats" else ("value",):
                 if field not in entry:
                     continue

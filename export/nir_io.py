@@ -200,9 +200,10 @@ def _read_graph(path: Path, timeout_s: float) -> nir.NIRGraph:
     except (EOFError, OSError):
         outcome, payload = "error", f"the reading process ended with exit code {child.exitcode}"
     finally:
+        child.join(1.0)  # it exits as soon as it has sent
         if child.is_alive():
             child.kill()
-        child.join()
+            child.join()
         receiver.close()
     if outcome == "error":
         raise NIRFileError(f"NIR file {path} cannot be read ({payload}); it is corrupt or not a NIR file: re-run "
@@ -223,6 +224,8 @@ def _read_in_child(path: Path, sender, memory_limit: int) -> None:
         sender.send(outcome)
     except Exception as exc:  # noqa: BLE001 - e.g. a graph too large to pickle within the memory cap
         sender.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+    # Out at once: the usual exit flushes stdio, whose locks another thread of the parent may have held at fork.
+    os._exit(0)
 
 
 def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -325,7 +328,8 @@ def _integers(value: Any, where: str, ndim: tuple[int, ...] = (0,)) -> np.ndarra
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer) or arr.ndim not in ndim:
         ranks = " or ".join({0: "one integer", 1: "a 1-D integer array"}.get(n, f"a {n}-D integer array")
                             for n in ndim)
-        raise NIRFileError(f"{where} must be {ranks}, found {arr.dtype} of shape {arr.shape}; re-run `spikefold export`")
+        raise NIRFileError(f"{where} must be {ranks}, found {arr.dtype} of shape {arr.shape}; "
+                           "re-run `spikefold export`")
     if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
         raise NIRFileError(f"{where} holds {arr.min() if arr.min() < 0 else arr.max()}, outside int32; "
                            "re-run `spikefold export`")

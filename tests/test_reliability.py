@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from spikefold.export import nir_io
 from spikefold.export.intnet import INPUT, Connection, Dense, InputEncoding, IntNetwork, Layer, LIF
 
 from tests import nir_fuzz
+from tests.bad_data import write_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,24 +112,11 @@ def test_nir_file_with_nan_parameters_or_bad_scale_is_refused(capsys, exported, 
     assert code == 2 and "spikefold.input_scale = 0.0 must be a finite number > 0" in err
 
 
-def _write_cifar(root: Path, labels: int = 9, data=None, batch=None) -> Path:
-    """A tiny CIFAR-10 'python version' folder (3 images per batch), in the format the loader reads."""
-    base = root / "cifar-10-batches-py"
-    base.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        content = batch if batch is not None else {
-            b"data": data if data is not None else rng.integers(0, 256, (3, 3072), dtype=np.uint8),
-            b"labels": [0, 1, labels]}
-        (base / name).write_bytes(pickle.dumps(content, protocol=2))
-    return root
-
-
 @pytest.mark.parametrize("command", ["sim", "deploy", "validate"])
 def test_real_data_sets_from_the_command_line(capsys, model, tmp_path, command):
     code, err, _ = _run(capsys, command, model, "--data", "cifar10")
     assert code == 2 and "data set 'cifar10' is read from a local copy: pass its folder with --data-root" in err
-    root = _write_cifar(tmp_path / "c10")
+    root = write_cifar(tmp_path / "c10")
     code, err, _ = _run(capsys, command, model, "--data", "cifar10", "--data-root", root, "--samples", 2)
     assert code == 2 and "takes 64 inputs per sample, but data cifar10:test has 3072 features" in err
 
@@ -140,7 +127,7 @@ def test_real_data_sets_from_the_command_line(capsys, model, tmp_path, command):
     ({"batch": [1, 2, 3]}, "holds a list, not a CIFAR batch"),
 ])
 def test_damaged_cifar_batches_are_named(capsys, trained, tmp_path, damage, message):
-    root = _write_cifar(tmp_path / "c10", **damage)
+    root = write_cifar(tmp_path / "c10", **damage)
     code, err, _ = _run(capsys, "export", trained[1] / "model.pt", "--out", tmp_path / "m.nir", "--dataset",
                         "cifar10", "--data-root", root)
     assert code == 2 and message in err, err
@@ -186,7 +173,8 @@ def test_files_honour_the_umask(tmp_path, exported):
 
     before = os.umask(0o027)
     try:
-        written = [report_files.write_json(tmp_path / "r.json", {"a": 1}), nir_io.write(exported[1], tmp_path / "m.nir"),
+        written = [report_files.write_json(tmp_path / "r.json", {"a": 1}),
+                   nir_io.write(exported[1], tmp_path / "m.nir"),
                    checkpoint.save(tmp_path / "c.pt", {"model_config": {}, "state_dict": {}})]
     finally:
         os.umask(before)

@@ -29,6 +29,12 @@ def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
     return datasets.load(name, root)
 
 
+def _flattened(split: datasets.Split) -> datasets.Split:
+    """Samples as rows of features, the form the folded and the integer networks take (images included)."""
+    return dataclasses.replace(split, x_train=split.x_train.reshape(len(split.x_train), -1),
+                               x_test=split.x_test.reshape(len(split.x_test), -1))
+
+
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                       dataset: str = "digits", calibration_samples: int | None = None,
                       input_scale: float | None = None, weight_bits: int | None = None, qat_epochs: int = 0,
@@ -40,7 +46,7 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
         raise ConfigError(f"--input-scale must be a finite number > 0 (x_int = round(x * scale)), got {input_scale}")
     hw = hw_config.load(hw_name)
-    split = load_dataset(dataset, data_root)
+    split = _flattened(load_dataset(dataset, data_root))
     model = model_from_checkpoint(checkpoint)
     if int(np.prod(model.cfg.input_shape)) != split.features:
         raise DataError(f"checkpoint {checkpoint} expects inputs of shape {model.cfg.input_shape}; data set "
@@ -71,10 +77,10 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
 def test_inputs(net: IntNetwork, samples: int | None,
                 data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The encoded test split of the data set the network was trained on (first ``samples`` of it)."""
-    split = load_dataset(str(net.metadata.get("dataset", "digits")), data_root)
+    split = _flattened(load_dataset(str(net.metadata.get("dataset", "digits")), data_root))
     if split.features != net.input.size:
         raise DataError(f"the network takes {net.input.size} inputs but data set has {split.features}")
-    x, y = split.x_test.reshape(len(split.x_test), -1), split.y_test
+    x, y = split.x_test, split.y_test
     if samples is not None:
         if samples < 1:
             raise DataError(f"--samples must be >= 1, got {samples}")

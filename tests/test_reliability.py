@@ -121,6 +121,23 @@ def test_real_data_sets_from_the_command_line(capsys, model, tmp_path, command):
     assert code == 2 and "takes 64 inputs per sample, but data cifar10:test has 3072 features" in err
 
 
+def test_a_cifar_model_exports_and_simulates_from_its_data_root(capsys, tmp_path):
+    """--data-root end to end on a small CIFAR-10 folder: export calibrates on it, sim runs its test split."""
+    from spikefold.pipeline import export_checkpoint, load_dataset
+    from spikefold.train.loop import TrainConfig, train
+    from spikefold.train.models import ModelConfig
+
+    root = write_cifar(tmp_path / "c10")
+    split = load_dataset("cifar10", root)
+    train(ModelConfig(input_shape=(3072,), hidden=(16,), timesteps=2), TrainConfig(epochs=1), split,
+          out=tmp_path / "run")
+    code, err, _ = _run(capsys, "export", tmp_path / "run" / "model.pt", "--out", tmp_path / "m.nir", "--dataset",
+                        "cifar10", "--data-root", root, "--input-scale", 7)  # coarse input: an untrained net's
+    assert code == 0, err  # small weights then need no exponent below the hardware's
+    code, err, out = _run(capsys, "sim", tmp_path / "m.nir", "--data-root", root)
+    assert code == 0 and "3 samples of cifar10:test: accuracy" in " ".join(out.split()), err + out
+
+
 @pytest.mark.parametrize("damage,message", [
     ({"labels": 300}, "holds labels in [0, 300] but the data set has 10 classes"),
     ({"data": np.array([["a"] * 3072] * 3)}, "expected (n, 3072) uint8 images"),

@@ -123,9 +123,11 @@ def test_sigkill_of_the_parent_leaves_nothing_behind(tmp_path, exported):
     while not segments(tag) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert segments(tag), "the Lava runtime never started"
-    time.sleep(1.0)
-    records = list(lava_runtime.RUN_RECORDS.glob(f"{proc.pid}-*.json"))
+    deadline = time.monotonic() + 120  # the record is written once the runtime is built: running from then on
+    while not (records := list(lava_runtime.RUN_RECORDS.glob(f"{proc.pid}-*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert records, "the run did not record its processes and segments"
+    time.sleep(0.5)
     proc.kill()
     proc.communicate(timeout=60)
     assert live_processes_after(proc.pid, 20) == []

@@ -196,11 +196,11 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from spikefold.pipeline import export_checkpoint
 
+    if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
+        raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr > 0 (finite), got {args.qat_epochs} "
+                             f"and {args.qat_lr}")
     nir_path = report_files.check_output_file(args.out, "--out", args.force)
     report_path = report_files.check_output_file(nir_path.with_suffix(".report.json"), "--out's report", args.force)
-    if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
-        raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr a finite number > 0, got {args.qat_epochs} "
-                             f"and {args.qat_lr}")
     with _progress() as progress:
         task = progress.add_task("QAT (integer forward)", total=args.qat_epochs, visible=args.qat_epochs > 0)
         net, report, float_acc = export_checkpoint(

@@ -30,7 +30,7 @@ from spikefold.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
-from spikefold.sim.simulator import SimResult, simulate
+from spikefold.sim.simulator import SimResult, matmul_plan, simulate
 
 
 @dataclasses.dataclass
@@ -99,6 +99,7 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     reference_path = cfg.reference or cfg.model
     reference = nir_io.read(reference_path) if cfg.reference else net
     _check_same_shape(net, reference, cfg.model, reference_path)
+    matmul_plan(reference)  # the simulator's own limits, checked before the long target run rather than after it
     data = data_source.load(cfg.data, reference, cfg.samples, str(reference_path), cfg.data_root)
     timings: dict[str, float] = {}
     float_predictions = None

@@ -239,12 +239,13 @@ def _run_data(args, net):
 def cmd_deploy(args) -> int:
     from spikefold.deploy import lava_runner
     from spikefold.deploy.validation import compare
-    from spikefold.sim.simulator import simulate, spike_table
+    from spikefold.sim.simulator import matmul_plan, simulate, spike_table
 
     if args.report:
         report_files.check_output_file(args.report, "--report", args.force)
     lava_runner.check_target(args.target)
     net = _load_net(args.model)
+    matmul_plan(net)  # the simulator's limits (it checks Lava's spikes afterwards), before the Lava run
     data = _run_data(args, net)
     with _progress() as progress:
         task = progress.add_task(f"deploy {args.target}", total=len(data.x_int))

@@ -239,7 +239,6 @@ def main_campaign() -> None:
     out.write_text(json.dumps({"machine": machine, "options": vars(args), "setup_s": setup_s, "summary": summary,
                                "cases": rows, "sigkill": kill,
                                "fuzz_unnamed": [vars(f) for f in unnamed][:50],
-                               "fuzz_slowest": [vars(f) for f in sorted(fuzz, key=lambda f: -f.seconds)[:5]],
                                "fuzz_by_result": {k: sum(f.result == k for f in fuzz) for k in {f.result for f in fuzz}},
                                "table": text}, indent=2))
     print(f"\nwrote {out}")

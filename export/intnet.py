@@ -562,8 +562,7 @@ class IntNetwork:
                 if delay and c.synapses.num_message_bits > 0:
                     # Lava's DelayDense sums graded input in int64 before it wraps, Dense (and a_out) in int32:
                     # they agree only while no sum can leave int32.
-                    largest = (1 << self.input.bits) - 1 if c.source == INPUT else 1
-                    bound = int(np.abs(c.synapses.matrix()).sum(axis=1).max(initial=0)) * largest
+                    bound = c.synapses.partial_sum_bound((1 << self.input.bits) - 1 if c.source == INPUT else 1)
                     if bound > np.iinfo(np.int32).max:
                         raise HardwareRangeError(
                             f"layer '{layer.name}': delayed graded input from '{c.source}' can sum to {bound}, beyond "

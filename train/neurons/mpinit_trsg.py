@@ -112,4 +112,7 @@ class MPInitTrSG(SpikingNeuron):
         with torch.no_grad():
             old = self.initial_potential
             mean = (total / count.clamp(min=1)).to(old.dtype)
-            old.copy_(torch.where(count > 0, torch.lerp(old, mean, self.options.momentum), old))
+            # A new tensor, not an in-place update: the forward has saved the old one for the backward (the
+            # kernels' op, and torch.compile's graph, which saves the buffer itself), so changing it in place
+            # fails the backward's version check.
+            self.initial_potential = torch.where(count > 0, torch.lerp(old, mean, self.options.momentum), old)

@@ -14,6 +14,7 @@ potential, reset) are folded into integers by :func:`spikefold.export.quantise.q
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -147,7 +148,8 @@ def fold(model: SpikingModel) -> FloatNetwork:
     cfg = model.cfg
     if cfg.arch not in EXPORTABLE:
         raise ConfigError(f"export folds {', '.join(EXPORTABLE)} models; '{cfg.arch}' cannot be exported yet")
-    model = model.eval()
+    # On the CPU, where the float reference network runs (a model trained on a GPU stays there, untouched).
+    model = copy.deepcopy(model).cpu().eval()
     folder = _Folder()
     signal = _Signal([INPUT], tuple(cfg.input_shape))
     if cfg.arch == "mlp":

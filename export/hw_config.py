@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,16 @@ class HwConfig:
 
     def figure(self, section: str, key: str) -> Figure:
         entry = self._section(section).get(key)
-        if entry is None or "value" not in entry:
-            raise ConfigError(f"hw_config '{self.name}': {section}.{key}.value is missing")
+        if not isinstance(entry, dict) or "value" not in entry:
+            raise ConfigError(f"hw_config '{self.name}': {section}.{key}.value is missing; give the figure with "
+                              "its unit and source")
+        value = entry["value"]
+        # bool is an int to Python, but 'yes' is no energy.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"hw_config '{self.name}': {section}.{key}.value is {value!r}; it must be a finite "
+                              "number >= 0 (write 23.6e-12, not '23.6 pJ')")
         return Figure(
-            value=float(entry["value"]),
+            value=float(value),
             unit=str(entry.get("unit", "")),
             source=str(entry.get("source", "")),
             proxy=bool(entry.get("proxy", False)),

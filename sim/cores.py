@@ -234,7 +234,7 @@ class _Layout:
         return synapses, axons, self._box_sum(tile) if fires else tile.size
 
     def candidates(self):
-        """(groups, tiles): whole fan-in first, each from the fewest cores up."""
+        """(groups, tiles): whole fan-in first, then whole channels, each from the fewest cores up."""
         c, h, w = self.shape
         max_groups = max(s[0] if isinstance(conn.synapses, Conv2d) else int(np.prod(s))
                          for conn, s in zip(self.layer.inputs, self.sources))
@@ -246,7 +246,10 @@ class _Layout:
                 cores = groups * math.ceil(c / ec) * math.ceil(h / eh) * math.ceil(w / ew)
                 options.append((cores, groups, ec, eh, ew))
         # Splitting the fan-in needs partial sums sent between cores: only where no whole-fan-in tiling fits.
-        for _, cores, groups, ec, eh, ew in sorted((g > 1, n, g, *rest) for n, g, *rest in options):
+        # Then tiles that hold every output channel of a patch: a layer split by channels multiplies the cores
+        # each spike of the layer before must reach, which costs that layer output axons.
+        for *_, groups, ec, eh, ew in sorted((g > 1, math.ceil(c / rest[0]), n, g, *rest)
+                                             for n, g, *rest in options):
             yield groups, [Box(c0, c1, r0, r1, w0, w1) for (c0, c1), (r0, r1), (w0, w1)
                            in itertools.product(_splits(c, ec), _splits(h, eh), _splits(w, ew))]
 

@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test,sanafe]"
 	$(PIP) --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(PIP) --no-deps neurobench==2.3.0 snntorch==1.0.0
 	touch $@
 
 # Triton, for the fused neuron kernels (pyproject's "gpu" extra). Without a GPU the tests run the kernels on

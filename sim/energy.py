@@ -31,7 +31,7 @@ import dataclasses
 import numpy as np
 
 from spikefold.export.hw_config import Figure, HwConfig
-from spikefold.export.intnet import INPUT, Conv2d, IntNetwork
+from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
 from spikefold.sim.cores import (Box, Core, CoreMap, consumer_fan_out, grid, map_onto_cores,
                                  synapses_per_source)
 from spikefold.sim.simulator import SimResult
@@ -255,11 +255,7 @@ def neurobench_metrics(net: IntNetwork, x_int: np.ndarray, result: SimResult) ->
     for i, layer in enumerate(net.layers):
         layer_macs = layer_acs = 0.0
         for c in layer.inputs:
-            w = c.synapses.effective_weights()
-            if isinstance(c.synapses, Conv2d):
-                nonzero = _conv_nonzero_fan(c.synapses, w)
-            else:
-                nonzero = np.count_nonzero(w, axis=0)  # per input: the non-zero weights it multiplies
+            nonzero = nonzero_fan(c.synapses, c.synapses.effective_weights())
             if c.source == INPUT:
                 layer_macs += float((x_int != 0).sum(axis=0) @ nonzero) / n * net.timesteps
             else:
@@ -274,16 +270,19 @@ def neurobench_metrics(net: IntNetwork, x_int: np.ndarray, result: SimResult) ->
             "ActivationSparsity": 1.0 - fired / slots if slots else 0.0, "layers": per_layer}
 
 
-def _conv_nonzero_fan(conv: Conv2d, kernel: np.ndarray) -> np.ndarray:
-    """Per input of a convolution, the non-zero kernel weights it meets over all output positions (a kernel tap
-    over the padding meets no input)."""
-    c_in, h, w = conv.input_shape
-    _, ho, wo = conv.output_shape
-    nonzero = np.count_nonzero(kernel, axis=0)  # (in, kh, kw): output channels with a non-zero weight per tap
+def nonzero_fan(synapses: Dense, weights: np.ndarray) -> np.ndarray:
+    """Per input of a connection with these ``weights`` (a convolution's geometry taken from ``synapses``), the
+    non-zero weights it meets over all outputs: NeuroBench's synaptic operations per non-zero input. A
+    convolution tap over the padding meets no input."""
+    if not isinstance(synapses, Conv2d):
+        return np.count_nonzero(weights, axis=0)
+    c_in, h, w = synapses.input_shape
+    _, ho, wo = synapses.output_shape
+    nonzero = np.count_nonzero(weights, axis=0)  # (in, kh, kw): output channels with a non-zero weight per tap
     fan = np.zeros((c_in, h, w), np.int64)
     for i, j in np.ndindex(nonzero.shape[1:]):
-        rows = np.arange(ho) * conv.stride + i - conv.padding
-        cols = np.arange(wo) * conv.stride + j - conv.padding
+        rows = np.arange(ho) * synapses.stride + i - synapses.padding
+        cols = np.arange(wo) * synapses.stride + j - synapses.padding
         rows, cols = rows[(rows >= 0) & (rows < h)], cols[(cols >= 0) & (cols < w)]
         fan[:, rows[:, None], cols[None, :]] += nonzero[:, i, j][:, None, None]
     return fan.ravel()

@@ -214,3 +214,40 @@ def test_every_figure_names_its_unit_and_source_and_loihi2_marks_its_proxies():
     for section in ("energy", "timing"):
         for key in loihi2.raw[section]:
             assert loihi2.figure(section, key).proxy, f"loihi2 {section}.{key} must be marked as a proxy"
+
+
+@pytest.mark.parametrize("value, problem", [(None, "is missing"), ("23.6 pJ", "must be a finite number >= 0"),
+                                            (-1e-12, "must be a finite number >= 0")])
+def test_a_bad_energy_figure_is_a_named_error_with_exit_status_2(exported, tmp_path, value, problem, capsys):
+    from spikefold.cli import main
+    from spikefold.export import nir_io
+
+    raw = hw_config.load("loihi2").raw
+    if value is None:
+        del raw["energy"]["synaptic_op"]
+    else:
+        raw["energy"]["synaptic_op"]["value"] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(hw_config.ConfigError, match=rf"energy\.synaptic_op\.value .*{problem}"):
+        hw_config.load(bad).figure("energy", "synaptic_op")
+    path = str(nir_io.write(exported[1], tmp_path / "m.nir"))
+    assert main(["sim", path, "--samples", "5", "--hw-config", str(bad)]) == 2
+    assert "energy.synaptic_op" in capsys.readouterr().err
+
+
+def test_energy_md_opens_with_the_totals_and_neurobench_metrics(exported, split, tmp_path):
+    from spikefold.cli import main
+    from spikefold.export import nir_io
+
+    path = str(nir_io.write(exported[1], tmp_path / "m.nir"))
+    assert main(["sim", path, "--samples", "10", "--out", str(tmp_path / "sim")]) == 0
+    text = (tmp_path / "sim" / "energy.md").read_text()
+    for needle in ("| energy per inference |", "| latency (T + D = ", "| accuracy |", "Effective_ACs",
+                   "ActivationSparsity", "## Steps"):
+        assert needle in text, needle
+    import json
+
+    e = json.loads((tmp_path / "sim" / "energy.json").read_text())
+    assert len(e["step_s"]) == len(e["step_energy_j"]) == exported[1].timesteps + max(exported[1].depths())
+    assert e["accuracy"] is not None and e["latency_s"] == pytest.approx(sum(e["step_s"]))

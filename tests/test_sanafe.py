@@ -78,3 +78,20 @@ def test_what_sanafe_cannot_represent_is_a_named_error():
     net.layers[0].neurons.vth = np.arange(1, 4)
     with pytest.raises(SanaFeError, match="per-timestep threshold schedule"):
         sanafe_engine.check_representable(net)
+
+
+@pytest.mark.slow
+def test_cli_sim_reports_sanafe_beside_spikefold(exported, tmp_path):
+    import json
+
+    from spikefold.cli import main
+    from spikefold.export import nir_io
+
+    path = str(nir_io.write(exported[1], tmp_path / "m.nir"))
+    out = tmp_path / "sim"
+    assert main(["sim", path, "--samples", "3", "--hw-config", "loihi1_sanafe", "--energy-engine", "sanafe",
+                 "--out", str(out)]) == 0
+    side = json.loads((out / "energy.json").read_text())["sanafe"]
+    assert side["spikes_equal"] and side["readout_equal"] and side["release"] == "sanafe 2.2.9"
+    assert side["sanafe"]["energy_j"] > 0 and len(side["sanafe"]["step_s"]) == len(side["spikefold"]["step_s"])
+    assert "## SANA-FE (sanafe 2.2.9) beside spikefold" in (out / "energy.md").read_text()

@@ -1,5 +1,5 @@
 """spikefold's energy and latency model beside SANA-FE's (sanafe 2.2.9, its Loihi architecture) on the same
-integer networks, spike for spike: the demo MLP (digits, 128-128, T = 4), a small CNN and a SEW residual net
+integer networks, spike for spike: the demo MLP (digits, 128-128, T = 4), a small CNN and a residual net
 (ResNet-19 at 1/16 width), each trained briefly on digits here. spikefold is run with loihi2 (Davies 2018
 energies) and loihi1_sanafe (SANA-FE 2.2.9's constants in spikefold's model); SANA-FE maps each network core for
 core as spikefold's loihi1_sanafe mapping does. Prints a table and writes benchmarks/results/sanafe_compare.json.
@@ -44,7 +44,7 @@ def networks(split):
     for name, cfg, epochs in (
             ("demo MLP 64-128-128-10", ModelConfig(arch="mlp", input_shape=(64,), hidden=(128, 128), timesteps=4), 10),
             ("CNN 1x8x8-8c3-A-16c3-10", ModelConfig(arch="vgg", input_shape=(1, 8, 8), plan=(8, "A", 16), timesteps=4), 5),
-            ("SEW ResNet-19 1/16 width", ModelConfig(arch="sew_resnet19", input_shape=(1, 8, 8), width=1 / 16,
+            ("ResNet-19 1/16 width", ModelConfig(arch="resnet19", input_shape=(1, 8, 8), width=1 / 16,
                                                      timesteps=2), 1)):
         model = _trained(cfg, epochs, split)
         net, report = quantise(fold(model), loihi2, split.x_train)

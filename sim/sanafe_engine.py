@@ -18,8 +18,10 @@ every term is a dyadic fraction held exactly in a double, so the spikes stay exa
   steps 0..T-1, and its value is multiplied into its synapses' weights: the network is built again per sample;
 - the Dense delay: SANA-FE, like Lava, delivers a spike one step after it is sent; a layer at depth d starts its
   window at step d, where :mod:`spikefold.deploy` resets Lava's ``LIFReset`` (and every T steps after): the engine
-  sets the layer's potentials to 0 there (it runs step by step); a skip connection's extra delay goes through the
-  ``loihi_dendrites_delay`` unit; an initial potential (MP-Init) is an input neuron firing at step d - 1.
+  sets the layer's potentials to 0 there (it runs step by step); a skip connection's extra delay of k steps is a
+  chain of k relay populations (weight 1, threshold 0.5, no leak), one step each: SANA-FE 2.2.9's
+  ``accumulator_with_delay`` dendrite delivered nothing when tried here; the relays' work is SANA-FE's too, and
+  the report counts it; an initial potential (MP-Init) is an input neuron firing the step before each window starts.
 
 It runs ``T + D`` steps per sample and returns every spike and the readout voltage, in Lava's timing, so the
 caller compares them with ``simulate(..., timing="lava")``; and SANA-FE's energy (synapse, soma, network) and
@@ -151,6 +153,24 @@ def run(net: IntNetwork, x_int: np.ndarray, core_map: CoreMap, reference: SimRes
     totals = dict.fromkeys(("synapse", "dendrite", "soma", "network"), 0.0)
     counts = dict.fromkeys(("spikes", "packets_sent", "neurons_updated", "neurons_fired"), 0.0)
     step_s, step_energy = np.zeros(steps), np.zeros(steps)
+    try:
+        _run_samples(sanafe, chip, net, x_int, core_map, hw_cores, edges, depths, spikes, readout_v, totals, counts,
+                     step_s, step_energy)
+    except RuntimeError as exc:  # SANA-FE's kernel reports what it cannot simulate as a bare runtime error
+        raise SanaFeError(f"SANA-FE ({RELEASE}) could not run the network: {exc}") from None
+    per = max(n, 1)
+    return SanaFeRun(
+        spikes=spikes, readout_v=readout_v, energy_j=sum(totals.values()) / per,
+        energy_by_unit_j={k: v / per for k, v in totals.items()}, latency_s=float(step_s.sum()) / per,
+        step_s=(step_s / per).tolist(), step_energy_j=(step_energy / per).tolist(),
+        synaptic_ops=counts["spikes"] / per, messages=counts["packets_sent"] / per,
+        neurons_updated=counts["neurons_updated"] / per, neurons_fired=counts["neurons_fired"] / per)
+
+
+def _run_samples(sanafe, chip, net, x_int, core_map, hw_cores, edges, depths, spikes, readout_v, totals, counts,
+                 step_s, step_energy) -> None:
+    """Each sample on its own network, step by step, filling the arrays and sums the caller holds."""
+    T, steps = net.timesteps, net.timesteps + max(depths)
     for sample, x in enumerate(np.asarray(x_int, np.int64)):
         snet, groups = _build(sanafe, net, x, core_map, hw_cores, edges, depths)
         chip.reset()  # a fresh sample: zero potentials and SANA-FE's step counter
@@ -177,13 +197,6 @@ def run(net: IntNetwork, x_int: np.ndarray, core_map: CoreMap, reference: SimRes
                 counts[key] += r[key]
             step_s[s] += r["sim_time"]
             step_energy[s] += r["energy"]["total"]
-    per = max(n, 1)
-    return SanaFeRun(
-        spikes=spikes, readout_v=readout_v, energy_j=sum(totals.values()) / per,
-        energy_by_unit_j={k: v / per for k, v in totals.items()}, latency_s=float(step_s.sum()) / per,
-        step_s=(step_s / per).tolist(), step_energy_j=(step_energy / per).tolist(),
-        synaptic_ops=counts["spikes"] / per, messages=counts["packets_sent"] / per,
-        neurons_updated=counts["neurons_updated"] / per, neurons_fired=counts["neurons_fired"] / per)
 
 
 def _build(sanafe, net: IntNetwork, x: np.ndarray, core_map: CoreMap, hw_cores, edges, depths):
@@ -195,16 +208,16 @@ def _build(sanafe, net: IntNetwork, x: np.ndarray, core_map: CoreMap, hw_cores, 
         neuron.set_attributes(soma_hw_name=f"loihi_inputs[{i % INPUTS_PER_CORE}]",
                               model_attributes={"spikes": [bool(x[i])] * T + [False] * (steps - T)})
         neuron.map_to_core(hw_cores[i // INPUTS_PER_CORE])
-    next_core = -(-net.input.size // INPUTS_PER_CORE)
+    first_core = -(-net.input.size // INPUTS_PER_CORE)
+    next_core = first_core + len(core_map.cores)  # relays go on the cores after spikefold's
     groups, sources = {}, {INPUT: inp}
     for i, layer in enumerate(net.layers):
         neu = layer.neurons
-        delayed = any(net.delay(i, c, depths) for c in layer.inputs)
         group = snet.create_neuron_group(
             layer.name, layer.size, soma_hw_name="loihi_lif", log_spikes=True, log_potential=layer.readout,
             default_synapse_hw_name="loihi_conv_synapse" if isinstance(layer.inputs[0].synapses, Conv2d)
             else "loihi_dense_synapse",
-            default_dendrite_hw_name="loihi_dendrites_delay" if delayed else "loihi_dendrites",
+            default_dendrite_hw_name="loihi_dendrites",
             model_attributes={"threshold": float(neu.vth), "reset": 0.0,
                               "reset_mode": "hard" if neu.reset == "zero" else "soft",
                               "leak_decay": (4096 - neu.dv) / 4096, "input_decay": 0.0})
@@ -215,16 +228,15 @@ def _build(sanafe, net: IntNetwork, x: np.ndarray, core_map: CoreMap, hw_cores, 
         shape = grid(layer.output_shape)
         for core in core_map.of_layer(i):
             for j in core.tile.indices(shape):
-                group.neurons[int(j)].map_to_core(hw_cores[next_core + core.index])
+                group.neurons[int(j)].map_to_core(hw_cores[first_core + core.index])
         for k, c in enumerate(layer.inputs):
             src, dst, weight = edges[(i, k)]
             if c.source == INPUT:  # the graded value rides on the weight; zero inputs never fire
                 weight = weight * x[src]
-            attributes = {"w": weight.tolist()}
-            delay = net.delay(i, c, depths)
-            if delayed:
-                attributes["delay"] = [delay] * len(weight)
-            sources[c.source].connect_neurons_sparse(group, attributes, list(zip(src.tolist(), dst.tolist())))
+            source = sources[c.source]
+            for step in range(net.delay(i, c, depths)):  # a skip connection's extra delay: one relay per step
+                source, next_core = _relay(snet, source, f"{layer.name}.{c.source}.relay{step}", hw_cores, next_core)
+            source.connect_neurons_sparse(group, {"w": weight.tolist()}, list(zip(src.tolist(), dst.tolist())))
             if c.source == INPUT and c.synapses.weight_exp < 0:
                 # Lava floors the graded sum after the negative shift; the input is the same every step, so the
                 # floor's residue is one more synapse per neuron from an input neuron firing with the input.
@@ -235,17 +247,34 @@ def _build(sanafe, net: IntNetwork, x: np.ndarray, core_map: CoreMap, hw_cores, 
                                               model_attributes={"spikes": [True] * T + [False] * (steps - T)})
                 fix.map_to_core(hw_cores[len(hw_cores) - 1 - i])
                 fix.connect_neurons_sparse(group, {"w": residue.tolist()}, [(0, j) for j in range(layer.size)])
-        if layer.initial is not None:  # MP-Init: one spike that arrives as the window starts
+        if layer.initial is not None:  # MP-Init: one spike that arrives as each window starts
             pulse = snet.create_neuron_group(f"{layer.name}.initial", 1, model_attributes={})
             pulse.neurons[0].set_attributes(
                 soma_hw_name="loihi_inputs[0]",
-                model_attributes={"spikes": [s == depths[i] - 1 for s in range(steps)]})
+                model_attributes={"spikes": [s + 1 >= depths[i] and (s + 1 - depths[i]) % T == 0
+                                             for s in range(steps)]})
             pulse.map_to_core(hw_cores[len(hw_cores) - 1 - i])
             w = layer.initial.effective_weights()[:, 0] * 2.0 ** layer.initial.weight_exp
             pulse.connect_neurons_sparse(group, {"w": w.tolist()}, [(0, j) for j in range(layer.size)])
         groups[layer.name] = i
         sources[layer.name] = group
+    if next_core > len(hw_cores) - len(net.layers):
+        raise SanaFeError(f"the mapping and its delay relays need {next_core} cores; SANA-FE's Loihi architecture "
+                          f"({RELEASE}) has {len(hw_cores)} (one chip), {len(net.layers)} of them kept for input pulses")
     return snet, groups
+
+
+def _relay(snet, source, name: str, hw_cores, next_core: int):
+    """A copy of ``source`` one step later: a neuron per source neuron that fires the step after it receives a
+    spike (weight 1, threshold 0.5, no leak, reset to 0)."""
+    size = len(source.neurons)
+    relay = snet.create_neuron_group(name, size, soma_hw_name="loihi_lif", default_synapse_hw_name="loihi_dense_synapse",
+                                     model_attributes={"threshold": 0.5, "reset": 0.0, "reset_mode": "hard",
+                                                       "leak_decay": 0.0, "input_decay": 0.0})
+    for j, neuron in enumerate(relay.neurons):
+        neuron.map_to_core(hw_cores[min(next_core + j // INPUTS_PER_CORE, len(hw_cores) - 1)])
+    source.connect_neurons_sparse(relay, {"w": [1.0] * size}, [(j, j) for j in range(size)])
+    return relay, next_core + -(-size // INPUTS_PER_CORE)
 
 
 def compare(run: SanaFeRun, lava_timed: SimResult, report: EnergyReport) -> dict:

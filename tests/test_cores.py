@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from benchmarks.cores_resnet19 import resnet19
 from spikefold.errors import MappingError
@@ -16,15 +15,7 @@ from spikefold.sim import energy
 from spikefold.sim.cores import LIMITS, grid, map_onto_cores
 from spikefold.sim.simulator import simulate
 from tests.random_nets import conv_network, random_input
-
-
-def _config(tmp_path, **limits) -> hw_config.HwConfig:
-    raw = hw_config.load("loihi2").raw
-    for key, value in limits.items():
-        raw["limits"][key] = dict(raw["limits"][key], value=value)
-    path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return hw_config.load(path)
+from tests.test_energy import _config_with_limits
 
 
 def _connectivity(net, layer_index: int) -> np.ndarray:
@@ -41,7 +32,7 @@ def _connectivity(net, layer_index: int) -> np.ndarray:
 
 def test_convolution_tiles_hold_only_their_receptive_field(tmp_path):
     net = conv_network(5, timesteps=3)  # conv1: 4 x 6 x 6 neurons, 1 x 6 x 6 input, 3x3, padding 1
-    hw = _config(tmp_path, neurons_per_core=40, input_axons_per_core=70)
+    hw = _config_with_limits(tmp_path, neurons_per_core=40, input_axons_per_core=70)
     core_map = map_onto_cores(net, hw)
     for i, layer in enumerate(net.layers):
         conn = _connectivity(net, i)
@@ -72,7 +63,7 @@ def test_energy_counts_synaptic_ops_per_actual_synapse_of_each_tile(tmp_path):
     net = conv_network(5, timesteps=3)
     x = random_input(net, 4, seed=2)
     result = simulate(net, x)
-    hw = _config(tmp_path, neurons_per_core=40, input_axons_per_core=70)
+    hw = _config_with_limits(tmp_path, neurons_per_core=40, input_axons_per_core=70)
     report = energy.estimate(net, x, result, hw, hw_config.load("ann_45nm"))
     core_map = map_onto_cores(net, hw)
     conv2 = core_map.of_layer(1)
@@ -96,7 +87,7 @@ def test_a_convolution_no_tile_can_hold_is_refused_with_what_would_fit(tmp_path)
     # conv2 reads 4 channels x 4 x 4 taps: with 10 input axons not even one channel of one pixel fits.
     with pytest.raises(MappingError, match=r"layer 'conv2' cannot be partitioned onto loihi2 cores: .* needs \d+ "
                                            r"input_axons where a core has 10; use fewer input channels"):
-        map_onto_cores(net, _config(tmp_path, input_axons_per_core=10))
+        map_onto_cores(net, _config_with_limits(tmp_path, input_axons_per_core=10))
 
 
 def test_a_residual_net_at_1_16_width_maps_within_every_limit():

@@ -11,7 +11,7 @@ from spikefold.sim import energy
 from spikefold.export.intnet import INPUT
 from spikefold.sim.cores import Box, Core, grid, map_onto_cores, synapses_per_source
 from spikefold.sim.simulator import align_to_synchronous, simulate
-from tests.random_nets import conv_network, random_input
+from tests.random_nets import conv_network, random_input, residual_network
 
 sanafe_engine = pytest.importorskip("spikefold.sim.sanafe_engine")
 pytest.importorskip("sanafe")
@@ -95,3 +95,21 @@ def test_cli_sim_reports_sanafe_beside_spikefold(exported, tmp_path):
     assert side["spikes_equal"] and side["readout_equal"] and side["release"] == "sanafe 2.2.9"
     assert side["sanafe"]["energy_j"] > 0 and len(side["sanafe"]["step_s"]) == len(side["spikefold"]["step_s"])
     assert "## SANA-FE (sanafe 2.2.9) beside spikefold" in (out / "energy.md").read_text()
+
+
+def test_skip_connections_initial_potentials_and_subtractive_resets_spike_exactly_in_sanafe():
+    """A graph whose connections skip 1 to 3 layers (relays in SANA-FE), with initial potentials, subtractive
+    resets and a negative input weight exponent (the floor-residue synapse)."""
+    net = residual_network(3, timesteps=4)
+    for layer in net.layers:
+        layer.neurons.du = 4095
+        layer.neurons.vth = int(np.ravel(layer.neurons.vth)[0])  # SANA-FE has one threshold
+        for c in layer.inputs:
+            if c.source != INPUT:
+                c.synapses.weight_exp = max(0, c.synapses.weight_exp)
+    assert max(net.delay(i, c) for i, layer in enumerate(net.layers) for c in layer.inputs) == 3
+    assert any(layer.initial is not None for layer in net.layers)
+    assert {layer.neurons.reset for layer in net.layers} == {"zero", "subtract"}
+    x = random_input(net, 3, seed=4) // 16
+    run, _ = _compare(net, x)
+    assert sum(s.sum() for s in run.spikes[:-1]) > 0

@@ -43,6 +43,7 @@ from spikefold.sim.simulator import SimResult
 
 RELEASE = "sanafe 2.2.9"
 INPUTS_PER_CORE = 1024  # loihi.yaml's replicated input units per core
+NEURONS_PER_CORE = 1024  # loihi.yaml's max_neurons_supported
 
 
 @dataclasses.dataclass
@@ -140,6 +141,10 @@ def run(net: IntNetwork, x_int: np.ndarray, core_map: CoreMap, reference: SimRes
     if len(core_map.cores) + inputs_needed > len(hw_cores):
         raise SanaFeError(f"the mapping needs {len(core_map.cores)} cores and {inputs_needed} input cores; SANA-FE's "
                           f"Loihi architecture ({RELEASE}) has {len(hw_cores)} (one chip)")
+    if max(c.neurons for c in core_map.cores) > NEURONS_PER_CORE:
+        raise SanaFeError(f"the {core_map.hw_config} mapping puts up to {max(c.neurons for c in core_map.cores)} "
+                          f"neurons on a core; SANA-FE's Loihi cores hold {NEURONS_PER_CORE}: use --hw-config "
+                          "loihi1_sanafe (or loihi1)")
     if any(c.groups > 1 for c in core_map.cores):
         raise SanaFeError("the mapping splits a fan-in into partial sums, which SANA-FE's LIF cannot combine; "
                           "use a hw_config with larger cores")

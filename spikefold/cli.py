@@ -219,16 +219,16 @@ def cmd_sim(args) -> int:
     report = energy.estimate(net, data.x_int, result, hw, hw_config.load("ann_45nm"))
     rows = [(r.name, r.neurons, r.cores, f"{r.spikes:.1f}", f"{r.firing_rate:.3f}", f"{r.synaptic_ops:.0f}",
              f"{r.energy_j * 1e9:.2f}") for r in report.layers]
+    accuracy = float((result.predictions == data.labels).mean()) if data.labels is not None else None
     title = f"integer sim on {len(data.x_int)} samples of {data.source}"
-    if data.labels is not None:
-        title += f": accuracy {(result.predictions == data.labels).mean() * 100:.2f} %"
+    if accuracy is not None:
+        title += f": accuracy {accuracy * 100:.2f} %"
     out_console.print(_table(
         f"{title}; {report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e6:.1f} us per inference on "
         f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
-    accuracy = float((result.predictions == data.labels).mean()) if data.labels is not None else None
     summary = report.to_dict()
     if args.energy_engine == "sanafe":
-        summary["sanafe"] = _sanafe_beside(net, data.x_int, result, report, hw)
+        summary["sanafe"] = _sanafe_beside(net, data.x_int, report, hw)
     if args.out:
         from spikefold import report_files
         from spikefold.sim import plots
@@ -252,7 +252,7 @@ def cmd_sim(args) -> int:
     return 0
 
 
-def _sanafe_beside(net, x_int, result, report, hw) -> dict:
+def _sanafe_beside(net, x_int, report, hw) -> dict:
     """SANA-FE's run of the same network and samples, checked spike for spike against the simulator."""
     from spikefold.sim import sanafe_engine
     from spikefold.sim.cores import map_onto_cores

@@ -11,7 +11,7 @@ from spikefold.sim import energy
 from spikefold.export.intnet import INPUT
 from spikefold.sim.cores import Box, Core, grid, map_onto_cores, synapses_per_source
 from spikefold.sim.simulator import align_to_synchronous, simulate
-from tests.random_nets import conv_network, random_input, residual_network
+from tests.random_nets import conv_network, random_input, random_network, residual_network
 
 sanafe_engine = pytest.importorskip("spikefold.sim.sanafe_engine")
 pytest.importorskip("sanafe")
@@ -78,6 +78,12 @@ def test_what_sanafe_cannot_represent_is_a_named_error():
     net.layers[0].neurons.vth = np.arange(1, 4)
     with pytest.raises(SanaFeError, match="per-timestep threshold schedule"):
         sanafe_engine.check_representable(net)
+    wide = random_network(2, sizes=(4, 1100, 3), weight_exp=0)
+    for layer in wide.layers:
+        layer.neurons.du = 4095
+    with pytest.raises(SanaFeError, match=r"up to 1100 neurons on a core; SANA-FE's Loihi cores hold 1024: use "
+                                          r"--hw-config loihi1_sanafe"):
+        sanafe_engine.run(wide, np.zeros((1, 4), np.int64), map_onto_cores(wide, hw_config.load("loihi2")))
 
 
 @pytest.mark.slow

@@ -16,12 +16,13 @@ every term is a dyadic fraction held exactly in a double, so the spikes stay exa
 - resets: "zero" is SANA-FE's hard reset to 0, "subtract" its soft reset; one threshold for all timesteps;
 - graded input: SANA-FE's messages carry no payload, so each non-zero input is an input neuron that fires at
   steps 0..T-1, and its value is multiplied into its synapses' weights: the network is built again per sample;
-- the Dense delay: SANA-FE, like Lava, delivers a spike one step after it is sent; a layer at depth d starts its
-  window at step d, where :mod:`spikefold.deploy` resets Lava's ``LIFReset`` (and every T steps after): the engine
-  sets the layer's potentials to 0 there (it runs step by step); a skip connection's extra delay of k steps is a
-  chain of k relay populations (weight 1, threshold 0.5, no leak), one step each: SANA-FE 2.2.9's
-  ``accumulator_with_delay`` dendrite delivered nothing when tried here; the relays' work is SANA-FE's too, and
-  the report counts it; an initial potential (MP-Init) is an input neuron firing the step before each window starts.
+- the Dense delay: SANA-FE, like Lava, delivers a spike one step after it is sent, so a layer at depth d starts
+  its window at step d; Lava's ``LIFReset`` (as :mod:`spikefold.deploy` sets it) zeroes the layer's state at
+  every step congruent to d modulo T, and so does the engine (it runs step by step); a skip connection's extra
+  delay of k steps is a chain of k relay populations (weight 1, threshold 0.5, no leak), one step each, since
+  SANA-FE 2.2.9's ``accumulator_with_delay`` dendrite delivered nothing when tried here (the relays' work is
+  counted in SANA-FE's figures); an initial potential (MP-Init) is an input neuron firing the step before each
+  window starts.
 
 It runs ``T + D`` steps per sample and returns every spike and the readout voltage, in Lava's timing, so the
 caller compares them with ``simulate(..., timing="lava")``; and SANA-FE's energy (synapse, soma, network) and
@@ -186,8 +187,9 @@ def _run_samples(sanafe, chip, net, x_int, core_map, hw_cores, edges, depths, sp
         mapped = chip.mapped_neuron_groups
         for s in range(steps):
             for i, layer in enumerate(net.layers):
-                # LIFReset: the layer's window (and, in the drain steps, the next one) starts from zero state.
-                if s > 0 and s >= depths[i] and (s - depths[i]) % T == 0:
+                # LIFReset zeroes the layer's state every T steps from its depth, as Lava's does (so also in the
+                # fill steps before its first window, and at the next window in the drain steps).
+                if s > 0 and (s - depths[i]) % T == 0:
                     for neuron in mapped[layer.name]:
                         neuron.set_attributes(model_attributes={"potential": 0.0})
             r = chip.sim(1, spike_trace=True, potential_trace=True, perf_trace=True)

@@ -49,7 +49,6 @@ def _synaptic_ops_over_lava_schedule(net, x, lava_timed) -> float:
     return total
 
 
-@pytest.mark.slow
 def test_the_trained_mlp_spikes_exactly_in_sanafe(exported, split):
     _, net, _ = exported
     x = net.input.encode(split.x_test[:3])
@@ -58,7 +57,6 @@ def test_the_trained_mlp_spikes_exactly_in_sanafe(exported, split):
     assert run.synaptic_ops == pytest.approx(_synaptic_ops_over_lava_schedule(net, x, simulate(net, x, timing="lava")))
 
 
-@pytest.mark.slow
 def test_a_cnn_spikes_exactly_in_sanafe():
     net = conv_network(5, timesteps=3)  # its currents forget every step (du = 4095), as SANA-FE's must
     x = random_input(net, 2, seed=1) // 16  # small enough that no state saturates (SANA-FE computes in doubles)
@@ -86,7 +84,6 @@ def test_what_sanafe_cannot_represent_is_a_named_error():
         sanafe_engine.run(wide, np.zeros((1, 4), np.int64), map_onto_cores(wide, hw_config.load("loihi2")))
 
 
-@pytest.mark.slow
 def test_cli_sim_reports_sanafe_beside_spikefold(exported, tmp_path):
     import json
 

@@ -128,11 +128,19 @@ def _figures(hw: HwConfig, reference: HwConfig) -> tuple[dict[str, Figure], list
     return fig, notes
 
 
+def input_per_step(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
+    """Mean non-zero inputs per sample at each timestep, (T, inputs): graded spikes or events; static input sends
+    the same every step."""
+    x = np.asarray(x_int) != 0
+    n = max(len(x), 1)
+    if net.input.per_timestep:
+        return x.sum(axis=0) / n
+    return np.tile(x.sum(axis=0) / n, (net.timesteps, 1))
+
+
 def _source_activity(net: IntNetwork, x_int: np.ndarray, result: SimResult, n: int) -> dict[str, np.ndarray]:
-    """Per source, the mean messages per sample sent at each timestep, (T, source neurons): spikes, or for the
-    input the non-zero graded values (the same every step)."""
-    graded = np.count_nonzero(x_int, axis=0) / n if len(x_int) else np.zeros(net.input.size)
-    sent = {INPUT: np.tile(graded, (net.timesteps, 1))}
+    """Per source, the mean messages per sample sent at each timestep, (T, source neurons)."""
+    sent = {INPUT: input_per_step(net, x_int)}
     for i, layer in enumerate(net.layers):
         sent[layer.name] = result.spikes[i].sum(axis=0) / n
     return sent
@@ -257,7 +265,7 @@ def neurobench_metrics(net: IntNetwork, x_int: np.ndarray, result: SimResult) ->
         for c in layer.inputs:
             nonzero = nonzero_fan(c.synapses, c.synapses.effective_weights())
             if c.source == INPUT:
-                layer_macs += float((x_int != 0).sum(axis=0) @ nonzero) / n * net.timesteps
+                layer_macs += float(input_per_step(net, x_int).sum(axis=0) @ nonzero)
             else:
                 layer_acs += float(result.spikes[net.index(c.source)].sum(axis=(0, 1)) @ nonzero) / n
         macs, acs = macs + layer_macs, acs + layer_acs

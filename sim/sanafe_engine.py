@@ -76,6 +76,9 @@ def _import():
 
 def check_representable(net: IntNetwork, reference: SimResult | None = None) -> None:
     """A :class:`SanaFeError` naming the layer and parameter where SANA-FE's LIF cannot give the same spikes."""
+    if net.input.per_timestep:
+        raise SanaFeError("the network takes input that changes every timestep; the SANA-FE engine builds the "
+                          "static input's per-sample network only")
     for layer in net.layers:
         neu = layer.neurons
         if neu.du != 4095:

@@ -23,8 +23,10 @@ def _connectivity(net, layer_index: int) -> np.ndarray:
     parts = []
     for c in net.layers[layer_index].inputs:
         syn = c.synapses
-        if isinstance(syn, Conv2d):
-            parts.append(syn.unroll(np.ones(np.shape(syn.weights), np.int64)))
+        if isinstance(syn, Conv2d):  # the convolution of a kernel of ones with each unit input
+            ones = Conv2d(np.ones(np.shape(syn.weights), np.int64), 0, input_shape=syn.input_shape,
+                          stride=syn.stride, padding=syn.padding)
+            parts.append(ones.accumulate(np.eye(syn.shape[1], dtype=np.int64)).T.astype(np.int64))
         else:
             parts.append(np.ones(syn.shape, np.int64))
     return np.concatenate(parts, axis=1)
@@ -74,10 +76,12 @@ def test_energy_counts_synaptic_ops_per_actual_synapse_of_each_tile(tmp_path):
         assert activity.synaptic_ops == pytest.approx(float(spikes_in @ rows.sum(axis=0)))
         assert activity.messages_in == pytest.approx(float(spikes_in @ rows.any(axis=0)))
     # NeuroBench's count: non-zero weights only, per (input, output) pair.
-    w = net.layers[1].inputs[0].synapses.matrix()
+    conv2 = net.layers[1].inputs[0].synapses
+    w = conv2.accumulate(np.eye(conv2.shape[1], dtype=np.int64)).T  # the effective matrix, column by column
     assert report.neurobench["layers"][1]["Effective_ACs"] == pytest.approx(
         float(spikes_in @ np.count_nonzero(w, axis=0)))
-    w0 = net.layers[0].inputs[0].synapses.matrix()
+    conv1 = net.layers[0].inputs[0].synapses
+    w0 = conv1.accumulate(np.eye(conv1.shape[1], dtype=np.int64)).T
     assert report.neurobench["layers"][0]["Effective_MACs"] == pytest.approx(
         float((x != 0).sum(axis=0) @ np.count_nonzero(w0, axis=0)) / len(x) * net.timesteps)
 

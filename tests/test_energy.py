@@ -216,8 +216,8 @@ def test_every_figure_names_its_unit_and_source_and_loihi2_marks_its_proxies():
             assert loihi2.figure(section, key).proxy, f"loihi2 {section}.{key} must be marked as a proxy"
 
 
-@pytest.mark.parametrize("value, problem", [(None, "is missing"), ("23.6 pJ", "must be a finite number >= 0"),
-                                            (-1e-12, "must be a finite number >= 0")])
+@pytest.mark.parametrize("value, problem", [(None, "is missing"), ("23.6 pJ", "must be a number >= 0"),
+                                            (-1e-12, "must be a number >= 0")])
 def test_a_bad_energy_figure_is_a_named_error_with_exit_status_2(exported, tmp_path, value, problem, capsys):
     from spikefold.cli import main
     from spikefold.export import nir_io
@@ -229,7 +229,7 @@ def test_a_bad_energy_figure_is_a_named_error_with_exit_status_2(exported, tmp_p
         raw["energy"]["synaptic_op"]["value"] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
-    with pytest.raises(hw_config.ConfigError, match=rf"energy\.synaptic_op\.value .*{problem}"):
+    with pytest.raises(hw_config.ConfigError, match=rf"energy\.synaptic_op\.value.*{problem}"):
         hw_config.load(bad).figure("energy", "synaptic_op")
     path = str(nir_io.write(exported[1], tmp_path / "m.nir"))
     assert main(["sim", path, "--samples", "5", "--hw-config", str(bad)]) == 2

@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml Makefile benchmarks/gpu_wheels.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,sanafe]"
 	$(PIP) --no-deps --ignore-requires-python lava-nc==0.10.0
 	$(PIP) --no-deps tonic==1.7.0 aedat==2.3.0 tqdm importRosbag==1.0.4 requests urllib3 idna certifi dv-processing==2.0.4
 	$(PIP) --no-deps -r benchmarks/gpu_wheels.txt
+	$(PIP) --no-deps neurobench==2.3.0 snntorch==1.0.0
 	touch $@
 
 # Triton, for the fused neuron kernels (pyproject's "gpu" extra). Without a GPU the tests run the kernels on

@@ -8,9 +8,9 @@ layer spikes; the simulator run checks that every layer did. Every stage runs in
 reports its wall time and its peak resident memory (getrusage's ru_maxrss), so one stage's memory is not
 counted against another's.
 
-Columns left for work that lands after this script: ``cores`` and ``chips`` (the core mapping, filled by
-:func:`hardware_columns`) and ``lava_layerwise_*`` (layer-wise Lava validation, filled by
-:func:`lava_columns`); until then they are null.
+``cores`` and ``chips`` come from the partitioned core mapping (:func:`hardware_columns`); the column left for
+work that lands after this script, ``lava_layerwise_*`` (layer-wise Lava validation, filled by
+:func:`lava_columns`), is null until then.
 
     .venv/bin/python benchmarks/full_size.py --widths 1/16 1/4        # while developing
     .venv/bin/python benchmarks/full_size.py --widths 1               # full width: watch `free -g`
@@ -131,8 +131,12 @@ def stage_sim(nir_path: Path, samples: int, threads: int) -> dict:
 
 
 def hardware_columns(nir_path: Path) -> dict:
-    """Cores and chips of the partitioned core mapping: filled once the core mapper partitions convolutions."""
-    return {"cores": None, "chips": None}
+    """Cores and chips of the partitioned core mapping on loihi2 (spikefold.sim.cores)."""
+    from spikefold.export import hw_config, nir_io
+    from spikefold.sim.cores import map_onto_cores
+
+    core_map = map_onto_cores(nir_io.read(nir_path), hw_config.load("loihi2"))
+    return {"cores": len(core_map.cores), "chips": core_map.chips}
 
 
 def lava_columns(nir_path: Path) -> dict:

@@ -1,21 +1,26 @@
-"""Energy and latency per inference from the activity a run measured (simulator or Lava), per layer and core.
+"""Energy and latency per inference from the activity a run measured (simulator or Lava), per layer, core and
+timestep.
 
-The layers are first mapped onto cores (``spikefold.sim.cores``). Then, per core and per timestep, averaged
-over the run's samples:
+The layers are first mapped onto cores (``spikefold.sim.cores``, which partitions layers that exceed a core).
+Then, per core and per timestep, averaged over the run's samples:
 
-- messages in: what arrives at the core: the spikes of every layer it reads (and, where it reads the input, the
-  non-zero graded inputs the host sends); every core of a layer receives all of them;
-- synaptic operations: messages in x the core's neurons (each message drives one synapse per neuron);
+- messages in: the spikes (and, where it reads the input, the non-zero graded inputs the host sends) that fall
+  in the core's receptive field: a convolution tile receives only the part of the map its kernels read;
+- synaptic operations: per arriving message, the synapses it drives in the core (one per actual synapse: a
+  dense core's every neuron, a convolution tile's kernel taps over that input);
 - neuron updates: every neuron, every timestep; spikes out: from the run itself;
-- messages out: spikes x the cores of the layers it sends to (one message per destination core).
+- messages out: each spike once per core of the consuming layers that reads it; a core holding a slice of a
+  split fan-in sends one partial sum per neuron and step.
 
 Energy is dynamic (synaptic ops, neuron updates, the dearer update of a spiking neuron, messages) plus static
-power over the time an inference occupies the chip when samples stream back to back. Latency per timestep is
-the busiest core's work (the operations above times the hw_config's time per operation) plus the barrier
-that ends every timestep; an inference takes its T timesteps plus one step of Dense delay per layer on its
-deepest path (each costed at the mean step). Beside it: the same network as an ANN on the 45 nm reference (one
-pass of MACs), and the SNN papers' 45 nm convention (MACs for the analog input's synapses, one accumulate per
-synaptic op driven by a spike).
+power over the time an inference occupies the chip when samples stream back to back. Latency follows Lava's
+schedule: a layer at depth d works on a sample's timestep tau at step tau + d, so one inference takes T + D steps
+(D the deepest layer's depth) and each step costs what its busiest core does in that step (messages received,
+synaptic ops, neuron updates, spikes, messages sent, times the hw_config's time per operation) plus the barrier
+that ends it; a layer outside its window only updates its neurons. The drain steps at the end are thus charged
+their own, small, cost. Beside it: the same network as an ANN on the 45 nm reference (one pass of MACs), the SNN
+papers' 45 nm convention (MACs for the graded input's synapses, one accumulate per synaptic op driven by a
+spike), and NeuroBench's metric names (:func:`neurobench_metrics`).
 Every figure comes from the hw_config with its source; proxies are flagged and listed in ``notes``.
 """
 
@@ -26,12 +31,13 @@ import dataclasses
 import numpy as np
 
 from spikefold.export.hw_config import Figure, HwConfig
-from spikefold.export.intnet import INPUT, IntNetwork
-from spikefold.sim.cores import CoreMap, map_onto_cores
+from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
+from spikefold.sim.cores import (Box, Core, CoreMap, consumer_fan_out, grid, map_onto_cores,
+                                 synapses_per_source)
 from spikefold.sim.simulator import SimResult
 
 ENERGY = ("synaptic_op", "neuron_update", "neuron_update_active", "spike_message")
-TIMING = ("synaptic_op", "neuron_update", "neuron_spike", "spike_message", "barrier_sync")
+TIMING = ("message_in", "synaptic_op", "neuron_update", "neuron_spike", "spike_message", "barrier_sync")
 
 
 @dataclasses.dataclass
@@ -41,6 +47,7 @@ class CoreActivity:
     core: int
     layer: str
     neurons: int
+    input_group: int  # which slice of a split fan-in (0 when not split)
     synapses: int
     input_axons: int
     output_axons: int
@@ -49,7 +56,7 @@ class CoreActivity:
     neuron_updates: float
     spikes: float
     messages_out: float
-    busy_s: list[float]  # work time at each timestep
+    busy_s: list[float]  # work time at each step of Lava's schedule (T + D steps)
     energy_j: float
 
 
@@ -61,7 +68,7 @@ class LayerActivity:
     neurons: int
     fan_in: int
     cores: int
-    input_messages: float  # arriving at the layer (each is delivered to every one of its cores)
+    input_messages: float  # arriving at the layer's cores, each core counting what reaches it
     synaptic_ops: float
     neuron_updates: float
     spikes: float
@@ -69,6 +76,7 @@ class LayerActivity:
     firing_rate: float  # spikes per neuron per timestep
     spikes_per_timestep: list[float]
     energy_j: float  # dynamic energy of the layer's cores
+    energy_by_operation_j: dict[str, float]
 
 
 @dataclasses.dataclass
@@ -79,14 +87,17 @@ class EnergyReport:
     layers: list[LayerActivity]
     cores: list[CoreActivity]
     chips: int
-    step_s: list[float]  # per timestep: busiest core + barrier
-    busiest_core: list[int]  # per timestep
-    latency_s: float
-    period_s: float  # time between samples streamed back to back
+    step_s: list[float]  # per step of Lava's schedule (T + D): busiest core + barrier
+    step_energy_j: list[float]  # dynamic energy per step of the same schedule
+    busiest_core: list[int]  # per step
+    latency_s: float  # one inference: the sum of its T + D steps
+    period_s: float  # time between samples streamed back to back: T steps at full load
     dynamic_j: float
     static_j: float
+    energy_by_operation_j: dict[str, float]
     ann_45nm_j: float
     snn_45nm_j: float
+    neurobench: dict
     figures: dict[str, Figure]
     notes: list[str]
 
@@ -117,6 +128,28 @@ def _figures(hw: HwConfig, reference: HwConfig) -> tuple[dict[str, Figure], list
     return fig, notes
 
 
+def input_per_step(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
+    """Mean non-zero inputs per sample at each timestep, (T, inputs): graded spikes or events; static input sends
+    the same every step."""
+    x = np.asarray(x_int) != 0
+    n = max(len(x), 1)
+    if net.input.per_timestep:
+        return x.sum(axis=0) / n
+    return np.tile(x.sum(axis=0) / n, (net.timesteps, 1))
+
+
+def _source_activity(net: IntNetwork, x_int: np.ndarray, result: SimResult, n: int) -> dict[str, np.ndarray]:
+    """Per source, the mean messages per sample sent at each timestep, (T, source neurons)."""
+    sent = {INPUT: input_per_step(net, x_int)}
+    for i, layer in enumerate(net.layers):
+        sent[layer.name] = result.spikes[i].sum(axis=0) / n
+    return sent
+
+
+def _source_shape(net: IntNetwork, source: str) -> tuple[int, int, int]:
+    return grid((net.input.size,) if source == INPUT else net.layers[net.index(source)].output_shape)
+
+
 def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig, reference: HwConfig,
              core_map: CoreMap | None = None) -> EnergyReport:
     """Energy and latency per inference of ``net`` on ``hw`` from a layer-synchronous run's spikes."""
@@ -124,78 +157,176 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
         raise ValueError("estimate needs a layer-synchronous result (simulator.align_to_synchronous)")
     core_map = core_map or map_onto_cores(net, hw)
     fig, notes = _figures(hw, reference)
+    notes += core_map.notes
     e = {key: fig[f"energy.{key}"].value for key in ENERGY}
     t = {key: fig[f"timing.{key}"].value for key in TIMING}
     n, steps = max(len(x_int), 1), net.timesteps
-    # Non-zero inputs sent per timestep (graded spikes, or events): the same every step for static input.
-    x_int = np.asarray(x_int)
-    graded = (np.count_nonzero(x_int, axis=(0, 2)) / n if net.input.per_timestep
-              else np.full(steps, np.count_nonzero(x_int) / n))
-    sent = {layer.name: result.spikes[i].sum(axis=(0, 2)) / n for i, layer in enumerate(net.layers)}
+    depths = net.depths()
+    schedule = steps + max(depths)  # Lava's steps for one inference
+    sent = _source_activity(net, x_int, result, n)
+    per_layer_cores = {i: core_map.of_layer(i) for i in range(len(net.layers))}
     cores, layers = [], []
-    busy = []  # per core, per timestep
+    busy = np.zeros((len(core_map.cores), schedule))
+    step_energy = np.zeros(schedule)
+    by_op_total = dict.fromkeys(("synaptic_ops", "neuron_updates", "spikes", "messages"), 0.0)
     input_ops = 0.0  # synaptic operations driven by the graded input (MACs in the 45 nm convention)
     for i, layer in enumerate(net.layers):
-        per_neuron = result.spikes[i].sum(axis=0) / n  # (T, neurons): mean spikes per sample
-        arriving = sum(graded if c.source == INPUT else sent[c.source] for c in layer.inputs)
-        input_ops += float(graded.sum()) * layer.size * sum(c.source == INPUT for c in layer.inputs)
-        next_cores = sum(len(core_map.of_layer(k)) for k in net.consumers(i))
-        layer_cores = core_map.of_layer(i)
-        for core in layer_cores:
-            spikes_t = per_neuron[:, core.start:core.stop].sum(axis=1)
-            ops_t = arriving * core.neurons
-            messages_t = spikes_t * next_cores
-            busy_t = (ops_t * t["synaptic_op"] + (core.neurons - spikes_t) * t["neuron_update"]
-                      + spikes_t * t["neuron_spike"] + messages_t * t["spike_message"])
-            energy = float((ops_t * e["synaptic_op"] + (core.neurons - spikes_t) * e["neuron_update"]
-                            + spikes_t * e["neuron_update_active"] + messages_t * e["spike_message"]).sum())
-            busy.append(busy_t)
+        fan_out = consumer_fan_out(net, i, per_layer_cores)  # consumer cores reading each neuron
+        shape = grid(layer.output_shape)
+        by_op = dict.fromkeys(by_op_total, 0.0)
+        for core in per_layer_cores[i]:
+            ops_t = np.zeros(steps)
+            arriving_t = np.zeros(steps)
+            for c in layer.inputs:
+                fan = synapses_per_source(c, core, _source_shape(net, c.source))
+                ops_t += sent[c.source] @ fan
+                arriving_t += sent[c.source] @ (fan > 0)
+                if c.source == INPUT:
+                    input_ops += float((sent[c.source] @ fan).sum())
+            if core.fires:
+                neurons = core.tile.indices(shape)
+                spikes_t = sent[layer.name][:, neurons].sum(axis=1)
+                messages_t = sent[layer.name][:, neurons] @ fan_out[neurons]
+                updates = core.neurons
+            else:  # a partial-sum core: one graded message per neuron and step to the firing core
+                spikes_t, messages_t, updates = np.zeros(steps), np.full(steps, float(core.neurons)), 0
+            busy_t = (arriving_t * t["message_in"] + ops_t * t["synaptic_op"]
+                      + (updates - spikes_t) * t["neuron_update"] + spikes_t * t["neuron_spike"]
+                      + messages_t * t["spike_message"])
+            parts = {"synaptic_ops": ops_t * e["synaptic_op"],
+                     "neuron_updates": (updates - spikes_t) * e["neuron_update"],
+                     "spikes": spikes_t * e["neuron_update_active"], "messages": messages_t * e["spike_message"]}
+            energy_t = sum(parts.values())
+            for key, value in parts.items():
+                by_op[key] += float(value.sum())
+            # Lava's schedule: the window tau = 0..T-1 at steps depth..depth+T-1; outside it, idle updates.
+            busy[core.index] = updates * t["neuron_update"]
+            busy[core.index, depths[i]:depths[i] + steps] = busy_t
+            step_energy[depths[i]:depths[i] + steps] += energy_t
             cores.append(CoreActivity(
-                core=core.index, layer=layer.name, neurons=core.neurons, synapses=core.synapses,
-                input_axons=core.input_axons, output_axons=core.output_axons,
-                messages_in=float(arriving.sum()), synaptic_ops=float(ops_t.sum()),
-                neuron_updates=float(core.neurons * steps), spikes=float(spikes_t.sum()),
-                messages_out=float(messages_t.sum()), busy_s=busy_t.tolist(), energy_j=energy))
-        mine = cores[-len(layer_cores):]
-        spikes_t = per_neuron.sum(axis=1)
+                core=core.index, layer=layer.name, neurons=core.neurons, input_group=core.group,
+                synapses=core.synapses, input_axons=core.input_axons, output_axons=core.output_axons,
+                messages_in=float(arriving_t.sum()), synaptic_ops=float(ops_t.sum()),
+                neuron_updates=float(updates * steps), spikes=float(spikes_t.sum()),
+                messages_out=float(messages_t.sum()), busy_s=busy[core.index].tolist(),
+                energy_j=float(energy_t.sum())))
+        mine = cores[-len(per_layer_cores[i]):]
+        spikes_t = sent[layer.name].sum(axis=1)
+        for key in by_op:
+            by_op_total[key] += by_op[key]
         layers.append(LayerActivity(
-            name=layer.name, neurons=layer.size, fan_in=layer.fan_in, cores=len(layer_cores),
-            input_messages=float(arriving.sum()), synaptic_ops=sum(c.synaptic_ops for c in mine),
+            name=layer.name, neurons=layer.size, fan_in=layer.fan_in, cores=len(mine),
+            input_messages=sum(c.messages_in for c in mine), synaptic_ops=sum(c.synaptic_ops for c in mine),
             neuron_updates=float(layer.size * steps), spikes=float(spikes_t.sum()),
             messages_out=sum(c.messages_out for c in mine), firing_rate=float(spikes_t.sum()) / (layer.size * steps),
-            spikes_per_timestep=spikes_t.tolist(), energy_j=sum(c.energy_j for c in mine)))
-    busy_arr = np.array(busy)  # (cores, T)
-    step = busy_arr.max(axis=0) + t["barrier_sync"]
-    period = float(step.sum())
-    latency = period + max(net.depths()) * float(step.mean())
+            spikes_per_timestep=spikes_t.tolist(), energy_j=sum(c.energy_j for c in mine),
+            energy_by_operation_j=by_op))
+    step = busy.max(axis=0) + t["barrier_sync"]
+    # Streaming back to back, every layer is in some sample's window at every step: T steps at full load.
+    window_busy = np.stack([busy[c.core, depths[net.index(c.layer)]:depths[net.index(c.layer)] + steps]
+                            for c in cores])
+    period = float((window_busy.max(axis=0) + t["barrier_sync"]).sum())
     dynamic = sum(layer.energy_j for layer in layers)
     static_power = fig["energy.static_power"].value if "energy.static_power" in fig else 0.0
-    macs = sum(c.synapses.shape[0] * c.synapses.shape[1] for layer in net.layers for c in layer.inputs)
-    first_macs = sum(c.synapses.shape[0] * c.synapses.shape[1] for layer in net.layers for c in layer.inputs
-                     if c.source == INPUT) * steps
+    ann_macs = sum(_synapses(net, c) for layer in net.layers for c in layer.inputs)
+    # The papers' convention: the graded input's synapses all MAC at every timestep, as an ANN layer would.
+    first_macs = sum(_synapses(net, c) for layer in net.layers for c in layer.inputs if c.source == INPUT) * steps
     spike_ops = sum(layer.synaptic_ops for layer in layers) - input_ops
     return EnergyReport(
         hw_config=hw.name, samples=len(x_int), timesteps=steps, layers=layers, cores=cores,
-        chips=core_map.chips, step_s=step.tolist(), busiest_core=busy_arr.argmax(axis=0).tolist(),
-        latency_s=latency, period_s=period, dynamic_j=dynamic, static_j=static_power * period,
-        ann_45nm_j=macs * fig["ann_45nm.mac"].value,
-        snn_45nm_j=first_macs * fig["ann_45nm.mac"].value
-        + spike_ops * fig["ann_45nm.ac"].value,
-        figures=fig, notes=notes)
+        chips=core_map.chips, step_s=step.tolist(), step_energy_j=step_energy.tolist(),
+        busiest_core=busy.argmax(axis=0).tolist(), latency_s=float(step.sum()), period_s=period,
+        dynamic_j=dynamic, static_j=static_power * period, energy_by_operation_j=by_op_total,
+        ann_45nm_j=ann_macs * fig["ann_45nm.mac"].value,
+        snn_45nm_j=first_macs * fig["ann_45nm.mac"].value + spike_ops * fig["ann_45nm.ac"].value,
+        neurobench=neurobench_metrics(net, x_int, result), figures=fig, notes=notes)
 
 
-def markdown_lines(e: dict) -> list[str]:
-    """An energy report (as ``to_dict`` gives it) as Markdown: the per-core table, the step times, the figures
-    with their sources, and the notes."""
-    lines = ["", f"## Cores ({e['hw_config']}, per inference)", "",
-             "| core | layer | neurons | synapses | synaptic ops | spikes | messages out | busiest step (us) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+def _synapses(net: IntNetwork, c) -> int:
+    """Actual synapses of a connection: a convolution's kernel taps inside the map, a dense one's every pair."""
+    if not isinstance(c.synapses, Conv2d):
+        return int(np.prod(c.synapses.shape))
+    c_out, h, w = c.synapses.output_shape
+    whole = Core(0, 0, Box(0, c_out, 0, h, 0, w), 0, 1, True, 0, 0, 0)
+    return int(synapses_per_source(c, whole, _source_shape(net, c.source)).sum())
+
+
+def neurobench_metrics(net: IntNetwork, x_int: np.ndarray, result: SimResult) -> dict:
+    """NeuroBench's workload metrics (neurobench 2.3.0 ``SynapticOperations`` and ``ActivationSparsity``), per
+    inference, from the integer run: per layer, NeuroBench counts a synaptic operation for every (non-zero
+    input, non-zero weight) pair at every timestep, a MAC where the input is graded (the direct input, repeated
+    over the T timesteps) and an AC where it is a spike; activation sparsity is the share of zero outputs over
+    all spiking layers' neurons and timesteps (the readout does not spike and is left out)."""
+    n = max(len(x_int), 1)
+    macs = acs = 0.0
+    per_layer = []
+    for i, layer in enumerate(net.layers):
+        layer_macs = layer_acs = 0.0
+        for c in layer.inputs:
+            nonzero = nonzero_fan(c.synapses, c.synapses.effective_weights())
+            if c.source == INPUT:
+                layer_macs += float(input_per_step(net, x_int).sum(axis=0) @ nonzero)
+            else:
+                layer_acs += float(result.spikes[net.index(c.source)].sum(axis=(0, 1)) @ nonzero) / n
+        macs, acs = macs + layer_macs, acs + layer_acs
+        per_layer.append({"layer": layer.name, "Effective_MACs": layer_macs, "Effective_ACs": layer_acs,
+                          "synaptic_operations": layer_macs + layer_acs})
+    spiking = [i for i, layer in enumerate(net.layers) if not layer.readout]
+    slots = sum(result.spikes[i][0].size for i in spiking)
+    fired = sum(float(result.spikes[i].sum()) / n for i in spiking)
+    return {"Effective_MACs": macs, "Effective_ACs": acs, "synaptic_operations": macs + acs,
+            "ActivationSparsity": 1.0 - fired / slots if slots else 0.0, "layers": per_layer}
+
+
+def nonzero_fan(synapses: Dense, weights: np.ndarray) -> np.ndarray:
+    """Per input of a connection with these ``weights`` (a convolution's geometry taken from ``synapses``), the
+    non-zero weights it meets over all outputs: NeuroBench's synaptic operations per non-zero input. A
+    convolution tap over the padding meets no input."""
+    if not isinstance(synapses, Conv2d):
+        return np.count_nonzero(weights, axis=0)
+    c_in, h, w = synapses.input_shape
+    _, ho, wo = synapses.output_shape
+    nonzero = np.count_nonzero(weights, axis=0)  # (in, kh, kw): output channels with a non-zero weight per tap
+    fan = np.zeros((c_in, h, w), np.int64)
+    for i, j in np.ndindex(nonzero.shape[1:]):
+        rows = np.arange(ho) * synapses.stride + i - synapses.padding
+        cols = np.arange(wo) * synapses.stride + j - synapses.padding
+        rows, cols = rows[(rows >= 0) & (rows < h)], cols[(cols >= 0) & (cols < w)]
+        fan[:, rows[:, None], cols[None, :]] += nonzero[:, i, j][:, None, None]
+    return fan.ravel()
+
+
+def markdown_lines(e: dict, accuracy: float | None = None) -> list[str]:
+    """An energy report (as ``to_dict`` gives it) as Markdown: the totals, NeuroBench's metrics, the per-core
+    table, the steps, the figures with their sources, and the notes."""
+    by_op = e["energy_by_operation_j"]
+    nb = e["neurobench"]
+    lines = ["", f"## Totals ({e['hw_config']}, per inference, mean of {e['samples']} samples)", "",
+             "| quantity | value |", "| --- | --- |",
+             f"| energy per inference | {e['total_j'] * 1e6:.3f} uJ (dynamic {e['dynamic_j'] * 1e6:.3f} uJ, "
+             f"static {e['static_j'] * 1e6:.3f} uJ) |",
+             "| dynamic by operation | " + ", ".join(f"{k} {v * 1e9:.1f} nJ" for k, v in by_op.items()) + " |",
+             f"| latency (T + D = {len(e['step_s'])} steps) | {e['latency_s'] * 1e6:.2f} us |",
+             f"| period (samples back to back) | {e['period_s'] * 1e6:.2f} us |",
+             f"| cores / chips | {len(e['cores'])} / {e['chips']} |"]
+    if accuracy is not None:
+        lines.append(f"| accuracy | {accuracy * 100:.2f} % |")
+    lines += ["", "## NeuroBench metrics (per inference)", "",
+              f"ActivationSparsity {nb['ActivationSparsity']:.4f}; Effective_MACs {nb['Effective_MACs']:.1f}; "
+              f"Effective_ACs {nb['Effective_ACs']:.1f}.", "",
+              "| layer | Effective_MACs | Effective_ACs | synaptic operations |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['layer']} | {r['Effective_MACs']:.1f} | {r['Effective_ACs']:.1f} | {r['synaptic_operations']:.1f} |"
+              for r in nb["layers"]]
+    lines += ["", f"## Cores ({e['hw_config']}, per inference)", "",
+              "| core | layer | neurons | synapses | synaptic ops | spikes | messages out | busiest step (us) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in e["cores"]:
         lines.append(f"| {c['core']} | {c['layer']} | {c['neurons']} | {c['synapses']} | {c['synaptic_ops']:.0f} | "
                      f"{c['spikes']:.1f} | {c['messages_out']:.1f} | {max(c['busy_s']) * 1e6:.2f} |")
-    lines += ["", "Step time per timestep (busiest core + barrier): "
-              + ", ".join(f"{s * 1e6:.2f} us" for s in e["step_s"]) + ".",
-              "", "## Figures used", "", "| figure | value | source | proxy |", "| --- | --- | --- | --- |"]
+    lines += ["", "## Steps (Lava's schedule: busiest core + barrier, dynamic energy)", "",
+              "| step | time (us) | energy (nJ) |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {s * 1e6:.2f} | {j * 1e9:.2f} |" for k, (s, j) in enumerate(zip(e["step_s"], e["step_energy_j"]))]
+    lines += ["", "## Figures used", "", "| figure | value | source | proxy |", "| --- | --- | --- | --- |"]
     for name, f in e["figures"].items():
         lines.append(f"| {name} | {f['value']:g} {f['unit']} | {f['source']} | {'yes' if f['proxy'] else 'no'} |")
     lines += [""] + [f"- {note}" for note in e["notes"]]

@@ -78,3 +78,21 @@ def cores_used(report: EnergyReport, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def cores_per_layer(summary: dict, path: Path) -> Path:
+    """A core mapping's cores per layer (``CoreMap.summary``), with the chips and boards it needs in the title."""
+    names = [row["layer"] for row in summary["layers"]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names)), 3.6))
+    ax.bar(names, [row["cores"] for row in summary["layers"]],
+           color=["tab:orange" if row["input_groups"] > 1 else "tab:blue" for row in summary["layers"]])
+    _layer_labels(ax, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("cores (orange: fan-in split)")
+    boards = ", ".join(f"{n} {name}" for name, n in summary["boards"].items())
+    ax.set_title(f"{summary['cores']:,} cores, {summary['chips']:,} chips on {summary['hw_config']} ({boards})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -279,16 +279,20 @@ def cmd_sim(args) -> int:
     net = _load_net(args.model)
     data = _run_data(args, net)
     result = simulate(net, data.x_int, device=args.device, batch_size=args.batch_size, threads=args.threads)
-    report = energy.estimate(net, data.x_int, result, hw_config.load(args.hw_config or net.hw_config),
-                             hw_config.load("ann_45nm"))
+    hw = hw_config.load(args.hw_config or net.hw_config)
+    report = energy.estimate(net, data.x_int, result, hw, hw_config.load("ann_45nm"))
     rows = [(r.name, r.neurons, r.cores, f"{r.spikes:.1f}", f"{r.firing_rate:.3f}", f"{r.synaptic_ops:.0f}",
              f"{r.energy_j * 1e9:.2f}") for r in report.layers]
+    accuracy = float((result.predictions == data.labels).mean()) if data.labels is not None else None
     title = f"integer sim on {len(data.x_int)} samples of {data.source}"
-    if data.labels is not None:
-        title += f": accuracy {(result.predictions == data.labels).mean() * 100:.2f} %"
+    if accuracy is not None:
+        title += f": accuracy {accuracy * 100:.2f} %"
     out_console.print(_table(
         f"{title}; {report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e6:.1f} us per inference on "
         f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
+    summary = report.to_dict()
+    if args.energy_engine == "sanafe":
+        summary["sanafe"] = _sanafe_beside(net, data.x_int, report, hw)
     if args.out:
         from spikefold.sim import plots
 
@@ -297,12 +301,33 @@ def cmd_sim(args) -> int:
         plots.firing_per_layer_and_timestep(net, result, out / "firing.png")
         plots.energy_per_layer(report, out / "energy.png")
         plots.cores_used(report, out / "cores.png")
-        report_files.write_json(out / "energy.json", report.to_dict() | {"run": report_files.run_metadata(args.argv)})
+        summary["accuracy"] = accuracy
+        report_files.write_json(out / "energy.json", summary | {"run": report_files.run_metadata(args.argv)})
+        lines = [f"# Energy and latency of {args.model} on {report.hw_config}", ""]
+        lines += energy.markdown_lines(summary, accuracy)
+        if "sanafe" in summary:
+            from spikefold.sim import sanafe_engine
+
+            lines += sanafe_engine.markdown_lines(summary["sanafe"])
         report_files.write_text(out / "energy.md", "\n".join(
-            [f"# Energy and latency of {args.model} on {report.hw_config}", ""] + energy.markdown_lines(
-                report.to_dict()) + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
+            lines + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
         out_console.print(f"report: {out} (energy.json, energy.md, firing.png, energy.png, cores.png)")
     return 0
+
+
+def _sanafe_beside(net, x_int, report, hw) -> dict:
+    """SANA-FE's run of the same network and samples, checked spike for spike against the simulator."""
+    from spikefold.sim import sanafe_engine
+    from spikefold.sim.cores import map_onto_cores
+    from spikefold.sim.simulator import simulate
+
+    lava_timed = simulate(net, x_int, timing="lava")
+    run = sanafe_engine.run(net, x_int, map_onto_cores(net, hw), lava_timed)
+    side = sanafe_engine.compare(run, lava_timed, report)
+    out_console.print(f"SANA-FE ({run.release}): {run.energy_j * 1e6:.3f} uJ, {run.latency_s * 1e6:.1f} us per inference; "
+                      f"spikefold: {report.dynamic_j * 1e6:.3f} uJ dynamic, {report.latency_s * 1e6:.1f} us; "
+                      f"spikes equal: {side['spikes_equal']}")
+    return side
 
 
 def cmd_validate(args) -> int:
@@ -473,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="samples per pass (default 1024 on CPU, all on GPU)")
     _threads_arg(p)
     p.add_argument("--out", default=None, help="also write energy.json, energy.md and plots here")
+    p.add_argument("--energy-engine", choices=("spikefold", "sanafe"), default="spikefold",
+                   help="sanafe: also run SANA-FE (optional extra) and report its energy and latency beside "
+                        "spikefold's")
     _force_arg(p)
     p.set_defaults(func=cmd_sim)
 

@@ -38,3 +38,7 @@ class DataError(SpikefoldError):
 
 class MappingError(SpikefoldError):
     """A layer does not fit the per-core limits (neurons, synapses, axons) of a hardware config."""
+
+
+class SanaFeError(SpikefoldError):
+    """SANA-FE (the optional second energy engine) is missing or cannot represent the network exactly."""

@@ -205,7 +205,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         (f"{e['hw_config']} energy / inference", f"{e['total_j'] * 1e6:.2f} uJ (dynamic {e['dynamic_j'] * 1e9:.1f} nJ, "
                                                  f"static {e['static_j'] * 1e6:.2f} uJ)"),
         (f"{e['hw_config']} latency / inference", f"{e['latency_s'] * 1e6:.1f} us ({e['timesteps']} steps + "
-                                                  f"{len(e['layers'])} of Dense delay; busiest core + barrier)"),
+                                                  f"{len(e['step_s']) - e['timesteps']} of Dense delay, each its own "
+                                                  "busiest core + barrier)"),
         ("same net as ANN, 45 nm", f"{e['ann_45nm_j'] * 1e9:.1f} nJ (SNN at 45 nm: {e['snn_45nm_j'] * 1e9:.1f} nJ)"),
     ]
 

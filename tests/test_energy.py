@@ -54,16 +54,22 @@ def test_counts_energy_and_latency_per_core_by_hand(tmp_path):
     assert (core1.messages_in, core1.synaptic_ops, core1.spikes, core1.messages_out) == (1.5, 3.0, 0, 0)
     # The readout core receives neuron 0's spike each step; each drives its 2 neurons' synapses.
     assert (core2.messages_in, core2.synaptic_ops, core2.neuron_updates, core2.spikes) == (3, 6, 6, 0)
-    busy = {0: 0.5 * t["synaptic_op"] + t["neuron_spike"] + t["spike_message"],
-            1: 1.0 * t["synaptic_op"] + 2 * t["neuron_update"],
-            2: 2.0 * t["synaptic_op"] + 2 * t["neuron_update"]}
+    # Work in a layer's window (hidden: steps 1..3, readout at depth 2: steps 2..4) and, outside it, the idle
+    # neuron updates.
+    window = {0: 0.5 * t["message_in"] + 0.5 * t["synaptic_op"] + t["neuron_spike"] + t["spike_message"],
+              1: 0.5 * t["message_in"] + 1.0 * t["synaptic_op"] + 2 * t["neuron_update"],
+              2: 1.0 * t["message_in"] + 2.0 * t["synaptic_op"] + 2 * t["neuron_update"]}
+    idle = {0: t["neuron_update"], 1: 2 * t["neuron_update"], 2: 2 * t["neuron_update"]}
+    first = {0: 1, 1: 1, 2: 2}
     for core in report.cores:
-        assert core.busy_s == pytest.approx([busy[core.core]] * 3)
-    step = max(busy.values()) + t["barrier_sync"]
-    assert report.step_s == pytest.approx([step] * 3)
-    assert report.busiest_core == [max(busy, key=busy.get)] * 3
-    assert report.period_s == pytest.approx(3 * step)
-    assert report.latency_s == pytest.approx((3 + 2) * step)  # T steps + one per layer of Dense delay
+        expected = [window[core.core] if first[core.core] <= s < first[core.core] + 3 else idle[core.core]
+                    for s in range(5)]
+        assert core.busy_s == pytest.approx(expected)
+    steps = [max(c.busy_s[s] for c in report.cores) + t["barrier_sync"] for s in range(5)]
+    assert report.step_s == pytest.approx(steps)
+    assert report.step_s[0] < report.step_s[2] and report.step_s[4] < report.step_s[2]  # fill and drain are cheap
+    assert report.latency_s == pytest.approx(sum(steps))  # T steps + one per layer of Dense delay, each its own
+    assert report.period_s == pytest.approx(3 * (max(window.values()) + t["barrier_sync"]))
     assert core0.energy_j == pytest.approx(1.5 * e["synaptic_op"] + 3 * e["neuron_update_active"]
                                            + 3 * e["spike_message"])
     assert core1.energy_j == pytest.approx(3 * e["synaptic_op"] + 6 * e["neuron_update"])
@@ -72,7 +78,8 @@ def test_counts_energy_and_latency_per_core_by_hand(tmp_path):
     assert hidden.spikes_per_timestep == [1, 1, 1]
     assert hidden.energy_j == pytest.approx(core0.energy_j + core1.energy_j)
     assert report.dynamic_j == pytest.approx(core0.energy_j + core1.energy_j + core2.energy_j)
-    assert report.static_j == pytest.approx(e["static_power"] * 3 * step)
+    assert report.static_j == pytest.approx(e["static_power"] * report.period_s)
+    assert sum(report.step_energy_j) == pytest.approx(report.dynamic_j)
     assert report.ann_45nm_j == pytest.approx((6 + 6) * 4.6e-12)
     assert report.snn_45nm_j == pytest.approx(6 * 3 * 4.6e-12 + 6 * 0.9e-12)
 
@@ -108,8 +115,11 @@ def test_counts_a_skip_connection_by_hand():
     assert (relay.messages_in, relay.synaptic_ops, relay.spikes, relay.messages_out) == (3, 3, 3, 3)
     assert (readout.messages_in, readout.synaptic_ops, readout.input_axons) == (6, 12, 4)
     assert report.layers[2].fan_in == 4 and report.layers[2].energy_j > 12 * e
-    assert readout.busy_s[0] == pytest.approx(4 * t + 2 * hw.figure("timing", "neuron_update").value)
-    assert report.latency_s == pytest.approx(report.period_s + 3 * np.mean(report.step_s))
+    t_in, t_update = hw.figure("timing", "message_in").value, hw.figure("timing", "neuron_update").value
+    # The readout (depth 3) works on timestep 0 at step 3: 2 messages in, 4 synaptic ops, 2 neurons.
+    assert readout.busy_s[3] == pytest.approx(2 * t_in + 4 * t + 2 * t_update)
+    assert readout.busy_s[:3] == pytest.approx([2 * t_update] * 3)
+    assert len(report.step_s) == 3 + 3 and report.latency_s == pytest.approx(sum(report.step_s))
     assert report.ann_45nm_j == pytest.approx((6 + 3 + 2 + 6) * 4.6e-12)
     assert report.snn_45nm_j == pytest.approx(6 * 3 * 4.6e-12 + (3 + 12) * 0.9e-12)
     from_lava = energy.estimate(net, x, lava_runner.run(net, x), hw, hw_config.load("ann_45nm"))
@@ -157,12 +167,30 @@ def test_mapping_respects_every_limit_of_the_shipped_configs(exported):
 
 def test_a_layer_no_core_can_hold_is_a_named_error(tmp_path):
     net = _known_network()
-    with pytest.raises(MappingError, match=r"layer 'readout': its 3 inputs exceed the 2 input axons"):
+    # 2 input axons: even one readout neuron with its 3 inputs split 3 ways needs 1 + 2 partial-sum axons.
+    with pytest.raises(MappingError, match=r"layer 'readout' cannot be partitioned .* needs 3 input_axons where a "
+                                           r"core has 2"):
         map_onto_cores(net, _config_with_limits(tmp_path, input_axons_per_core=2))
-    with pytest.raises(MappingError, match=r"layer 'readout': one neuron needs 3 synapses .* holds 2 "):
-        map_onto_cores(net, _config_with_limits(tmp_path, synapses_per_core=2))
-    with pytest.raises(MappingError, match=r"layer 'hidden': one neuron needs 2 output axons .* has 1 "):
+    with pytest.raises(MappingError, match=r"layer 'hidden' cannot be partitioned .* needs 2 output_axons where a "
+                                           r"core has 1; shrink the layers it sends to"):
         map_onto_cores(net, _config_with_limits(tmp_path, synapses_per_core=3, output_axons_per_core=1))
+
+
+def test_a_fan_in_over_the_synapse_memory_is_split_into_partial_sums(tmp_path):
+    """2 synapses a core, 3 inputs a readout neuron: its inputs are split 3 ways, the last core fires."""
+    net = _known_network()
+    core_map = map_onto_cores(net, _config_with_limits(tmp_path, synapses_per_core=2))
+    readout = core_map.of_layer(1)
+    assert [(c.groups, c.group, c.neurons, c.synapses, c.fires) for c in readout] == [
+        (3, 0, 2, 2, False), (3, 1, 2, 2, False), (3, 2, 2, 2, True)]
+    assert readout[-1].input_axons == 1 + 2 * 2  # its own input and the two other cores' partial sums
+    assert any("partial sums" in note for note in core_map.notes)
+    x = np.array([[5, 0], [0, 0]])
+    report = energy.estimate(net, x, simulate(net, x), _config_with_limits(tmp_path, synapses_per_core=2),
+                             hw_config.load("ann_45nm"))
+    # Hidden neuron 0 spikes every step, and only the first slice (input 0) holds its synapses.
+    assert [c.synaptic_ops for c in report.cores[-3:]] == [6, 0, 0]
+    assert [c.messages_out for c in report.cores[-3:]] == [6, 6, 0]  # 2 partial sums a step, 3 steps
 
 
 def test_energy_from_lava_equals_energy_from_sim():
@@ -186,3 +214,40 @@ def test_every_figure_names_its_unit_and_source_and_loihi2_marks_its_proxies():
     for section in ("energy", "timing"):
         for key in loihi2.raw[section]:
             assert loihi2.figure(section, key).proxy, f"loihi2 {section}.{key} must be marked as a proxy"
+
+
+@pytest.mark.parametrize("value, problem", [(None, "is missing"), ("23.6 pJ", "must be a number >= 0"),
+                                            (-1e-12, "must be a number >= 0")])
+def test_a_bad_energy_figure_is_a_named_error_with_exit_status_2(exported, tmp_path, value, problem, capsys):
+    from spikefold.cli import main
+    from spikefold.export import nir_io
+
+    raw = hw_config.load("loihi2").raw
+    if value is None:
+        del raw["energy"]["synaptic_op"]
+    else:
+        raw["energy"]["synaptic_op"]["value"] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(hw_config.ConfigError, match=rf"energy\.synaptic_op\.value.*{problem}"):
+        hw_config.load(bad).figure("energy", "synaptic_op")
+    path = str(nir_io.write(exported[1], tmp_path / "m.nir"))
+    assert main(["sim", path, "--samples", "5", "--hw-config", str(bad)]) == 2
+    assert "energy.synaptic_op" in capsys.readouterr().err
+
+
+def test_energy_md_opens_with_the_totals_and_neurobench_metrics(exported, split, tmp_path):
+    from spikefold.cli import main
+    from spikefold.export import nir_io
+
+    path = str(nir_io.write(exported[1], tmp_path / "m.nir"))
+    assert main(["sim", path, "--samples", "10", "--out", str(tmp_path / "sim")]) == 0
+    text = (tmp_path / "sim" / "energy.md").read_text()
+    for needle in ("| energy per inference |", "| latency (T + D = ", "| accuracy |", "Effective_ACs",
+                   "ActivationSparsity", "## Steps"):
+        assert needle in text, needle
+    import json
+
+    e = json.loads((tmp_path / "sim" / "energy.json").read_text())
+    assert len(e["step_s"]) == len(e["step_energy_j"]) == exported[1].timesteps + max(exported[1].depths())
+    assert e["accuracy"] is not None and e["latency_s"] == pytest.approx(sum(e["step_s"]))

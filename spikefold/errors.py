@@ -38,3 +38,11 @@ class DataError(SpikefoldError):
 
 class MappingError(SpikefoldError):
     """A layer does not fit the per-core limits (neurons, synapses, axons) of a hardware config."""
+
+
+class NetxFileError(SpikefoldError):
+    """A lava-dl netx HDF5 file is missing, unreadable, or holds layers spikefold cannot map."""
+
+
+class ExportFormatError(SpikefoldError):
+    """The integer network uses a feature the chosen exchange format (netx, ONNX) cannot express."""

@@ -72,7 +72,8 @@ def small_trained(split):
     return out
 
 
-@pytest.mark.parametrize("name", ["cnn", "sew_resnet19"])
+@pytest.mark.slow  # about 90 s on 2 shared cores, mostly training; the fast suite covers both graph shapes
+@pytest.mark.parametrize("name", ["cnn", "sew_resnet19"])  # with random integers (test_onnx_fixed_point_corner_cases)
 def test_onnx_trained_cnn_and_residual_equal_simulator(small_trained, split, loihi2, name):
     """Convolutions (pooling folded in), shortcuts that skip layers, MP-Init's initial potential and TrSG's
     subtractive reset: onnxruntime's spikes and readout equal the simulator's."""

@@ -111,13 +111,14 @@ def _check_chain(net: IntNetwork) -> None:
         if isinstance(syn, Conv2d) and index > 0 and not isinstance(net.layers[index - 1].inputs[0].synapses, Conv2d):
             raise ExportFormatError(
                 f"layer '{layer.name}': a convolution reading a dense layer's output has no netx form (netx "
-                "connects a dense layer's 1-D output to a conv's 3-D input only through spikefold's runner)")
+                "connects a 1-D output only to a dense layer); it needs spikefold's runner (spikefold deploy)")
 
 
-def _conv_sum_bound(syn: Conv2d, matrix: np.ndarray, max_input: int) -> int:
-    """The largest |synaptic sum| a neuron of this convolution can receive: Lava's Conv clamps sums to 24 bits
-    where spikefold's synapses wrap at 32, so the two agree only below 2**23."""
-    per_output = np.abs(matrix).reshape(matrix.shape[0], -1).sum(axis=1)
+def _conv_sum_bound(kernel: np.ndarray, max_input: int) -> int:
+    """The largest |synaptic sum| a neuron of a convolution with this (out, in, kh, kw) kernel can receive: Lava's
+    Conv sums in float32 and clamps to 24 bits where spikefold's synapses wrap at 32, so the two agree only
+    below 2**23."""
+    per_output = np.abs(kernel).reshape(kernel.shape[0], -1).sum(axis=1)
     return int(per_output.max(initial=0)) * max_input
 
 
@@ -158,11 +159,11 @@ def to_bytes(net: IntNetwork) -> bytes:
             syn = layer.inputs[0].synapses
             try:
                 matrix = synapse_matrix(syn)
-                lossless_dense(matrix, f"layer '{layer.name}'")
             except ExportFormatError as exc:
                 raise ExportFormatError(f"layer '{layer.name}': {exc}") from None
+            lossless_dense(matrix, f"layer '{layer.name}'")
             if isinstance(syn, Conv2d):
-                bound = _conv_sum_bound(syn, matrix, graded if index == 0 else 1)
+                bound = _conv_sum_bound(matrix, graded if index == 0 else 1)
                 if bound >= STATE_MAX:
                     raise ExportFormatError(
                         f"layer '{layer.name}': convolution sums can reach {bound}; Lava's Conv (netx) clamps them "
@@ -362,7 +363,7 @@ def _read_layers(layers_group: h5py.Group, keys: list[str], source: str, timeste
                 return b.reshape(w, h, c).transpose(2, 1, 0).ravel()  # Lava's (x, y, c) -> (c, y, x)
 
             neurons = _read_neurons(group, where, size, conv_bias)
-            bound = _conv_sum_bound(synapses, weight, ((1 << bits) - 1) if not layers else 1)
+            bound = _conv_sum_bound(weight, ((1 << bits) - 1) if not layers else 1)
             if bound >= STATE_MAX:
                 raise NetxFileError(f"{where}: convolution sums can reach {bound}; Lava's Conv clamps them at "
                                     f"{STATE_MAX - 1} where spikefold's synapses wrap at 32 bits")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from spikefold.errors import ExportFormatError
-from spikefold.export.intnet import (ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, INPUT, STATE_BITS, STATE_MAX, VTH_SHIFT,
+from spikefold.export.intnet import (ACT_SHIFT, DECAY_UNITY, INPUT, STATE_BITS, STATE_MAX, VTH_SHIFT,
                                      Conv2d, Dense, IntNetwork, Layer, lava_weights)
 from spikefold.report_files import write_bytes
 

@@ -8,18 +8,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
-
 from spikefold.cli import main
 from spikefold.errors import ExportFormatError
 from spikefold.export import nir_io, onnx_io
 from spikefold.export.fold import fold, quantise
 from spikefold.export.intnet import Dense
 from spikefold.sim.simulator import check_state_range, simulate
-from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
 from spikefold.train.neurons import NeuronConfig
+from tests.brief_training import train_briefly
 from tests.random_nets import conv_network, featured_network, random_input, random_network, residual_network
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed; `make test` installs the onnx extra")
@@ -53,23 +50,14 @@ def test_onnx_digits_mlp_equals_simulator(exported, split, tmp_path):
 def small_trained(split):
     """A small CNN (two convolutions, each followed by 2x2 average pooling that export folds into the next
     kernel) and a SEW-ResNet-19 at 1/16 width, each a few real optimiser steps on digits, BatchNorm statistics
-    set from the data (as tests/test_residual.py does, so every layer is active)."""
+    set from the data (tests/brief_training.py)."""
     subset = dataclasses.replace(split, x_train=split.x_train[:256], y_train=split.y_train[:256])
     configs = {
         "cnn": ModelConfig(arch="vgg", input_shape=(1, 8, 8), plan=(4, "A", 8, "A"), timesteps=3),
         "sew_resnet19": ModelConfig(arch="sew_resnet19", input_shape=(1, 8, 8), width=1 / 16, timesteps=2,
                                     neuron=NeuronConfig("mpinit_trsg")),
     }
-    out = {}
-    for name, cfg in configs.items():
-        model = train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model.train()
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = 1.0
-        with torch.no_grad():
-            model(torch.as_tensor(subset.x_train, dtype=torch.float32))
-        out[name] = model.eval()
-    return out
+    return {name: train_briefly(cfg, subset) for name, cfg in configs.items()}
 
 
 @pytest.mark.slow  # about 90 s on 2 shared cores, mostly training; the fast suite covers both graph shapes

@@ -9,15 +9,14 @@ import nir
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from spikefold.export import nir_io
 from spikefold.export.fold import fold, layer_terms, quantise
 from spikefold.export.intnet import ACT_SHIFT, INPUT
 from spikefold.sim.simulator import check_state_range, simulate
-from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
 from spikefold.train.neurons import NeuronConfig
+from tests.brief_training import train_briefly
 
 KINDS = ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"]
 ARCHS = ["resnet19", "sew_resnet19"]
@@ -26,22 +25,14 @@ ARCHS = ["resnet19", "sew_resnet19"]
 @pytest.fixture(scope="module")
 def residual_models(split):
     """Per neuron type and residual architecture (8 x 8 digits, 1/16 width, T = 2): ten real optimiser steps,
-    then BatchNorm recalibration. After so few steps BatchNorm's running statistics (momentum 0.1) are far from
-    what a 19-layer network actually computes, and it falls silent in eval mode; one pass in training mode with
-    momentum 1 sets them to the data's own, so every layer is active and the checks below mean something."""
+    then BatchNorm recalibration (tests/brief_training.py)."""
     subset = dataclasses.replace(split, x_train=split.x_train[:320], y_train=split.y_train[:320])
     out = {}
     for kind in KINDS:
         for arch in ARCHS:
             cfg = ModelConfig(arch=arch, input_shape=(1, 8, 8), width=1 / 16, timesteps=2,
                               neuron=NeuronConfig(kind), norm="tdbn" if kind == "agl" else "bn")
-            model = train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model.train()
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.momentum = 1.0
-            with torch.no_grad():
-                model(torch.as_tensor(subset.x_train, dtype=torch.float32))
-            out[kind, arch] = model.eval()
+            out[kind, arch] = train_briefly(cfg, subset)
     return out
 
 

@@ -13,7 +13,7 @@ import torch
 
 from spikefold.cli import main
 from spikefold.errors import ExportFormatError, NetxFileError
-from spikefold.export import netx_io
+from spikefold.export import netx_io, nir_io
 from spikefold.export.fold import fold, quantise
 from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Conv2d, Dense, InputEncoding, IntNetwork, Layer
 from spikefold.sim.simulator import SimResult, check_state_range, simulate
@@ -219,14 +219,16 @@ def _slayer_network(slayer, conv: bool):
 
 @pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
 def test_netx_in_from_slayer_equals_lava_dl(tmp_path, conv):
-    """A network SLAYER builds and exports, read by spikefold: its simulator gives lava-dl's netx Network's
-    spikes, every one, on binary input held for T steps."""
+    """A network SLAYER builds and exports, converted by `spikefold convert --from netx`: spikefold's simulator
+    gives lava-dl's netx Network's spikes, every one, on binary input held for T steps."""
     _, slayer = import_netx()
     model, shape = _slayer_network(slayer, conv)
     path = tmp_path / "slayer.net"
     model.export_hdf5(path)
     timesteps = 5
-    net = netx_io.read(path, timesteps=timesteps)
+    # As a lava-dl user gets it: converted to spikefold's NIR by the CLI, then read as sim and validate read it.
+    assert main(["convert", str(path), str(tmp_path / "slayer.nir"), "--from", "netx", "-T", str(timesteps)]) == 0
+    net = nir_io.read(tmp_path / "slayer.nir")
     rng = np.random.default_rng(11)
     x = (rng.random((4, int(np.prod(shape)))) < 0.5).astype(np.int64)
     sim = simulate(net, x)

@@ -68,7 +68,8 @@ def synapse_matrix(synapses: Dense) -> np.ndarray:
     if np.any(w % step):
         raise ExportFormatError(
             f"weight_exp {synapses.weight_exp} floors each synaptic sum, which netx cannot express (its weights "
-            "apply no exponent after the sum); export with --hw-config loihi2_netx (weight exponent 0)")
+            "apply no exponent after the sum); export with --hw-config loihi2_netx (weight exponent 0; a graded "
+            "input layer may also need a smaller --input-scale)")
     return w // step
 
 
@@ -149,8 +150,7 @@ def to_bytes(net: IntNetwork) -> bytes:
     with h5py.File(buffer, "w") as f:
         # spikefold's own attributes: netx ignores them; read() takes the timesteps and input encoding back.
         f.attrs.update({"spikefold.timesteps": net.timesteps, "spikefold.input_bits": net.input.bits,
-                        "spikefold.input_scale": net.input.scale, "spikefold.hw_config": net.hw_config,
-                        "spikefold.netx_reset_offset": NETX_RESET_OFFSET})
+                        "spikefold.input_scale": net.input.scale, "spikefold.netx_reset_offset": NETX_RESET_OFFSET})
         layers = f.create_group("layer")
         first = net.layers[0].inputs[0].synapses
         entries: list[tuple[str, Any]] = [("input", first.input_shape if isinstance(first, Conv2d) else (net.input.size,))]
@@ -286,7 +286,8 @@ def read(path: str | Path, timesteps: int | None = None, input_bits: int | None 
         if not keys or not all(k.isdigit() for k in keys):
             raise NetxFileError(f"{path}: layer group names must be 0, 1, 2, ... (found {list(f['layer'].keys())})")
         net = _read_layers(f["layer"], keys, str(path), timesteps, bits, scale)
-        net.hw_config = str(attrs.get("spikefold.hw_config", "loihi2"))
+    # Read weights may sit at exponent -1 (see lossless_dense), which loihi2_netx would not allow: a network read
+    # from netx is checked against, and reports energy for, the plain loihi2 config.
     net.validate(hw_config.load(net.hw_config))
     return net
 

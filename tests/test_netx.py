@@ -146,6 +146,9 @@ def test_trained_mlp_exported_for_netx_runs_in_lava_dl(trained, split, tmp_path)
     path = netx_io.write(net, tmp_path / "mlp.h5")
     x = net.input.encode(split.x_test[:6])
     assert_equal_runs(net, x, run_netx(path, x, net.timesteps, net.input.bits))
+    back = netx_io.read(path)  # read back (checked against loihi2: its weights may sit at exponent -1)
+    assert back.hw_config == "loihi2"
+    np.testing.assert_array_equal(simulate(back, x).readout_v, simulate(net, x).readout_v)
 
 
 def test_netx_out_refuses_what_netx_cannot_express(exported, tmp_path):

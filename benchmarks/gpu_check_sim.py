@@ -27,7 +27,8 @@ import torch
 import gpu_timing
 from sim_vs_lava import _export, digits_28x28, median_time
 from spikefold.export import hw_config
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim.simulator import SimResult, simulate
 from spikefold.train.data import digits

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from spikefold.export import hw_config, netx_io, onnx_io
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.qat import finetune
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train import data

@@ -150,7 +150,8 @@ def to_bytes(net: IntNetwork) -> bytes:
     with h5py.File(buffer, "w") as f:
         # spikefold's own attributes: netx ignores them; read() takes the timesteps and input encoding back.
         f.attrs.update({"spikefold.timesteps": net.timesteps, "spikefold.input_bits": net.input.bits,
-                        "spikefold.input_scale": net.input.scale, "spikefold.netx_reset_offset": NETX_RESET_OFFSET})
+                        "spikefold.input_scale": net.input.scale, "spikefold.input_per_timestep": net.input.per_timestep,
+                        "spikefold.netx_reset_offset": NETX_RESET_OFFSET})
         layers = f.create_group("layer")
         first = net.layers[0].inputs[0].synapses
         entries: list[tuple[str, Any]] = [("input", first.input_shape if isinstance(first, Conv2d) else (net.input.size,))]
@@ -286,6 +287,7 @@ def read(path: str | Path, timesteps: int | None = None, input_bits: int | None 
         if not keys or not all(k.isdigit() for k in keys):
             raise NetxFileError(f"{path}: layer group names must be 0, 1, 2, ... (found {list(f['layer'].keys())})")
         net = _read_layers(f["layer"], keys, str(path), timesteps, bits, scale)
+        net.input.per_timestep = bool(attrs.get("spikefold.input_per_timestep", False))
     # Read weights may sit at exponent -1 (see lossless_dense), which loihi2_netx would not allow: a network read
     # from netx is checked against, and reports energy for, the plain loihi2 config.
     net.validate(hw_config.load(net.hw_config))

@@ -5,7 +5,8 @@ for viewing the network (Netron and friends). The model is unrolled over the net
 (layer-synchronous time, the simulator's default timing): no state crosses calls, so one call is one batch
 of samples from zero state, with nothing for the caller to carry between timesteps.
 
-- input ``x``: int64 (samples, inputs), the encoded input (``InputEncoding.encode``), held for all T steps;
+- input ``x``: int64, the encoded input (``InputEncoding.encode``): (samples, inputs), held for all T steps, or
+  (samples, T, inputs) for input that changes every timestep (``InputEncoding.per_timestep``);
 - outputs ``spikes.<layer>``: bool (samples, T, neurons) per layer, and ``readout_v``: int64 (samples, T,
   readout neurons), the last layer's voltage after every step (``SimResult.readout_v``; the logits are its
   last step).
@@ -158,9 +159,19 @@ def to_model(net: IntNetwork):
     b = _Builder(onnx)
     index = {layer.name: i for i, layer in enumerate(net.layers)}
     x = "x"
-    # The input is held for all T steps, so what an input connection delivers is computed once.
-    from_input = {(i, j): _synaptic_input(b, c.synapses, x, f"layer '{layer.name}'")
-                  for i, layer in enumerate(net.layers) for j, c in enumerate(layer.inputs) if c.source == INPUT}
+    per_timestep = net.input.per_timestep
+    # Static input is held for all T steps, so what an input connection delivers is computed once; per-timestep
+    # input sends row t of each sample at step t.
+    from_input: dict[tuple[int, int, int], str] = {}
+
+    def input_part(i: int, j: int, t: int) -> str:
+        key = (i, j, t if per_timestep else 0)
+        if key not in from_input:
+            sent = b.op("Gather", x, b.const(t), axis=1) if per_timestep else x
+            from_input[key] = _synaptic_input(b, net.layers[i].inputs[j].synapses, sent,
+                                              f"layer '{net.layers[i].name}'")
+        return from_input[key]
+
     u: list[str | None] = [None] * len(net.layers)  # None: zero state (the first step)
     v: list[str | None] = [None] * len(net.layers)
     spikes: list[list[str]] = [[] for _ in net.layers]
@@ -171,7 +182,7 @@ def to_model(net: IntNetwork):
             a_in = None
             for j, c in enumerate(layer.inputs):
                 if c.source == INPUT:
-                    part = from_input[i, j]
+                    part = input_part(i, j, t)
                 else:
                     src = index[c.source]
                     if src not in as_int:
@@ -195,11 +206,13 @@ def to_model(net: IntNetwork):
                                       axis=1))
     outputs.append(b.helper.make_tensor_value_info("readout_v", onnx.TensorProto.INT64,
                                                    ["samples", net.timesteps, net.readout.size]))
-    inputs = [b.helper.make_tensor_value_info(x, onnx.TensorProto.INT64, ["samples", net.input.size])]
+    input_shape = ["samples", *net.input.sample_shape(net.timesteps)]
+    inputs = [b.helper.make_tensor_value_info(x, onnx.TensorProto.INT64, input_shape)]
     graph = b.helper.make_graph(b.nodes, "spikefold_integer_network", inputs, outputs, b.initializers)
     model = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", OPSET)],
                                 producer_name="spikefold", doc_string=__doc__.splitlines()[0])
     meta = {"timesteps": net.timesteps, "input_bits": net.input.bits, "input_scale": net.input.scale,
+            "input_per_timestep": net.input.per_timestep,
             "hw_config": net.hw_config, "layers": ",".join(layer.name for layer in net.layers)}
     onnx.helper.set_model_props(model, {f"spikefold.{k}": str(val) for k, val in meta.items()})
     return model

@@ -14,7 +14,8 @@ import torch
 from spikefold.cli import main
 from spikefold.errors import ExportFormatError, NetxFileError
 from spikefold.export import netx_io, nir_io
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Conv2d, Dense, InputEncoding, IntNetwork, Layer
 from spikefold.sim.simulator import SimResult, check_state_range, simulate
 from tests.lava_dl import import_netx

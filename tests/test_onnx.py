@@ -11,12 +11,14 @@ import pytest
 from spikefold.cli import main
 from spikefold.errors import ExportFormatError
 from spikefold.export import nir_io, onnx_io
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.intnet import Dense
 from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
 from spikefold.train.neurons import NeuronConfig
-from tests.brief_training import train_briefly
+from tests import batchnorm
 from tests.random_nets import conv_network, featured_network, random_input, random_network, residual_network
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed; `make test` installs the onnx extra")
@@ -50,14 +52,15 @@ def test_onnx_digits_mlp_equals_simulator(exported, split, tmp_path):
 def small_trained(split):
     """A small CNN (two convolutions, each followed by 2x2 average pooling that export folds into the next
     kernel) and a SEW-ResNet-19 at 1/16 width, each a few real optimiser steps on digits, BatchNorm statistics
-    set from the data (tests/brief_training.py)."""
+    set from the data (tests/batchnorm.py)."""
     subset = dataclasses.replace(split, x_train=split.x_train[:256], y_train=split.y_train[:256])
     configs = {
         "cnn": ModelConfig(arch="vgg", input_shape=(1, 8, 8), plan=(4, "A", 8, "A"), timesteps=3),
         "sew_resnet19": ModelConfig(arch="sew_resnet19", input_shape=(1, 8, 8), width=1 / 16, timesteps=2,
                                     neuron=NeuronConfig("mpinit_trsg")),
     }
-    return {name: train_briefly(cfg, subset) for name, cfg in configs.items()}
+    return {name: batchnorm.set_to_data(train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model,
+                                        subset.x_train) for name, cfg in configs.items()}
 
 
 @pytest.mark.slow  # about 90 s on 2 shared cores, mostly training; the fast suite covers both graph shapes
@@ -78,13 +81,16 @@ CORNER_CASES = {  # name: (network, whether its currents wrap and voltages satur
     "scheduled-subtract-initial": (lambda: featured_network(3), False),
     "residual": (lambda: residual_network(4), False),
     "conv": (lambda: conv_network(5), False),
+    "per-timestep-binary-input": (lambda: random_network(6, input_bits=1, per_timestep=True), False),
+    "per-timestep-graded-input": (lambda: random_network(7, per_timestep=True), False),
 }
 
 
 @pytest.mark.parametrize("case", list(CORNER_CASES))
 def test_onnx_fixed_point_corner_cases(case):
     """Odd mixed-sign weights, negative exponents, currents that wrap at 24 bits and voltages that saturate,
-    per-timestep thresholds, subtractive resets, initial potentials, skip connections, convolutions."""
+    per-timestep thresholds, subtractive resets, initial potentials, skip connections, convolutions, input
+    that changes every timestep (binary events and graded)."""
     build, overflows = CORNER_CASES[case]
     net = build()
     x = random_input(net, 12, seed=9)

@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikefold-installed
 KERNELS := $(VENV)/.spikefold-kernels
+INTEROP := $(VENV)/.spikefold-interop
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: demo test test-all env clean
@@ -33,6 +34,14 @@ $(KERNELS): $(STAMP)
 	$(PIP) -e ".[gpu]"
 	touch $@
 
+# onnx and onnxruntime (the "onnx" extra), and lava-dl for the netx tests: it declares Python <3.11 and pins
+# torch <2.4, so it is installed without its metadata checks or dependencies (netx uses none spikefold lacks;
+# the CPU torch stays).
+$(INTEROP): $(STAMP)
+	$(PIP) -e ".[onnx]"
+	$(PIP) --no-deps --ignore-requires-python lava-dl==0.6.0
+	touch $@
+
 # One CPU thread: the same figures on every run (reductions in a fixed order), and the fastest on a shared
 # machine. --force: a rerun replaces the last demo's run folder.
 demo: $(STAMP)
@@ -40,11 +49,11 @@ demo: $(STAMP)
 
 # Fast suite (about 4 minutes on 2 idle cores; far longer when other jobs share them): everything except tests
 # marked slow.
-test: $(STAMP) $(KERNELS)
+test: $(STAMP) $(KERNELS) $(INTEROP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Everything, slow end-to-end runs included.
-test-all: $(STAMP) $(KERNELS)
+test-all: $(STAMP) $(KERNELS) $(INTEROP)
 	$(BIN)/python -m pytest -q
 
 clean:

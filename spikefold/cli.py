@@ -387,6 +387,29 @@ def cmd_pipeline(args) -> int:
     return 0 if summary["agreement"]["exact"] else 1
 
 
+def cmd_convert(args) -> int:
+    from spikefold import report_files
+    from spikefold.export import netx_io, nir_io
+
+    report_files.check_output_file(args.out, "OUT", args.force)
+    suffixes = {".nir": "nir", ".onnx": "onnx", ".h5": "netx", ".hdf5": "netx", ".net": "netx"}
+    to = args.to or suffixes.get(Path(args.out).suffix.lower())
+    if to is None:
+        raise SpikefoldError(f"cannot tell the format of {args.out} from its suffix; pass --to nir, netx or onnx")
+    if args.source_format == "netx":
+        net = netx_io.read(args.model, args.timesteps, args.input_bits)
+    else:
+        net = nir_io.read(args.model)
+    if to == "onnx":
+        from spikefold.export import onnx_io
+
+        path = onnx_io.write(net, args.out)
+    else:
+        path = (netx_io if to == "netx" else nir_io).write(net, args.out)
+    out_console.print(f"wrote {path} ({to}): {len(net.layers)} layers, {net.timesteps} timesteps")
+    return 0
+
+
 SIM_RESULTS = ("energy.json", "energy.md")
 PIPELINE_RESULTS = ("model.pt", "last.pt", "model.nir", "report.json")
 
@@ -449,6 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-lr", type=float, default=0.2, help="QAT learning rate, in integer weight units (0.2)")
     _threads_arg(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("convert", help="convert an integer network between NIR, lava-dl netx (HDF5) and ONNX")
+    p.add_argument("model", help="a NIR file written by spikefold export, or a netx file with --from netx")
+    p.add_argument("out", help="the file to write; its suffix picks the format unless --to is given")
+    p.add_argument("--from", dest="source_format", choices=("nir", "netx"), default="nir")
+    p.add_argument("--to", choices=("nir", "netx", "onnx"), default=None,
+                   help="nir, netx (lava-dl hdf5.Network) or onnx (default: from OUT's suffix)")
+    p.add_argument("--timesteps", "-T", type=int, default=None,
+                   help="timesteps per sample of a netx file (netx files do not record them)")
+    p.add_argument("--input-bits", type=int, default=None,
+                   help="bits of a netx network's input (hdf5.Network's input_message_bits; default 1: binary spikes)")
+    _force_arg(p)
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("deploy", help="run a NIR file in Lava and report accuracy and spikes")
     p.add_argument("model", help="a NIR file written by spikefold export")

@@ -42,3 +42,11 @@ class MappingError(SpikefoldError):
 
 class SanaFeError(SpikefoldError):
     """SANA-FE (the optional second energy engine) is missing or cannot represent the network exactly."""
+
+
+class NetxFileError(SpikefoldError):
+    """A lava-dl netx HDF5 file is missing, unreadable, or holds layers spikefold cannot map."""
+
+
+class ExportFormatError(SpikefoldError):
+    """The integer network uses a feature the chosen exchange format (netx, ONNX) cannot express."""

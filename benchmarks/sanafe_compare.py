@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from spikefold.export import hw_config
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.sim import energy, sanafe_engine
 from spikefold.sim.cores import map_onto_cores
 from spikefold.sim.simulator import align_to_synchronous, check_state_range, simulate

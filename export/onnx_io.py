@@ -130,7 +130,9 @@ def _synaptic_input(b: _Builder, syn: Dense, s: str, where: str) -> str:
 
 
 def _lif_step(b: _Builder, layer: Layer, t: int, u: str | None, v: str | None, a_in: str) -> tuple[str, str, str]:
-    """intnet.LIF.step in ONNX ops: (u, v after the reset, spikes as bool)."""
+    """:meth:`spikefold.export.intnet.LIF.step`, the definition, spelled in ONNX ops: (u, v after the reset,
+    spikes as bool). A change to ``LIF.step`` must be made here too; tests/test_onnx.py holds the two to every
+    spike and state on onnxruntime."""
     neu = layer.neurons
     u_raw = b.wrap32(b.op("Mul", a_in, b.const(1 << ACT_SHIFT)))
     if neu.du + 1 < DECAY_UNITY and u is not None:

@@ -69,6 +69,14 @@ def grid(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return tuple(shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)  # type: ignore[return-value]
 
 
+def source_shape(net: IntNetwork, c: Connection) -> tuple[int, int, int]:
+    """What connection ``c`` reads, as (C, H, W): a convolution's input maps (the input's too), else the source
+    layer's output (a dense population is (N, 1, 1))."""
+    if isinstance(c.synapses, Conv2d):
+        return grid(c.synapses.input_shape)
+    return grid((net.input.size,) if c.source == INPUT else net.layers[net.index(c.source)].output_shape)
+
+
 def _covered(out0: int, out1: int, stride: int, padding: int, kernel: int, size: int) -> tuple[int, int]:
     """The input rows (or columns) that output rows [out0, out1) read, clipped to the map."""
     return max(0, out0 * stride - padding), min(size, (out1 - 1) * stride - padding + kernel)
@@ -197,16 +205,9 @@ class _Layout:
     def __init__(self, net: IntNetwork, index: int, fan_out: np.ndarray):
         self.net, self.index, self.layer = net, index, net.layers[index]
         self.shape = grid(self.layer.output_shape)
-        self.sources = [grid(self._source_shape(c)) for c in self.layer.inputs]
+        self.sources = [source_shape(self.net, c) for c in self.layer.inputs]
         # Summed-area table of output axons per neuron: a tile's output axons in O(1).
         self.out_axons = np.pad(fan_out.reshape(self.shape), ((1, 0), (1, 0), (1, 0))).cumsum(0).cumsum(1).cumsum(2)
-
-    def _source_shape(self, c: Connection) -> tuple[int, ...]:
-        if isinstance(c.synapses, Conv2d):
-            return c.synapses.input_shape
-        if c.source == INPUT:
-            return (self.net.input.size,)
-        return self.net.layers[self.net.index(c.source)].output_shape
 
     def _box_sum(self, b: Box) -> int:
         s = self.out_axons

@@ -32,7 +32,7 @@ import numpy as np
 
 from spikefold.export.hw_config import Figure, HwConfig
 from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
-from spikefold.sim.cores import (Box, Core, CoreMap, consumer_fan_out, grid, map_onto_cores,
+from spikefold.sim.cores import (Box, Core, CoreMap, consumer_fan_out, grid, map_onto_cores, source_shape,
                                  synapses_per_source)
 from spikefold.sim.simulator import SimResult
 
@@ -146,10 +146,6 @@ def _source_activity(net: IntNetwork, x_int: np.ndarray, result: SimResult, n: i
     return sent
 
 
-def _source_shape(net: IntNetwork, source: str) -> tuple[int, int, int]:
-    return grid((net.input.size,) if source == INPUT else net.layers[net.index(source)].output_shape)
-
-
 def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig, reference: HwConfig,
              core_map: CoreMap | None = None) -> EnergyReport:
     """Energy and latency per inference of ``net`` on ``hw`` from a layer-synchronous run's spikes."""
@@ -178,7 +174,7 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
             ops_t = np.zeros(steps)
             arriving_t = np.zeros(steps)
             for c in layer.inputs:
-                fan = synapses_per_source(c, core, _source_shape(net, c.source))
+                fan = synapses_per_source(c, core, source_shape(net, c))
                 ops_t += sent[c.source] @ fan
                 arriving_t += sent[c.source] @ (fan > 0)
                 if c.source == INPUT:
@@ -229,9 +225,12 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
     dynamic = sum(layer.energy_j for layer in layers)
     static_power = fig["energy.static_power"].value if "energy.static_power" in fig else 0.0
     ann_macs = sum(_synapses(net, c) for layer in net.layers for c in layer.inputs)
-    # The papers' convention: the graded input's synapses all MAC at every timestep, as an ANN layer would.
-    first_macs = sum(_synapses(net, c) for layer in net.layers for c in layer.inputs if c.source == INPUT) * steps
-    spike_ops = sum(layer.synaptic_ops for layer in layers) - input_ops
+    # The papers' convention: the graded input's synapses all MAC at every timestep, as an ANN layer would;
+    # binary event input drives accumulates like any spike.
+    graded = not net.input.binary
+    first_macs = graded * sum(_synapses(net, c) for layer in net.layers for c in layer.inputs
+                              if c.source == INPUT) * steps
+    spike_ops = sum(layer.synaptic_ops for layer in layers) - graded * input_ops
     return EnergyReport(
         hw_config=hw.name, samples=len(x_int), timesteps=steps, layers=layers, cores=cores,
         chips=core_map.chips, step_s=step.tolist(), step_energy_j=step_energy.tolist(),
@@ -248,24 +247,27 @@ def _synapses(net: IntNetwork, c) -> int:
         return int(np.prod(c.synapses.shape))
     c_out, h, w = c.synapses.output_shape
     whole = Core(0, 0, Box(0, c_out, 0, h, 0, w), 0, 1, True, 0, 0, 0)
-    return int(synapses_per_source(c, whole, _source_shape(net, c.source)).sum())
+    return int(synapses_per_source(c, whole, source_shape(net, c)).sum())
 
 
 def neurobench_metrics(net: IntNetwork, x_int: np.ndarray, result: SimResult) -> dict:
     """NeuroBench's workload metrics (neurobench 2.3.0 ``SynapticOperations`` and ``ActivationSparsity``), per
     inference, from the integer run: per layer, NeuroBench counts a synaptic operation for every (non-zero
     input, non-zero weight) pair at every timestep, a MAC where the input is graded (the direct input, repeated
-    over the T timesteps) and an AC where it is a spike; activation sparsity is the share of zero outputs over
+    over the T timesteps) and an AC where it is a spike (binary event input included); activation sparsity is the share of zero outputs over
     all spiking layers' neurons and timesteps (the readout does not spike and is left out)."""
     n = max(len(x_int), 1)
+    inputs_sent = input_per_step(net, x_int).sum(axis=0)  # per input, over the timesteps
     macs = acs = 0.0
     per_layer = []
     for i, layer in enumerate(net.layers):
         layer_macs = layer_acs = 0.0
         for c in layer.inputs:
             nonzero = nonzero_fan(c.synapses, c.synapses.effective_weights())
-            if c.source == INPUT:
-                layer_macs += float(input_per_step(net, x_int).sum(axis=0) @ nonzero)
+            if c.source == INPUT and not net.input.binary:
+                layer_macs += float(inputs_sent @ nonzero)
+            elif c.source == INPUT:  # binary events are spikes: one AC per (event, non-zero weight)
+                layer_acs += float(inputs_sent @ nonzero)
             else:
                 layer_acs += float(result.spikes[net.index(c.source)].sum(axis=(0, 1)) @ nonzero) / n
         macs, acs = macs + layer_macs, acs + layer_acs

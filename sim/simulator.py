@@ -376,6 +376,6 @@ def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None,
         if problems:
             raise StateRangeError(
                 f"layer '{layer.name}' leaves the 24-bit state range (limit {STATE_MAX - 1}) on "
-                f"{len(x_int)} calibration samples: {'; '.join(problems)}. Lower the layer's scale "
-                "(export with a smaller --headroom) or retrain with weight decay")
+                f"{len(x_int)} calibration samples: {'; '.join(problems)}. Calibrate on more of the data "
+                "(export's --calibration-samples; by default the whole training split) or retrain with weight decay")
     return stats

@@ -292,7 +292,7 @@ def cmd_sim(args) -> int:
         f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
     summary = report.to_dict()
     if args.energy_engine == "sanafe":
-        summary["sanafe"] = _sanafe_beside(net, data.x_int, report, hw)
+        summary["sanafe"] = _sanafe_beside(net, data.x_int, report)
     if args.out:
         from spikefold.sim import plots
 
@@ -315,14 +315,17 @@ def cmd_sim(args) -> int:
     return 0
 
 
-def _sanafe_beside(net, x_int, report, hw) -> dict:
+def _sanafe_beside(net, x_int, report) -> dict:
     """SANA-FE's run of the same network and samples, checked spike for spike against the simulator."""
+    from spikefold.export import hw_config
     from spikefold.sim import sanafe_engine
     from spikefold.sim.cores import map_onto_cores
     from spikefold.sim.simulator import simulate
 
     lava_timed = simulate(net, x_int, timing="lava")
-    run = sanafe_engine.run(net, x_int, map_onto_cores(net, hw), lava_timed)
+    # SANA-FE runs its own Loihi architecture, so the network is mapped with its limits (loihi1_sanafe),
+    # whatever --hw-config chose for spikefold's estimate.
+    run = sanafe_engine.run(net, x_int, map_onto_cores(net, hw_config.load("loihi1_sanafe")), lava_timed)
     side = sanafe_engine.compare(run, lava_timed, report)
     out_console.print(f"SANA-FE ({run.release}): {run.energy_j * 1e6:.3f} uJ, {run.latency_s * 1e6:.1f} us per inference; "
                       f"spikefold: {report.dynamic_j * 1e6:.3f} uJ dynamic, {report.latency_s * 1e6:.1f} us; "
@@ -476,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert an integer network between NIR, lava-dl netx (HDF5) and ONNX")
     p.add_argument("model", help="a NIR file written by spikefold export, or a netx file with --from netx")
     p.add_argument("out", help="the file to write; its suffix picks the format unless --to is given")
-    p.add_argument("--from", dest="source_format", choices=("nir", "netx"), default="nir")
+    p.add_argument("--from", dest="source_format", choices=("nir", "netx"), default="nir",
+                   help="what IN is: nir (a spikefold export) or netx (a lava-dl netx HDF5 file)")
     p.add_argument("--to", choices=("nir", "netx", "onnx"), default=None,
                    help="nir, netx (lava-dl hdf5.Network) or onnx (default: from OUT's suffix)")
     p.add_argument("--timesteps", "-T", type=int, default=None,
@@ -535,8 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_arg(p)
     p.add_argument("--out", default=None, help="also write energy.json, energy.md and plots here")
     p.add_argument("--energy-engine", choices=("spikefold", "sanafe"), default="spikefold",
-                   help="sanafe: also run SANA-FE (optional extra) and report its energy and latency beside "
-                        "spikefold's")
+                   help="sanafe: also run SANA-FE (optional extra), mapped onto its own Loihi architecture "
+                        "(hw_config loihi1_sanafe), and report its energy and latency beside spikefold's")
     _force_arg(p)
     p.set_defaults(func=cmd_sim)
 

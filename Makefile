@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikefold-installed
 KERNELS := $(VENV)/.spikefold-kernels
+NIRTOOLS := $(VENV)/.spikefold-nir-tools
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: demo test test-all env clean
@@ -28,15 +29,22 @@ $(KERNELS): $(STAMP)
 	$(PIP) -e ".[gpu]"
 	touch $@
 
+# The NIR tools the interop tests run (pyproject's "nir-tools" extra), without their declared dependencies: those
+# would pull another torch, and sinabs pins nir <= 1.0.4; what they need at import is in the list.
+$(NIRTOOLS): $(STAMP)
+	$(PIP) --no-deps snntorch==1.0.0 spikingjelly==2.0.0 "loguru>=0.7" norse==1.1.0 rockpool==3.1.0 \
+		sinabs==3.1.3 "pbr>=6" nirtorch==2.6
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/spikefold pipeline --out runs/demo
 
 # Fast suite (about 4 minutes on 2 cores): everything except tests marked slow.
-test: $(STAMP) $(KERNELS)
+test: $(STAMP) $(KERNELS) $(NIRTOOLS)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Everything, slow end-to-end runs included.
-test-all: $(STAMP) $(KERNELS)
+test-all: $(STAMP) $(KERNELS) $(NIRTOOLS)
 	$(BIN)/python -m pytest -q
 
 clean:

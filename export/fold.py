@@ -149,7 +149,8 @@ class FloatNetwork:
                 neuron.float()
             peaks.append(max(recorder.peak[i], form.input_gain * float(current.abs().max()),
                              abs(form.decay * form.initial) + form.input_gain * float(current.abs().max())))
-        raise ValueError("a float network must end in a readout layer")
+        # A spiking last layer (an imported graph's): its time-averaged spikes are the logits.
+        return outputs[self.layers[-1].name].flatten(2).mean(0).numpy(), peaks
 
 
 def _bn_fold(weight: torch.Tensor, bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -475,7 +476,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
             dv, reset = int(round(DECAY_UNITY * (1.0 - form.decay))), form.reset
             vth_all = np.rint(thresholds * scale / (1 << VTH_SHIFT)).astype(np.int64)
             vth = int(vth_all[0]) if len(vth_all) == 1 else vth_all
-            if form.decay > 0 and dv < 1:
+            if form.decay < 1 and dv < 1:  # (a decay of exactly 1, an IF, is dv = 0)
                 raise HardwareRangeError(
                     f"layer '{fl.name}': decay {form.decay:.6f} rounds to dv = 0 (no leak); Loihi's 12-bit dv "
                     "needs decay <= 1 - 1/8192")

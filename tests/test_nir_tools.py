@@ -16,74 +16,35 @@ from spikefold.export.nir_import import import_graph
 from spikefold.sim.simulator import check_state_range, simulate
 
 snn = pytest.importorskip("snntorch")
-from snntorch import utils as snn_utils  # noqa: E402
-from snntorch.export_nir import export_to_nir  # noqa: E402
 from snntorch.import_nir import import_from_nir  # noqa: E402
+
+from tests import nir_tool_nets  # noqa: E402
 
 STEPS = 6
 
 
-def _snntorch_mlp(split, epochs: int):
-    """An snnTorch MLP (64-48-10, zero reset in the step it fires, as its NIR file says), trained on spike counts."""
-    torch.manual_seed(0)
-
-    def leaky(n):
-        return snn.Leaky(beta=torch.full((n,), 0.8), threshold=torch.ones(n), init_hidden=True,
-                         reset_mechanism="zero", reset_delay=False)
-
-    net = torch.nn.Sequential(torch.nn.Linear(64, 48), leaky(48), torch.nn.Linear(48, 10), leaky(10))
-
-    def run(x):
-        snn_utils.reset(net)
-        spikes = [[], []]
-        for _ in range(STEPS):
-            hidden = net[1](net[0](x))
-            spikes[0].append(hidden)
-            spikes[1].append(net[3](net[2](hidden)))
-        return [torch.stack(s, 1) for s in spikes]  # (samples, T, neurons) per layer
-
-    x, y = torch.tensor(split.x_train, dtype=torch.float32), torch.tensor(split.y_train)
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(64):
-            loss = torch.nn.functional.cross_entropy(run(x[idx])[1].sum(1), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        spikes = [s.numpy().astype(bool) for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
-    return export_to_nir(net, x[:1], model_name="snntorch", ignore_dims=[0]), spikes
-
-
 @pytest.fixture(scope="module")
 def snntorch_mlp(split):
-    return _snntorch_mlp(split, epochs=2)
+    return nir_tool_nets.snntorch_mlp(split, epochs=2, timesteps=STEPS)
 
 
 @pytest.fixture(scope="module")
 def snntorch_untrained(split):
-    return _snntorch_mlp(split, epochs=0)
+    return nir_tool_nets.snntorch_mlp(split, epochs=0, timesteps=STEPS)
 
 
-def agreement(net, split, tool_spikes):
-    """The integer simulator against the tool's own spikes: per layer, the share of equal spike slots; and the
-    share of equal predictions (spike counts of the last layer)."""
-    sim = simulate(net, net.input.encode(split.x_test))
-    slots = [float((a == b).mean()) for a, b in zip(tool_spikes, sim.spikes)]
-    predictions = float((sim.predictions == tool_spikes[-1].sum(1).argmax(1)).mean())
-    return sim, slots, predictions
-
-
-@pytest.mark.slow
-def test_snntorch_mlp_imports_and_runs_exactly_in_lava(snntorch_mlp, split, loihi2):
-    graph, tool_spikes = snntorch_mlp
-    net, report, _ = import_graph(graph, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
+def _import_and_check(tool_net, split, loihi2):
+    """Import, then: the simulator against the tool's own spikes (>= 98 % of each layer's spike slots, >= 95 % of
+    predictions at 8-bit weights), and Lava against the simulator on every spike and voltage of a few samples."""
+    net, report, _ = import_graph(tool_net.graph, loihi2, dt=tool_net.dt, timesteps=tool_net.timesteps,
+                                  calibration_x=split.x_train)
     check_state_range(net, net.input.encode(split.x_train), report)
-    assert not net.readout.readout, "snnTorch's last Leaky stays a spiking layer"
-    assert [layer.max_abs_weight for layer in report.layers] == [254, 254]  # mixed-sign 8-bit, even
-    sim, slots, predictions = agreement(net, split, tool_spikes)
+    assert not net.readout.readout, "the tool's last spiking layer stays a spiking layer"
+    assert all(layer.max_abs_weight == 254 for layer in report.layers)  # mixed-sign 8-bit, even
+    sim = simulate(net, net.input.encode(split.x_test))
+    slots = [float((a == b).mean()) for a, b in zip(tool_net.spikes, sim.spikes)]
     assert min(slots) >= 0.98, slots
-    assert predictions >= 0.95, predictions
+    assert (sim.predictions == tool_net.predictions).mean() >= 0.95
     x = net.input.encode(split.x_test[:6])
     lava = lava_runner.run(net, x)
     golden = simulate(net, x)
@@ -91,6 +52,16 @@ def test_snntorch_mlp_imports_and_runs_exactly_in_lava(snntorch_mlp, split, loih
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(golden.readout_v, lava.readout_v)
     np.testing.assert_array_equal(golden.predictions, lava.predictions)
+
+
+@pytest.mark.slow
+def test_snntorch_mlp_imports_and_runs_exactly_in_lava(snntorch_mlp, split, loihi2):
+    _import_and_check(snntorch_mlp, split, loihi2)
+
+
+@pytest.mark.slow
+def test_spikingjelly_cnn_with_pooling_imports_and_runs_exactly_in_lava(split, loihi2):
+    _import_and_check(nir_tool_nets.spikingjelly_cnn(split, epochs=2, timesteps=STEPS), split, loihi2)
 
 
 def _run_tool(module, x: torch.Tensor, steps: int) -> np.ndarray:
@@ -124,7 +95,7 @@ def test_tools_load_spikefolds_export_and_predict_alike(exported, split, tmp_pat
 
 
 def test_bad_imports_are_named(snntorch_untrained, split, loihi2):
-    graph, _ = snntorch_untrained
+    graph = snntorch_untrained.graph
     with pytest.raises(NIRFileError, match=r"dt = 0.*implausible.*snnTorch 1.0: 1e-4"):
         import_graph(graph, loihi2, dt=0, timesteps=STEPS, calibration_x=split.x_train)
     with pytest.raises(NIRFileError, match=r"node '1' \(LIF\) has tau = 0.0005 s, shorter than dt = 0.01"):
@@ -151,7 +122,7 @@ def test_bad_imports_are_named(snntorch_untrained, split, loihi2):
 def test_import_command(snntorch_untrained, split, tmp_path, capsys):
     from spikefold.cli import main
 
-    graph, _ = snntorch_untrained
+    graph = snntorch_untrained.graph
     nir.write(tmp_path / "snn.nir", graph)
     np.savez(tmp_path / "calib.npz", x=split.x_train[:200])
     args = ["import", str(tmp_path / "snn.nir"), "--timesteps", str(STEPS), "--calibration",

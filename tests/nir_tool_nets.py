@@ -1,0 +1,102 @@
+"""Networks built, trained briefly and exported to NIR by other tools (snnTorch 1.0, SpikingJelly 2.0), with
+their own simulation of the float network on the test split: what the NIR tests and benchmarks/nir_interop.py
+import into spikefold. Input is static (the digits features every step), as spikefold's own; the prediction is
+the last layer's spike count."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nir
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class ToolNet:
+    tool: str
+    network: str
+    graph: nir.NIRGraph
+    dt: float  # the step the tool simulated with, in seconds
+    timesteps: int
+    spikes: list[np.ndarray]  # the tool's own spikes on the test split, per spiking layer (samples, T, neurons)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.spikes[-1].sum(axis=1).argmax(axis=1)
+
+
+def _train(run, params, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
+    """Adam on the cross-entropy of the last layer's spike counts; run(x) returns per-layer (samples, T, n)."""
+    opt = torch.optim.Adam(params, 2e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(64):
+            loss = torch.nn.functional.cross_entropy(run(x[idx])[-1].sum(1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
+    """64-48-10 of snnTorch Leaky neurons, reset to zero in the step they fire (what its NIR file says)."""
+    import snntorch as snn
+    from snntorch import utils
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(seed)
+
+    def leaky(n):  # per-neuron parameters, so that the exported LIF nodes carry their shape
+        return snn.Leaky(beta=torch.full((n,), 0.8), threshold=torch.ones(n), init_hidden=True,
+                         reset_mechanism="zero", reset_delay=False)
+
+    net = torch.nn.Sequential(torch.nn.Linear(64, 48), leaky(48), torch.nn.Linear(48, 10), leaky(10))
+
+    def run(x):
+        utils.reset(net)
+        spikes = [[], []]
+        for _ in range(timesteps):
+            hidden = net[1](net[0](x))
+            spikes[0].append(hidden)
+            spikes[1].append(net[3](net[2](hidden)))
+        return [torch.stack(s, 1) for s in spikes]
+
+    x = torch.tensor(split.x_train, dtype=torch.float32)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
+    with torch.no_grad():
+        spikes = [s.numpy().astype(bool) for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
+    graph = export_to_nir(net, x[:1], model_name="snntorch", ignore_dims=[0])
+    return ToolNet("snntorch", "MLP 64-48-10", graph, 1e-4, timesteps, spikes)
+
+
+def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
+    """Conv 3x3 (8 maps) -> LIF -> 2x2 average pooling -> Linear -> LIF on 8 x 8 digits, SpikingJelly's hard
+    reset to 0 and ``decay_input=False`` (v = (1 - 1/tau) v + x)."""
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+
+    torch.manual_seed(seed)
+
+    def lif():
+        return neuron.LIFNode(tau=2.0, decay_input=False, v_reset=0.0, v_threshold=1.0,
+                              surrogate_function=surrogate.ATan())
+
+    net = torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), lif(), layer.AvgPool2d(2), layer.Flatten(),
+                              layer.Linear(8 * 4 * 4, 10), lif())
+
+    def run(x):
+        functional.reset_net(net)
+        spikes = [[], []]
+        for _ in range(timesteps):
+            hidden = net[1](net[0](x))
+            spikes[0].append(hidden.flatten(1))
+            spikes[1].append(net[5](net[4](net[3](net[2](hidden)))))
+        return [torch.stack(s, 1) for s in spikes]
+
+    x = torch.tensor(split.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
+    with torch.no_grad():
+        spikes = [s.numpy().astype(bool)
+                  for s in run(torch.tensor(split.x_test, dtype=torch.float32).reshape(-1, 1, 8, 8))]
+    functional.reset_net(net)
+    dt = 1e-4
+    return ToolNet("spikingjelly", "CNN conv8-pool-10", export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes)

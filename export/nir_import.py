@@ -5,10 +5,9 @@ as forward Euler at that dt, the discretisation snnTorch, SpikingJelly and Norse
 
     LIF   tau dv/dt = (v_leak - v) + r I   ->  v(t) = (1 - dt/tau) v(t-1) + (dt r / tau) I(t)
     IF    dv/dt = r I                      ->  v(t) = v(t-1) + dt r I(t)
-    Threshold                              ->  v(t) = I(t)  (no memory)
     CubaLIF with tau_syn = dt (the current does not carry over): an LIF fed w_in I
-    I (NIR 1.0.8 has no separate Integrator) after the last synapses, or synapses feeding the Output directly: the non-firing readout
-    (v(t) = v(t-1) + dt r I(t), the logits its final voltage)
+    I after the last synapses (NIR 1.0.8's integrator; it has no separate Integrator), or synapses feeding the
+    Output directly: the non-firing readout (v(t) = v(t-1) + dt r I(t), the logits its final voltage)
 
 A neuron spikes when v > v_threshold and resets to v_reset = 0 (NIR's reset; ``reset="subtract"`` for a tool
 that subtracts the threshold instead, as snnTorch does by default without saying so in the file). The input
@@ -20,7 +19,7 @@ cost. A graph ending in spiking neurons keeps a spiking last layer: its spike co
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
 synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is one layer's synapses. Whatever
 Loihi 2 cannot run (a leaky readout, a voltage leak towards v_leak != 0, a reset to v_reset != 0, per-neuron
-time constants, several inputs, recurrence, ...) is a :class:`~spikefold.errors.NIRFileError` naming the node,
+time constants, a memoryless Threshold, several inputs, recurrence, ...) is a :class:`~spikefold.errors.NIRFileError` naming the node,
 the parameter and what is accepted.
 """
 

@@ -1,7 +1,7 @@
-"""Networks built, trained briefly and exported to NIR by other tools (snnTorch 1.0, SpikingJelly 2.0), with
-their own simulation of the float network on the test split: what the NIR tests and benchmarks/nir_interop.py
-import into spikefold. Input is static (the digits features every step), as spikefold's own; the prediction is
-the last layer's spike count."""
+"""Networks built, trained briefly and exported to NIR by other tools (snnTorch 1.0, SpikingJelly 2.0, Norse
+1.1), with their own simulation of the float network on the test split: what the NIR tests and
+benchmarks/nir_interop.py import into spikefold. Input is static (the digits features every step), as
+spikefold's own; the prediction is the last layer's spike count."""
 
 from __future__ import annotations
 
@@ -100,3 +100,45 @@ def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> T
     functional.reset_net(net)
     dt = 1e-4
     return ToolNet("spikingjelly", "CNN conv8-pool-10", export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes)
+
+
+def norse_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
+    """64-48-10 of Norse LIFBoxCell neurons (no synaptic current) at dt = 1e-3. Norse 1.1's exporter writes
+    ``tau = dt / tau_mem_inv``, dt times the true tau, so the graph reads right at dt**2: that is the dt given."""
+    import norse.torch as norse
+    from norse.torch.functional.lif_box import LIFBoxParameters
+    from norse.torch.module.lif_box import LIFBoxCell
+
+    torch.manual_seed(seed)
+    dt = 1e-3
+    p = LIFBoxParameters(tau_mem_inv=torch.tensor(500.0), v_th=torch.tensor(0.25), v_leak=torch.tensor(0.0),
+                         v_reset=torch.tensor(0.0))
+    net = norse.SequentialState(torch.nn.Linear(64, 48), LIFBoxCell(p, dt=dt), torch.nn.Linear(48, 10),
+                                LIFBoxCell(p, dt=dt))
+    layers = list(net.children())
+
+    def run(x):
+        spikes, hidden_state, out_state = [[], []], None, None
+        for _ in range(timesteps):
+            hidden, hidden_state = layers[1](layers[0](x), hidden_state)
+            out, out_state = layers[3](layers[2](hidden), out_state)
+            spikes[0].append(hidden)
+            spikes[1].append(out)
+        return [torch.stack(s, 1) for s in spikes]
+
+    x = torch.tensor(split.x_train, dtype=torch.float32)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
+    with torch.no_grad():
+        spikes = [s.numpy().astype(bool) for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
+    return ToolNet("norse", "MLP 64-48-10", norse.to_nir(net, x[:1], dt=dt), dt * dt, timesteps, spikes)
+
+def summed_output(module, x: torch.Tensor, steps: int) -> np.ndarray:
+    """What a tool's imported module outputs for static input, summed over the steps (nirtorch's executors return
+    (output, state); the state goes back in)."""
+    total, state = 0, None
+    for _ in range(steps):
+        out = module(x) if state is None else module(x, state)
+        if isinstance(out, tuple):
+            out, state = out
+        total = total + out.detach()
+    return total.numpy()

@@ -1,5 +1,5 @@
 """NIR both ways with the real tools (pyproject's nir-tools extra): networks built, trained briefly and exported by
-snnTorch and SpikingJelly are imported into the integer network, simulated and run in Lava; spikefold's own
+snnTorch, SpikingJelly and Norse are imported into the integer network, simulated and run in Lava; spikefold's own
 export is loaded by snnTorch, SpikingJelly and Norse and predicts what spikefold's simulator predicts."""
 
 from __future__ import annotations
@@ -64,16 +64,9 @@ def test_spikingjelly_cnn_with_pooling_imports_and_runs_exactly_in_lava(split, l
     _import_and_check(nir_tool_nets.spikingjelly_cnn(split, epochs=2, timesteps=STEPS), split, loihi2)
 
 
-def _run_tool(module, x: torch.Tensor, steps: int) -> np.ndarray:
-    """Sum over the steps of what a tool's imported module outputs for static input (nirtorch's executors
-    return (output, state); the state goes back in)."""
-    total, state = 0, None
-    for _ in range(steps):
-        out = module(x) if state is None else module(x, state)
-        if isinstance(out, tuple):
-            out, state = out
-        total = total + out.detach()
-    return total.numpy()
+@pytest.mark.slow
+def test_norse_mlp_imports_and_runs_exactly_in_lava(split, loihi2):
+    _import_and_check(nir_tool_nets.norse_mlp(split, epochs=3, timesteps=STEPS), split, loihi2)
 
 
 def test_tools_load_spikefolds_export_and_predict_alike(exported, split, tmp_path):
@@ -89,7 +82,7 @@ def test_tools_load_spikefolds_export_and_predict_alike(exported, split, tmp_pat
     loaders = {"snntorch": import_from_nir, "spikingjelly": lambda g: sj_from_nir(g, dt=nir_io.DT),
                "norse": lambda g: norse_from_nir(g, dt=nir_io.DT)}
     for tool, load in loaders.items():
-        logits = _run_tool(load(nir.read(path)), x, net.timesteps)
+        logits = nir_tool_nets.summed_output(load(nir.read(path)), x, net.timesteps)
         agree = (logits.argmax(1) == expected).mean()
         assert agree == 1.0, f"{tool} agrees with spikefold's simulator on {agree:.2%} of predictions"
 

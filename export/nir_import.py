@@ -36,11 +36,9 @@ from spikefold.export.fold import FloatInput, FloatLayer, FloatNetwork, QuantRep
     pool_into_linear, quantise
 from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import INPUT, IntNetwork
+from spikefold.export.nir_io import DT_CONVENTIONS
 from spikefold.train.neurons.lif import LIF, LIFOptions
 
-DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0: the dt given to its exporter "
-                  "(default 1e-4); Norse 1.1: the dt its modules ran with (default 1e-3); Rockpool 3.1: the "
-                  "module's dt (default 1e-3); Sinabs 3.1: 1 (it counts time in steps); spikefold: 1e-4")
 SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d)
 PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale)
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, nir.I, nir.LI, nir.CubaLI)

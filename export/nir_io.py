@@ -53,6 +53,11 @@ FORMAT = "spikefold-intnet-1"
 SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "I", "Flatten", "Output")
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.I)  # I: the readout of files written before the Output form
 DT = 1e-4  # seconds per timestep in the graphs written here
+# The dt each tool's graphs mean (NIR stores none), for `spikefold import`'s help and errors.
+DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0: the dt given to its exporter "
+                  "(default 1e-4); Norse 1.1: the square of its modules' dt (its exporter writes dt times tau; "
+                  "1e-6 for its default 1e-3); Rockpool 3.1: the module's dt (default 1e-3); Sinabs 3.1: 1 (it "
+                  "counts time in steps); spikefold: 1e-4")
 
 
 def _gain(layer: Layer) -> float:

@@ -197,7 +197,7 @@ def cmd_import(args) -> int:
 
 
 def _add_import_command(sub) -> None:
-    from spikefold.export.nir_import import DT_CONVENTIONS
+    from spikefold.export.nir_io import DT_CONVENTIONS  # not nir_import: the parser must not need the training code
 
     p = sub.add_parser("import", help="quantise a NIR graph from another tool into Loihi 2 integers (a spikefold "
                                       "NIR file that sim, deploy and validate run)")

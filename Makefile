@@ -15,12 +15,16 @@ env: $(STAMP)
 # torch is pinned to the CPU wheel first so that nothing pulls a CUDA build; lava-nc declares
 # Python <3.11, so it is installed without its metadata checks (its dependencies are in pyproject.toml,
 # pinned to versions that ship wheels for 3.11) and spikefold patches its one 3.11 incompatibility at import.
-$(STAMP): pyproject.toml Makefile
+# SpikingJelly, snnTorch and loguru (benchmarks/gpu_wheels.txt, the "bench" extra) without their dependencies
+# too: the GPU check's dry run runs them on the CPU.
+$(STAMP): pyproject.toml Makefile benchmarks/gpu_wheels.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test]"
 	$(PIP) --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(PIP) --no-deps tonic==1.7.0 aedat==2.3.0 tqdm importRosbag==1.0.4 requests urllib3 idna certifi dv-processing==2.0.4
+	$(PIP) --no-deps -r benchmarks/gpu_wheels.txt
 	touch $@
 
 # Triton, for the fused neuron kernels (pyproject's "gpu" extra). Without a GPU the tests run the kernels on

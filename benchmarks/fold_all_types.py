@@ -23,7 +23,8 @@ from pathlib import Path
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import compare
 from spikefold.export import hw_config
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.qat import finetune
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train import data

@@ -32,7 +32,8 @@ import torch
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import compare
 from spikefold.export import hw_config, nir_io
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim.simulator import check_state_range, matmul_plan, simulate
 from spikefold.train.data import Split, digits

@@ -34,7 +34,7 @@ TARGET_RESNET19_T2 = 2.0
 def networks(dry_run: bool) -> dict[str, tuple[dict, int]]:
     """name -> (ModelConfig fields without the neuron, batch size)."""
     if dry_run:
-        return {"resnet19-T2": ({"arch": "resnet19", "input_shape": (3, 16, 16), "timesteps": 2,
+        return {"resnet19-T2": ({"arch": "resnet19", "input_shape": (3, 8, 8), "timesteps": 2,
                                  "width": 1 / 16}, 4),
                 "vggsnn-T10": ({"arch": "vgg", "input_shape": (2, 8, 8), "timesteps": 3, "temporal_input": True,
                                 "plan": (8, "A", 8, "A")}, 4)}
@@ -99,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         "interpreter: checks the script end to end, measures nothing")
     args = parser.parse_args(argv)
     device = gpu_timing.device_for(args.dry_run)
-    chosen = networks(args.dry_run)
-    if not args.dry_run:
-        chosen = {name: chosen[name] for name in args.networks}
+    chosen = {name: fields for name, fields in networks(args.dry_run).items() if name in args.networks}
     record = gpu_timing.machine(device)
     print(record["device"], flush=True)
 

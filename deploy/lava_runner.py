@@ -1,8 +1,9 @@
 """Build Lava processes for an integer network and run them on a target.
 
-Every connection maps onto Lava's stock ``Dense`` (graded for the analog input), or ``DelayDense`` where a
-connection skips layers and needs extra synaptic delay to stay in step; every population onto ``LIFReset``, or
-spikefold's ``ScheduledLIF`` for what the stock LIF cannot express. Connections into one population all drive
+Every dense connection maps onto Lava's stock ``Dense`` (graded for the analog input), or ``DelayDense`` where
+a connection skips layers and needs extra synaptic delay to stay in step; every convolution onto spikefold's
+``ConvSynapses`` (a kernel, with its delay); every population onto ``LIFReset``, or spikefold's
+``ScheduledLIF`` for what the stock LIF cannot express. Connections into one population all drive
 its ``a_in`` port, which sums them. Samples are streamed back to back, ``T`` steps each, in one Lava run.
 Lava's Dense delays by one step, so a layer at depth ``d`` (``IntNetwork.depths``) works on sample ``k``,
 timestep ``tau`` at Lava step ``k T + tau + 1 + d``; its ``LIFReset`` clears u and v at the first of those
@@ -19,7 +20,7 @@ import numpy as np
 from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
 from spikefold.errors import ConfigError, TargetError
-from spikefold.export.intnet import INPUT, Dense, IntNetwork
+from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
 from spikefold.sim.simulator import SimResult, check_input
 
 TARGETS = ("loihi2-sim", "loihi2")
@@ -27,8 +28,8 @@ TARGETS = ("loihi2-sim", "loihi2")
 
 @dataclasses.dataclass
 class _Built:
-    source: object
-    neurons: list[object]  # LIFReset or ScheduledLIF per layer
+    root: object  # one process of the network, from which Lava finds the rest
+    neurons: dict[int, object]  # layer index -> LIFReset or ScheduledLIF
     monitors: dict[tuple[int, str], object]  # (layer index, var name) -> Monitor
     steps: int
 
@@ -57,31 +58,60 @@ def _run_config(target: str):
 
 
 def _synapses(synapses: Dense, delay: int, name: str):
-    """A Lava Dense for ``synapses`` (a Conv2d runs as a Dense with the convolution's connectivity, see
-    intnet.Conv2d), or a DelayDense holding every synapse ``delay`` extra steps."""
+    """The one Lava process for a connection's ``synapses``, holding what it receives ``delay`` steps beyond
+    the Dense's one: Lava's stock Dense (or DelayDense) for a Dense, spikefold's ConvSynapses for a Conv2d
+    (Lava's own Conv is not Loihi's arithmetic: see ``spikefold.deploy.conv_synapses``)."""
+    common = dict(weight_exp=int(synapses.weight_exp), num_weight_bits=int(synapses.num_weight_bits),
+                  num_message_bits=int(synapses.num_message_bits), name=name)
+    weights = np.asarray(synapses.weights, np.int32)
+    if isinstance(synapses, Conv2d):
+        from spikefold.deploy.conv_synapses import ConvSynapses
+
+        return ConvSynapses(weights=weights, input_shape=synapses.input_shape, stride=synapses.stride,
+                            padding=synapses.padding, output_size=synapses.shape[0], delay=delay, **common)
     from lava.proc.dense.process import DelayDense, Dense as LavaDense
 
-    weights = synapses.lava_weights().astype(np.int32)
-    common = dict(weights=weights, weight_exp=int(synapses.weight_exp), num_weight_bits=int(synapses.num_weight_bits),
-                  num_message_bits=int(synapses.num_message_bits), name=name)
     if delay == 0:
-        return LavaDense(**common)
-    return DelayDense(delays=np.full(weights.shape, delay, dtype=int), **common)  # Lava checks for dtype int
+        return LavaDense(weights=weights, **common)
+    delays = np.full(weights.shape, delay, dtype=int)  # Lava checks for dtype int
+    return DelayDense(weights=weights, delays=delays, **common)
 
 
-def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
+def _sent(net: IntNetwork, source: str, values: np.ndarray, depths: list[int], steps: int) -> np.ndarray:
+    """What ``source`` sends, step by step, as a RingBuffer's (size, steps) data: the encoded input (at depth
+    0), or a layer's recorded spikes (samples, T, neurons) at that layer's depth ``d``, so sample k's timestep
+    tau goes out at Lava step k T + tau + 1 + d, as it would from the whole network."""
+    n, T = len(values), net.timesteps
+    depth = 0 if source == INPUT else depths[net.index(source)]
+    data = np.zeros((values.shape[-1], steps), np.int32)
+    if source == INPUT and not net.input.per_timestep:  # static input: the same vector every timestep
+        data[:, : n * T] = np.repeat(values.T, T, axis=1)
+    else:
+        data[:, depth : depth + n * T] = values.reshape(n * T, -1).T
+    return data
+
+
+def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], record_state: bool) -> _Built:
+    """Lava processes for ``layers`` (indices, in order), each driven by its connections: from another built
+    layer's neurons, or from a RingBuffer replaying ``sources[name]`` (the encoded input, or a layer's recorded
+    spikes) at the step that source would send it in the whole network. Every layer keeps its place in the
+    whole network's timing (depth, reset offset, synaptic delays), so a part runs exactly as it does within
+    the whole."""
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIFReset
     from lava.proc.monitor.process import Monitor
 
-    n, steps_per_sample, depths = x.shape[0], net.timesteps, net.depths()
-    steps = n * steps_per_sample + max(depths)
-    data = np.zeros((net.input.size, steps), np.int32)
-    data[:, : n * steps_per_sample] = np.repeat(x.T, steps_per_sample, axis=1)
-    source = RingBuffer(data=data)
-    senders = {INPUT: source.s_out}
-    neurons, monitors = [], {}
-    for index, layer in enumerate(net.layers):
+    n = len(next(iter(sources.values())))
+    steps_per_sample, depths = net.timesteps, net.depths()
+    steps = n * steps_per_sample + max(depths[i] for i in layers)
+    senders, rings = {}, []
+    for name, values in sources.items():
+        ring = RingBuffer(data=_sent(net, name, values, depths, steps))
+        senders[name] = ring.s_out
+        rings.append(ring)
+    neurons, monitors = {}, {}
+    for index in layers:
+        layer = net.layers[index]
         neu, depth = layer.neurons, depths[index]
         # The layer starts each sample at Lava step k T + depth + 1 (one step of delay per Dense on its path).
         offset = (depth + 1) % steps_per_sample
@@ -117,19 +147,20 @@ def _build(net: IntNetwork, x: np.ndarray, record_state: bool) -> _Built:
             monitor = Monitor()
             monitor.probe(getattr(lif, var), steps)
             monitors[(index, var)] = monitor
-        neurons.append(lif)
-    return _Built(source, neurons, monitors, steps)
+        neurons[index] = lif
+    return _Built(rings[0], neurons, monitors, steps)
 
 
-def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_state: bool = False) -> SimResult:
-    """Run ``x_int`` (samples, inputs) through Lava; the result is aligned to the simulator's timing."""
+def _execute(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], target: str,
+             record_state: bool) -> dict[tuple[int, str], np.ndarray]:
+    """Build and run ``layers``; per (layer index, var) what the monitors recorded, as (samples, T, neurons)
+    in layer-synchronous time."""
     check_target(target)
-    x = check_input(net, x_int)
     ensure_lava()
-    built = _build(net, x, record_state)
-    n, steps_per_sample, depths = x.shape[0], net.timesteps, net.depths()
+    built = _build(net, sources, layers, record_state)
+    n, steps_per_sample, depths = len(next(iter(sources.values()))), net.timesteps, net.depths()
     try:
-        with lava_run(built.source, _run_config(target), built.steps):
+        with lava_run(built.root, _run_config(target), built.steps):
             recorded = {}
             for (index, var), monitor in built.monitors.items():
                 lif = built.neurons[index]
@@ -144,7 +175,15 @@ def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_s
             raise
         raise TargetError(f"target 'loihi2' could not be reached or run ({type(exc).__name__}: {exc}); check the "
                           "board and lava-loihi's settings, or use --target loihi2-sim") from exc
+    return recorded
 
+
+def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_state: bool = False) -> SimResult:
+    """Run ``x_int`` (samples, inputs), or (samples, T, inputs) for per-timestep input, through Lava; the
+    result is aligned to the simulator's timing."""
+    x = check_input(net, x_int)
+    recorded = _execute(net, {INPUT: x}, list(range(len(net.layers))), target, record_state)
+    n, steps_per_sample = len(x), net.timesteps
     spikes = []
     for index, layer in enumerate(net.layers):
         if (index, "s_out") in recorded:
@@ -158,6 +197,35 @@ def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_s
         u = [recorded[(i, "u")].astype(np.int64) for i in range(len(net.layers))]
         v = [recorded[(i, "v")].astype(np.int64) for i in range(len(net.layers))]
     return SimResult(spikes=spikes, readout_v=readout_v, stats=[], u=u, v=v, spiking_output=not net.readout.readout)
+
+
+@dataclasses.dataclass
+class LayerRun:
+    """One layer's run on its own: spikes (samples, T, neurons), and u, v when recorded (always v for the
+    readout, whose voltage is its output)."""
+
+    spikes: np.ndarray
+    u: np.ndarray | None
+    v: np.ndarray | None
+
+
+def run_layer(net: IntNetwork, index: int, inputs: dict[str, np.ndarray], target: str = "loihi2-sim",
+              record_state: bool = False) -> LayerRun:
+    """Run layer ``index`` alone, driven by ``inputs``: for each of its sources, the encoded input (as
+    :func:`run` takes it) or that layer's spikes (samples, T, neurons) in layer-synchronous time, each
+    through the layer's own synapses and delays. Its result is aligned like :func:`run`'s."""
+    layer = net.layers[index]
+    needed = {c.source for c in layer.inputs}
+    if set(inputs) != needed:
+        raise ConfigError(f"layer '{layer.name}' reads {sorted(needed)}; got spikes for {sorted(inputs)}")
+    sources = {name: (check_input(net, values) if name == INPUT else np.asarray(values))
+               for name, values in inputs.items()}
+    recorded = _execute(net, sources, [index], target, record_state)
+    n = len(next(iter(sources.values())))
+    spikes = (recorded[(index, "s_out")].astype(bool) if (index, "s_out") in recorded
+              else np.zeros((n, net.timesteps, layer.size), bool))
+    state = {var: recorded[(index, var)].astype(np.int64) if (index, var) in recorded else None for var in ("u", "v")}
+    return LayerRun(spikes, state["u"], state["v"])
 
 
 def run_in_chunks(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", chunk: int = 100,

@@ -12,6 +12,17 @@ from spikefold.sim.simulator import SimResult
 
 
 @dataclasses.dataclass
+class Check:
+    """One line of a validation verdict."""
+
+    name: str
+    passed: bool
+    measured: float
+    limit: float
+    detail: str
+
+
+@dataclasses.dataclass
 class Divergence:
     layer: str
     what: str  # "spikes", "readout v", "u" or "v"
@@ -55,14 +66,34 @@ class Agreement:
         return self.spikes_differing == 0 and self.readout_equal and not self.states_differing
 
 
-def _first(net: IntNetwork, index: int, what: str, ref: np.ndarray, got: np.ndarray):
-    """The earliest (timestep, sample, neuron) where ``ref`` and ``got`` differ, keyed for ordering."""
+def first_difference(net: IntNetwork, index: int, what: str, ref: np.ndarray, got: np.ndarray, sample_offset: int = 0):
+    """The earliest (timestep, sample, neuron) where ``ref`` and ``got`` differ, keyed for ordering; samples
+    are numbered from ``sample_offset`` (a chunk's first sample)."""
     diff = np.argwhere(ref != got)
     if not len(diff):
         return None
     k, t, j = min(diff.tolist(), key=lambda d: (d[1], d[0], d[2]))
-    found = Divergence(net.layers[index].name, what, int(k), int(t), int(j), int(ref[k, t, j]), int(got[k, t, j]))
-    return (t, index, k), found
+    found = Divergence(net.layers[index].name, what, int(k) + sample_offset, int(t), int(j), int(ref[k, t, j]),
+                       int(got[k, t, j]))
+    return (t, index, k + sample_offset), found
+
+
+def layer_spikes(name: str, ref: np.ndarray, got: np.ndarray) -> LayerAgreement:
+    """One layer's spikes (sample, timestep, neuron) compared, summed per timestep."""
+    if ref.shape != got.shape:
+        raise ValueError(f"layer '{name}': reference spikes {ref.shape} vs target {got.shape}")
+    return LayerAgreement(name=name, reference_spikes=ref.sum(axis=(0, 2)).tolist(),
+                          target_spikes=got.sum(axis=(0, 2)).tolist(), differing=(ref != got).sum(axis=(0, 2)).tolist(),
+                          slots=ref.shape[0] * ref.shape[2])
+
+
+def merge_layer_spikes(a: LayerAgreement, b: LayerAgreement) -> LayerAgreement:
+    """Two runs' comparisons of one layer (say, two chunks of samples) as one."""
+    def add(x: list[int], y: list[int]) -> list[int]:
+        return [p + q for p, q in zip(x, y)]
+
+    return LayerAgreement(a.name, add(a.reference_spikes, b.reference_spikes), add(a.target_spikes, b.target_spikes),
+                          add(a.differing, b.differing), a.slots + b.slots)
 
 
 def compare(net: IntNetwork, reference: SimResult, target: SimResult) -> Agreement:
@@ -76,15 +107,7 @@ def compare(net: IntNetwork, reference: SimResult, target: SimResult) -> Agreeme
     states_differing = 0
     for i, layer in enumerate(net.layers):
         ref, got = reference.spikes[i], target.spikes[i]
-        if ref.shape != got.shape:
-            raise ValueError(f"layer '{layer.name}': reference spikes {ref.shape} vs target {got.shape}")
-        layers.append(LayerAgreement(
-            name=layer.name,
-            reference_spikes=ref.sum(axis=(0, 2)).tolist(),
-            target_spikes=got.sum(axis=(0, 2)).tolist(),
-            differing=(ref != got).sum(axis=(0, 2)).tolist(),
-            slots=ref.shape[0] * ref.shape[2],
-        ))
+        layers.append(layer_spikes(layer.name, ref, got))
         compared += ref.size
         pairs = [("spikes", ref, got)]
         if i == len(net.layers) - 1:
@@ -93,7 +116,7 @@ def compare(net: IntNetwork, reference: SimResult, target: SimResult) -> Agreeme
             for name, a, b in (("u", reference.u, target.u), ("v", reference.v, target.v)):
                 pairs.append((name, a[i], b[i]))
                 states_differing += int((a[i] != b[i]).sum())
-        found += [hit for hit in (_first(net, i, *pair) for pair in pairs) if hit is not None]
+        found += [hit for hit in (first_difference(net, i, *pair) for pair in pairs) if hit is not None]
     logit_diff = np.abs(reference.logits - target.logits)
     return Agreement(
         samples=len(reference.readout_v),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from spikefold import report_files
-from spikefold.deploy.validation import Agreement
+from spikefold.deploy.validation import Agreement, LayerAgreement
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
 from spikefold.sim.simulator import SimResult
@@ -22,7 +22,7 @@ def write(out: Path, net: IntNetwork, report: dict[str, Any], target: SimResult,
     from spikefold.sim import plots
 
     out.mkdir(parents=True, exist_ok=True)
-    divergence_per_layer_and_timestep(agreement, report, out / "divergence.png")
+    divergence_per_layer_and_timestep(agreement.layers, report, out / "divergence.png")
     plots.firing_per_layer_and_timestep(net, target, out / "firing.png")
     plots.energy_per_layer(estimate, out / "energy.png")
     plots.cores_used(estimate, out / "cores.png")
@@ -76,20 +76,20 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def divergence_per_layer_and_timestep(agreement: Agreement, report: dict[str, Any], path: Path) -> Path:
+def divergence_per_layer_and_timestep(layers: list[LayerAgreement], report: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    share = np.array([[d / max(row.slots, 1) for d in row.differing] for row in agreement.layers])
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(agreement.layers)))
+    share = np.array([[d / max(row.slots, 1) for d in row.differing] for row in layers])
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(layers)))
     image = ax.imshow(share, aspect="auto", cmap="Reds", vmin=0, vmax=max(float(share.max()), 1e-9))
-    ax.set_yticks(range(len(agreement.layers)), [row.name for row in agreement.layers])
+    ax.set_yticks(range(len(layers)), [row.name for row in layers])
     ax.set_xticks(range(share.shape[1]), [str(t) for t in range(share.shape[1])])
     ax.set_xlabel("timestep")
     for (r, c), value in np.ndenumerate(share):
-        ax.text(c, r, f"{agreement.layers[r].differing[c]}", ha="center", va="center", fontsize=8)
+        ax.text(c, r, f"{layers[r].differing[c]}", ha="center", va="center", fontsize=8)
     first = report["first_divergence"]
     ax.set_title("spike slots differing, target vs reference" if first is None else
                  f"first divergence: {first['layer']}, timestep {first['timestep']} ({first['what']})", fontsize=9)

@@ -8,6 +8,9 @@ model.nir``, and the report names the layer and timestep where the two first par
 Each finished chunk's target output is saved under ``out/chunks/`` before the next chunk starts; a run that
 was interrupted (Ctrl-C, a crash) continues from its last finished chunk with ``resume=True``, provided the
 model, target, data and chunking are the same (recorded in ``out/chunks/manifest.json``).
+
+A network too big to run whole is validated layer by layer instead (``layers``; see
+:mod:`spikefold.deploy.layerwise`), with the same chunks and resumption per (chunk, layer).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from spikefold import report_files
-from spikefold.deploy import data_source, lava_runner
-from spikefold.deploy.validation import Agreement, compare
+from spikefold.deploy import data_source, layerwise, lava_runner, validation_report
+from spikefold.deploy.validation import Agreement, Check, compare
 from spikefold.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
@@ -67,17 +70,9 @@ class ValidationConfig:
     out: Path = Path("runs/validate")
     resume: bool = False
     states: bool = False  # also compare every u and v integer
+    layers: str | None = None  # "whole", "each" or layer names (see layerwise.choose_layers); default by size
     hw_config: str | None = None  # for energy and latency; default: the model's
     tolerances: Tolerances = dataclasses.field(default_factory=Tolerances)
-
-
-@dataclasses.dataclass
-class Check:
-    name: str
-    passed: bool
-    measured: float
-    limit: float
-    detail: str
 
 
 ProgressCallback = Callable[[int, int, int], None]  # (samples done, samples in all, samples reused)
@@ -99,6 +94,9 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     reference = nir_io.read(reference_path) if cfg.reference else net
     _check_same_shape(net, reference, cfg.model, reference_path)
     data = data_source.load(cfg.data, reference, cfg.samples, str(reference_path))
+    layers = layerwise.choose_layers(net, cfg.layers)
+    if layers is not None:
+        return _run_layerwise(cfg, net, reference, data, layers, on_progress)
     timings: dict[str, float] = {}
     float_predictions = None
     if cfg.float_model is not None:  # before the long target run, so a bad checkpoint fails fast
@@ -110,7 +108,7 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     store = ChunkStore(cfg.out / "chunks", {
         "model_sha256": file_digest(Path(cfg.model)), "target": cfg.target, "data": data.source,
         "data_fingerprint": data.fingerprint, "samples": len(data.x_int), "chunk": cfg.chunk,
-        "states": cfg.states}, cfg.resume)
+        "states": cfg.states, "layers": "whole"}, cfg.resume)
     target, reused = _run_target(net, data.x_int, cfg, store, on_progress)
     timings["target_s"] = time.perf_counter() - t0
 
@@ -122,20 +120,33 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     hw = hw_config.load(cfg.hw_config or net.hw_config)
     estimate = energy.estimate(net, data.x_int, target, hw, hw_config.load("ann_45nm"))
     report = _report(cfg, net, data, reused, agreement, golden, target, float_predictions, estimate, timings)
-    from spikefold.deploy import validation_report
-
     validation_report.write(cfg.out, net, report, target, agreement, estimate)
+    return report
+
+
+def _run_layerwise(cfg: ValidationConfig, net: IntNetwork, reference: IntNetwork, data: data_source.RunData,
+                   layers: list[int], on_progress: ProgressCallback | None) -> dict[str, Any]:
+    if cfg.float_model is not None:
+        raise ConfigError("--float-model compares the whole network's predictions, which a layer-wise run does not "
+                          "produce; validate with --layers whole, or drop --float-model")
+    store = ChunkStore(cfg.out / "chunks", {
+        "model_sha256": file_digest(Path(cfg.model)), "target": cfg.target, "data": data.source,
+        "data_fingerprint": data.fingerprint, "samples": len(data.x_int), "chunk": cfg.chunk,
+        "states": cfg.states, "layers": [net.layers[i].name for i in layers]}, cfg.resume)
+    report = layerwise.run(cfg, net, reference, data, layers, store, on_progress)
+    layerwise.write(cfg.out, report)
     return report
 
 
 def _check_same_shape(net: IntNetwork, reference: IntNetwork, model: Path, reference_path: Path) -> None:
     def shape(n: IntNetwork) -> tuple:
-        return (n.input.size, n.input.bits, n.input.scale, n.timesteps, [layer.size for layer in n.layers],
-                [[c.source for c in layer.inputs] for layer in n.layers])
+        return (n.input.size, n.input.bits, n.input.scale, n.input.per_timestep, n.timesteps,
+                [layer.size for layer in n.layers], [[c.source for c in layer.inputs] for layer in n.layers])
 
     ours, theirs = shape(net), shape(reference)
     if ours != theirs:
-        what = ("input size", "input bits", "input scale", "timesteps", "layer sizes", "connections")
+        what = ("input size", "input bits", "input scale", "input per timestep", "timesteps", "layer sizes",
+                "connections")
         differ = [f"{name} {a} vs {b}" for name, a, b in zip(what, ours, theirs) if a != b]
         raise NIRFileError(f"{model} and the reference {reference_path} are not the same network shape "
                            f"({'; '.join(differ)}); validate a model against the export it came from")
@@ -147,17 +158,17 @@ def _run_target(net: IntNetwork, x_int: np.ndarray, cfg: ValidationConfig, store
     Returns it and the number of samples reused."""
     n = len(x_int)
     bounds = [(start, min(start + cfg.chunk, n)) for start in range(0, n, cfg.chunk)]
-    reused = sum(stop - start for k, (start, stop) in enumerate(bounds) if store.has(k))
+    reused = sum(stop - start for k, (start, stop) in enumerate(bounds) if store.has(store.key(k)))
     done = reused
     if on_progress is not None:
         on_progress(done, n, reused)
     parts = []
     for k, (start, stop) in enumerate(bounds):
-        if store.has(k):
-            parts.append(store.load(k))
+        if store.has(store.key(k)):
+            parts.append(store.load(store.key(k)))
             continue
         parts.append(lava_runner.run(net, x_int[start:stop], cfg.target, cfg.states))
-        store.save(k, parts[-1])
+        store.save(store.key(k), parts[-1])
         done += stop - start
         if on_progress is not None:
             on_progress(done, n, reused)
@@ -170,11 +181,12 @@ def _float_predictions(checkpoint: Path, x: np.ndarray, classes: int) -> np.ndar
     from spikefold.train.loop import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint)
-    features = int(np.prod(model.cfg.input_shape))
-    if features != x.shape[1] or model.cfg.classes != classes:
-        raise DataError(f"float model {checkpoint} maps {features} inputs to {model.cfg.classes} classes, but the data "
-                        f"has {x.shape[1]} features and the integer model {classes} outputs; pass the checkpoint "
-                        "the reference was exported from")
+    cfg = model.cfg
+    features = int(np.prod(cfg.input_shape)) * (cfg.timesteps if cfg.temporal_input else 1)
+    if features != int(np.prod(x.shape[1:])) or cfg.classes != classes:
+        raise DataError(f"float model {checkpoint} maps {features} inputs to {cfg.classes} classes, but the data "
+                        f"has samples of shape {x.shape[1:]} and the integer model {classes} outputs; pass the "
+                        "checkpoint the reference was exported from")
     logits, _ = fold(model).run(x)
     return logits.argmax(axis=1)
 
@@ -198,24 +210,35 @@ class ChunkStore:
         folder.mkdir(parents=True, exist_ok=True)
         report_files.write_json(path, manifest)
 
-    def _path(self, k: int) -> Path:
-        return self.folder / f"chunk-{k:05d}.npz"
+    @staticmethod
+    def key(chunk: int, layer: int | None = None) -> str:
+        """A chunk's name: its number, and for a layer-wise run the layer's index too."""
+        return f"{chunk:05d}" if layer is None else f"{chunk:05d}-layer-{layer:03d}"
 
-    def has(self, k: int) -> bool:
-        return self._path(k).is_file()
+    def _path(self, key: str) -> Path:
+        return self.folder / f"chunk-{key}.npz"
 
-    def save(self, k: int, part: SimResult) -> None:
+    def has(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        report_files.write_bytes(self._path(key), buffer.getvalue())
+
+    def load_arrays(self, key: str) -> dict[str, np.ndarray]:
+        with np.load(self._path(key)) as f:
+            return {name: f[name] for name in f.files}
+
+    def save(self, key: str, part: SimResult) -> None:
         arrays = {"readout_v": part.readout_v}
         for name in ("spikes", "u", "v"):
             for i, a in enumerate(getattr(part, name) or []):
                 arrays[f"{name}_{i}"] = a
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        report_files.write_bytes(self._path(k), buffer.getvalue())
+        self.save_arrays(key, arrays)
 
-    def load(self, k: int) -> SimResult:
-        with np.load(self._path(k)) as f:
-            arrays = {key: f[key] for key in f.files}
+    def load(self, key: str) -> SimResult:
+        arrays = self.load_arrays(key)
 
         def layers(name: str) -> list[np.ndarray] | None:
             found = sorted((int(key.rsplit("_", 1)[1]), a) for key, a in arrays.items() if key.startswith(f"{name}_"))
@@ -283,4 +306,5 @@ def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, r
         },
         "energy": estimate.to_dict(),
         "timings": timings,
+        "files": ["report.json", "report.md", *validation_report.PNGS],
     }

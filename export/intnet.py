@@ -100,22 +100,68 @@ def shift(x: Any, exp: Any) -> Any:
 
 @dataclasses.dataclass
 class InputEncoding:
-    """Direct (analog) input sent as graded spikes: ``x_int = clip(round(x * scale), 0, 2**bits - 1)``."""
+    """How samples enter the network: as graded spikes ``x_int = clip(round(x * scale), 0, 2**bits - 1)``.
+
+    Static input (``per_timestep=False``): one vector per sample, sent unchanged at each of its T timesteps;
+    encoded arrays are (samples, size). Input that changes every timestep (``per_timestep=True``, event
+    frames or spike trains): one vector per sample and timestep, encoded arrays are (samples, T, size), and
+    timestep t of a sample sends row t.
+
+    Binary event input is ``bits = 1`` with ``scale = 1``: x_int is 0 or 1, and the synapses it feeds have
+    ``num_message_bits = 0``, so Lava's source sends plain spikes and its Dense adds the weights of the
+    inputs that spiked. Graded input (``bits > 1``) feeds synapses with ``num_message_bits = bits``, whose
+    payload Lava multiplies in.
+    """
 
     size: int
     scale: float
     bits: int
+    per_timestep: bool = False
+
+    @property
+    def binary(self) -> bool:
+        return self.bits == 1
+
+    @property
+    def message_bits(self) -> int:
+        """``num_message_bits`` of the synapses the input feeds: 0 (plain spikes) for binary input."""
+        return 0 if self.binary else self.bits
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """Encode float input; values the encoding cannot represent are an error, never silently clipped."""
+        """Encode float input (samples, ...), or (samples, T, ...) per timestep, into (samples, size) or
+        (samples, T, size) integers; values the encoding cannot represent are an error, never silently
+        clipped."""
         x = np.asarray(x, dtype=np.float64)
+        x = x.reshape(len(x), x.shape[1], -1) if self.per_timestep and x.ndim >= 2 else x.reshape(len(x), -1)
         hi = (1 << self.bits) - 1
         q = np.rint(x * self.scale)
         if x.size and (not np.isfinite(x).all() or q.min() < 0 or q.max() > hi):
+            what = "binary events (0 or 1)" if self.binary else "[0, 1]"
             raise DataError(
                 f"input values span [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}] but the {self.bits}-bit input "
-                f"encoding (scale {self.scale:g}) represents [0, {hi / self.scale:.4g}]; scale the data to [0, 1]")
+                f"encoding (scale {self.scale:g}) represents [0, {hi / self.scale:.4g}]; scale the data to {what}")
+        if self.binary and x.size and not np.array_equal(q, x):
+            raise DataError("this network takes binary event input (0 or 1 per input and timestep), but the data "
+                            "holds other values; pass the events themselves, not rates or counts")
         return q.astype(np.int64)
+
+    def sample_shape(self, timesteps: int) -> tuple[int, ...]:
+        """The shape one encoded sample has: (size,), or (T, size) for per-timestep input."""
+        return (timesteps, self.size) if self.per_timestep else (self.size,)
+
+
+FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
+FLOAT64_EXACT = 1 << 53
+
+
+def exact_dtype(bound: int) -> str:
+    """The narrowest type in which a sum of integer products is exact when every partial sum stays within
+    ``bound`` in magnitude, whatever order the library adds in: "float32" up to 2**24, "float64" up to 2**53,
+    else "int64". The products themselves (|w| <= 256, input <= 255) are exact in float32 and in the reduced
+    formats torch may substitute for it (TF32, bf16)."""
+    if bound <= FLOAT32_EXACT:
+        return "float32"
+    return "float64" if bound <= FLOAT64_EXACT else "int64"
 
 
 @dataclasses.dataclass
@@ -123,10 +169,11 @@ class Dense:
     """Dense synapses (Lava ``Dense``, bit-accurate model).
 
     a_out = (W_eff @ s) << weight_exp (arithmetic >> for a negative exponent), in int32, where W_eff is ``weights``
-    clipped to 8 bits ([-256, 255] for mixed sign) and then truncated by
-    n = 8 - num_weight_bits + (1 if mixed sign) low bits: mixed-sign weights lose their lowest bit unless
-    num_weight_bits says otherwise. ``num_message_bits > 0`` means graded input (the payload is multiplied
-    in); 0 means binary spikes. Lava delivers a_out one timestep later than s arrived.
+    under Lava's weight rules (:func:`lava_weights`). ``num_message_bits > 0`` means graded input (the payload
+    is multiplied in); 0 means binary spikes. Lava delivers a_out one timestep later than s arrived.
+
+    The sum ``W_eff @ s`` runs in floating point where that is exact (:meth:`partial_sum_bound`,
+    :func:`exact_dtype`), else in integers; numpy arrays and torch tensors alike.
     """
 
     weights: np.ndarray  # int, shape (out, in), as handed to Lava's Dense
@@ -136,59 +183,95 @@ class Dense:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(postsynaptic neurons, presynaptic neurons)."""
         return tuple(self.weights.shape)  # type: ignore[return-value]
 
     def effective_weights(self) -> np.ndarray:
+        """The integers Lava keeps of ``weights`` (:func:`lava_weights`), in the same layout."""
         return lava_weights(self.weights, self.num_weight_bits)
 
-    def matrix(self) -> np.ndarray:
-        """The effective (out, in) weight matrix Lava's Dense holds."""
-        return self.effective_weights()
+    def max_input(self) -> int:
+        """The largest presynaptic value: 2**bits - 1 for graded input, 1 for spikes."""
+        return (1 << self.num_message_bits) - 1 if self.num_message_bits > 0 else 1
 
-    def lava_weights(self) -> np.ndarray:
-        """The integer (out, in) matrix to hand to Lava's Dense (which then clips and truncates it)."""
-        return np.asarray(self.weights, np.int64)
+    def partial_sum_bound(self, max_input: int | None = None) -> int:
+        """The largest magnitude any partial sum of one output can reach for inputs in [0, max_input]
+        (default :meth:`max_input`): the largest sum of |W_eff| over what one output reads (a matrix row, or a
+        kernel's output channel over its input channels and window), times max_input."""
+        w = np.abs(self.effective_weights())
+        per_output = w.reshape(w.shape[0], -1).sum(axis=1)
+        return int(per_output.max(initial=0)) * int(self.max_input() if max_input is None else max_input)
 
-    def forward(self, s: Any, w_eff: Any = None) -> Any:
-        """Synaptic input for a batch of presynaptic outputs ``s`` (batch, in) -> (batch, out), int64.
+    def exact_weights(self) -> np.ndarray:
+        """``effective_weights()`` in the narrowest type in which :meth:`accumulate` is exact."""
+        return self.effective_weights().astype(exact_dtype(self.partial_sum_bound()))
 
-        ``s`` and ``w_eff`` (the effective matrix) are numpy arrays or torch tensors (then both, on one
-        device)."""
-        w = self.matrix() if w_eff is None else w_eff
-        ops = _ops(s, w)
-        return self.a_out(ops.int64(s) @ ops.int64(w).T)
+    def accumulate(self, s: Any, weights: Any = None) -> Any:
+        """``W_eff @ s`` for a batch of presynaptic outputs ``s`` (batch, in) -> (batch, out), exact.
+
+        ``weights`` is ``effective_weights()`` in a type where the sum is exact (:meth:`exact_weights`; the
+        simulator hands a torch tensor on ``s``'s device); the sum runs, and the result comes, in that type."""
+        w = self.exact_weights() if weights is None else weights
+        return self._apply(s.astype(w.dtype) if isinstance(s, np.ndarray) else s.to(w.dtype), w)
+
+    def _apply(self, s: Any, w: Any) -> Any:
+        return s @ w.T
+
+    def forward(self, s: Any, weights: Any = None) -> Any:
+        """What Lava's Dense sends for presynaptic outputs ``s`` (batch, in): int64 (batch, out). ``weights``:
+        as for :meth:`accumulate`."""
+        return self.a_out(_ops(s).int64(self.accumulate(s, weights)))
 
     def a_out(self, acc: Any) -> Any:
-        """What Lava's Dense sends, given ``acc = W_eff @ s`` computed exactly (in integers, or in floating
-        point within its exact range, as the simulator does)."""
+        """What Lava's Dense sends, given ``acc = W_eff @ s`` as int64."""
         if self.num_message_bits > 0:  # Lava's graded path accumulates in int32; the binary path in int64
             acc = wrap32(acc)
         return wrap32(shift(acc, self.weight_exp))
 
 
+def weight_step(mixed: bool, num_weight_bits: int) -> int:
+    """The spacing of the integer weights Lava keeps: it truncates ``8 - num_weight_bits (+ 1 for a mixed-sign
+    matrix)`` low bits."""
+    return 1 << (8 - num_weight_bits + int(mixed))
+
+
 def lava_weights(weights: np.ndarray, num_weight_bits: int) -> np.ndarray:
     """What Lava's Dense keeps of integer weights: clipped to 8 bits ([-256, 255] for mixed sign), then
-    ``n = 8 - num_weight_bits + (1 if mixed sign)`` low bits truncated; the sign mode is the whole matrix's."""
+    truncated to multiples of :func:`weight_step` (toward minus infinity, on the magnitude for an all-negative
+    matrix); the sign mode is the whole matrix's (or kernel's)."""
     w = np.asarray(weights, dtype=np.int64)
     lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
     mixed = lo < 0 < hi
     inhibitory = hi <= 0 and lo < 0
     mag = -w if inhibitory else w
     mag = np.clip(mag, -256 if mixed else 0, 255)
-    n = 8 - num_weight_bits + int(mixed)
-    if n > 0:
-        mag = (mag >> n) << n
+    step = weight_step(mixed, num_weight_bits)
+    mag = mag // step * step
     return -mag if inhibitory else mag
+
+
+def integer_weights(w: Any, num_weight_bits: int) -> Any:
+    """Real-valued integer-unit weights ``w`` (numpy array or torch tensor) rounded to the nearest values
+    :func:`lava_weights` keeps unchanged: multiples of :func:`weight_step` in [-256, 256 - step] for a
+    mixed-sign matrix, within +-(256 - step) otherwise. Export and QAT round with this."""
+    mixed = bool(w.min() < 0 < w.max())
+    step = weight_step(mixed, num_weight_bits)
+    low = -256 if mixed else step - 256
+    rounded = step * (np.rint(w / step) if isinstance(w, np.ndarray) else (w / step).round())
+    return _ops(w).clip(rounded, low, 256 - step)
 
 
 @dataclasses.dataclass
 class Conv2d(Dense):
     """Convolution synapses: ``weights`` (out, in, kh, kw) over input maps ``input_shape`` (C, H, W), zero
-    ``padding`` and ``stride`` on both axes, neurons ordered (channel, row, column).
+    ``padding`` and ``stride`` on both axes, neurons ordered (channel, row, column); correlation, as torch's
+    ``conv2d``.
 
-    Arithmetic is the Dense's on the unrolled matrix (:meth:`matrix`), which is also how it runs in Lava:
-    Lava 0.10's CPU ``Conv`` ignores ``weight_exp`` and sums in float32, so it cannot match hardware that
-    applies the exponent. A pooling layer before the convolution is folded into its kernel by export.
+    a_out is the Dense's with ``W_eff @ s`` the convolution of ``s`` with the effective kernel: Lava's weight
+    rules applied to the kernel, whose sign mode is that of the (out, in) matrix the convolution stands for
+    (unrolling adds only zeros). It runs as a convolution everywhere (torch ``conv2d`` on tensors, windows of
+    the padded maps on numpy arrays), so memory grows with the kernel, never with the matrix. A pooling layer
+    before the convolution is folded into its kernel by export.
     """
 
     input_shape: tuple[int, int, int] = (1, 1, 1)
@@ -206,28 +289,23 @@ class Conv2d(Dense):
     def shape(self) -> tuple[int, int]:
         return int(np.prod(self.output_shape)), int(np.prod(self.input_shape))
 
-    def matrix(self) -> np.ndarray:
-        """The convolution as an (out C*H*W, in C*H*W) matrix of effective weights."""
-        return self.unroll(self.effective_weights())
+    def _apply(self, s: Any, w: Any) -> Any:
+        maps = s.reshape(s.shape[0], *self.input_shape)
+        if isinstance(s, np.ndarray):
+            return _correlate(maps, w, self.stride, self.padding).reshape(s.shape[0], -1)
+        from torch.nn import functional
 
-    def lava_weights(self) -> np.ndarray:
-        # Unrolling adds only zeros, so Lava finds the kernel's sign mode and clips/truncates as for it.
-        return self.unroll(np.asarray(self.weights, np.int64))
+        return functional.conv2d(maps, w, stride=self.stride, padding=self.padding).flatten(1)
 
-    def unroll(self, kernel: np.ndarray) -> np.ndarray:
-        """A (out, in, kh, kw) kernel as the matrix mapping (C, H, W)-ordered inputs to outputs."""
-        c_in, h, w = self.input_shape
-        c_out, ho, wo = self.output_shape
-        _, _, kh, kw = kernel.shape
-        m = np.zeros((c_out, ho, wo, c_in, h, w), dtype=np.int64)
-        for y in range(ho):
-            for x in range(wo):
-                for i in range(kh):
-                    for j in range(kw):
-                        yy, xx = y * self.stride + i - self.padding, x * self.stride + j - self.padding
-                        if 0 <= yy < h and 0 <= xx < w:
-                            m[:, y, x, :, yy, xx] = kernel[:, :, i, j]
-        return m.reshape(c_out * ho * wo, c_in * h * w)
+
+def _correlate(maps: np.ndarray, kernel: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """torch's ``conv2d`` in numpy: (batch, C, H, W) maps with an (out, C, kh, kw) kernel -> (batch, out, H', W'),
+    summed in the arrays' type over the windows of the zero-padded maps."""
+    p = padding
+    padded = np.pad(maps, ((0, 0), (0, 0), (p, p), (p, p)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[2:], axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]  # (batch, C, H', W', kh, kw)
+    return np.tensordot(windows, kernel, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
 
 
 class LIFStep(NamedTuple):
@@ -307,8 +385,8 @@ INPUT = "input"  # the source name of the encoded input
 
 @dataclasses.dataclass
 class Connection:
-    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (graded input spikes) or the name of
-    an earlier layer (binary spikes)."""
+    """Synapses from one source into a layer: ``source`` is :data:`INPUT` (the encoded input: graded spikes, or
+    binary ones for event input) or the name of an earlier layer (binary spikes)."""
 
     source: str
     synapses: Dense
@@ -448,6 +526,11 @@ class IntNetwork:
                              "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
                 _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
                              "rescale the layer (threshold and weights) so the exponent fits")
+                if c.source == INPUT and syn.num_message_bits != self.input.message_bits:
+                    kind = "binary spikes" if self.input.binary else f"{self.input.bits}-bit graded spikes"
+                    raise HardwareRangeError(
+                        f"layer '{layer.name}': its synapses from the input have num_message_bits = "
+                        f"{syn.num_message_bits}, but the input sends {kind}; they need {self.input.message_bits}")
             _check_range(layer.name, "du", neu.du, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "dv", neu.dv, 0, dmax, "use a decay in [0, 1]")
             _check_range(layer.name, "vth", neu.vth, 0, vth_max, "lower the layer scale")

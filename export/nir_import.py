@@ -13,7 +13,7 @@ A neuron spikes when v > v_threshold and resets to v_reset = 0 (NIR's reset; ``r
 that subtracts the threshold instead, as snnTorch does by default without saying so in the file). The input
 gain ``dt r / tau`` is folded into the synapses, so each layer becomes spikefold's own float form (the baseline
 LIF neuron of ``spikefold.train.neurons``), and export's calibration-driven quantisation
-(``spikefold.export.fold.quantise``) picks the scales, exponents and 8-bit weights and reports what rounding
+(``spikefold.export.quantise.quantise``) picks the scales, exponents and 8-bit weights and reports what rounding
 cost. A graph ending in spiking neurons keeps a spiking last layer: its spike counts are the prediction.
 
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 from spikefold.errors import DataError, NIRFileError
-from spikefold.export.fold import FloatInput, FloatLayer, FloatNetwork, QuantReport, pool_into_conv, \
-    pool_into_linear, quantise
+from spikefold.export.float_net import FloatInput, FloatLayer, FloatNetwork
+from spikefold.export.fold import pool_into_conv, pool_into_linear
 from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import INPUT, IntNetwork
 from spikefold.export.nir_io import DT_CONVENTIONS
+from spikefold.export.quantise import QuantReport, quantise
 from spikefold.train.neurons.lif import LIF, LIFOptions
 
 SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d)

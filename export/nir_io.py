@@ -168,6 +168,7 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
         "spikefold.hw_config": net.hw_config,
         "spikefold.input_scale": float(net.input.scale),
         "spikefold.input_bits": int(net.input.bits),
+        "spikefold.input_per_timestep": bool(net.input.per_timestep),
     }
     for key, value in net.metadata.items():
         metadata[f"spikefold.meta.{key}"] = value
@@ -359,7 +360,8 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
     extra = {k[len("spikefold.meta."):]: v for k, v in meta.items() if k.startswith("spikefold.meta.")}
     return IntNetwork(
         input=InputEncoding(size=in_size, scale=float(meta["spikefold.input_scale"]),
-                            bits=int(meta["spikefold.input_bits"])),
+                            bits=int(meta["spikefold.input_bits"]),
+                            per_timestep=bool(meta.get("spikefold.input_per_timestep", False))),
         layers=layers,
         timesteps=int(meta["spikefold.timesteps"]),
         hw_config=str(meta.get("spikefold.hw_config", "loihi2")),

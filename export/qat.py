@@ -29,9 +29,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from spikefold.errors import ConfigError
-from spikefold.export.fold import FloatNetwork, integer_weights, layer_terms, weight_step
+from spikefold.export.float_net import FloatNetwork
 from spikefold.export.hw_config import HwConfig
-from spikefold.export.intnet import ACT_SHIFT, DECAY_UNITY, INPUT, VTH_SHIFT, Conv2d, IntNetwork, shift, wrap32
+from spikefold.export.intnet import (ACT_SHIFT, DECAY_UNITY, INPUT, VTH_SHIFT, IntNetwork, integer_weights, shift,
+                                     weight_step, wrap32)
+from spikefold.export.quantise import layer_terms
 from spikefold.train.neurons import surrogates
 
 
@@ -119,7 +121,7 @@ class IntegerForward(nn.Module):
                 neu = layer.neurons
                 a_shadow, a_exact = 0.0, None
                 for c, w in zip(layer.inputs, weights[i]):
-                    acc = self._accumulate(c.synapses, sent[c.source], w)  # exact integers in float64
+                    acc = c.synapses.accumulate(sent[c.source], w)  # exact integers in float64
                     part = c.synapses.a_out(acc.detach().to(torch.int64))
                     a_exact = part if a_exact is None else wrap32(a_exact + part)  # Lava sums a port in int32
                     a_shadow = a_shadow + acc * 2.0**c.synapses.weight_exp
@@ -139,14 +141,6 @@ class IntegerForward(nn.Module):
                 v[i] = _straight_through(reset, out.v)
                 sent[layer.name] = spikes
         return v[-1]
-
-    @staticmethod
-    def _accumulate(synapses, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if isinstance(synapses, Conv2d):
-            maps = F.conv2d(s.reshape(s.shape[0], *synapses.input_shape), w, stride=synapses.stride,
-                            padding=synapses.padding)
-            return maps.flatten(1)
-        return s @ w.T
 
 
 def unrounded(fnet: FloatNetwork, net: IntNetwork) -> list[tuple[list[np.ndarray], np.ndarray]]:

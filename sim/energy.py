@@ -127,7 +127,10 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
     e = {key: fig[f"energy.{key}"].value for key in ENERGY}
     t = {key: fig[f"timing.{key}"].value for key in TIMING}
     n, steps = max(len(x_int), 1), net.timesteps
-    graded = np.full(steps, np.count_nonzero(x_int) / n)  # non-zero graded inputs, the same every step
+    # Non-zero inputs sent per timestep (graded spikes, or events): the same every step for static input.
+    x_int = np.asarray(x_int)
+    graded = (np.count_nonzero(x_int, axis=(0, 2)) / n if net.input.per_timestep
+              else np.full(steps, np.count_nonzero(x_int) / n))
     sent = {layer.name: result.spikes[i].sum(axis=(0, 2)) / n for i, layer in enumerate(net.layers)}
     cores, layers = [], []
     busy = []  # per core, per timestep

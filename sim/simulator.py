@@ -1,14 +1,11 @@
 """Bit-exact simulation of an integer network, vectorised over samples, on CPU or GPU (torch).
 
-The arithmetic is ``spikefold.export.intnet``'s, unchanged: its equations run here on int64 tensors. The one
-thing done differently is the matrix product ``W_eff @ s``: it runs in floating point, which BLAS and GPUs
-do fast, but only where that is exact. Every operand is an integer, so a float product is exact as long as
-every partial sum is an integer the float type represents exactly. Whatever order the library sums in,
-each partial sum of row i is at most ``bound = max_i sum_j |W_eff[i, j]| * max_input`` in magnitude, so float32
-is exact when ``bound <= 2**24`` and float64 when ``bound <= 2**53``; each layer gets the narrower type that
-holds its bound (see :func:`matmul_plan`). The products themselves (|w| <= 256, input <= 255) are exact in
-every float format torch may substitute for float32 (TF32, bf16), and :func:`_torch_settings` turns
-those substitutions off anyway.
+The arithmetic is ``spikefold.export.intnet``'s, unchanged: its equations run here on int64 tensors, and its
+synapses' sums (``Dense.accumulate``: a matrix product, or a convolution kept as one, never unrolled) run in
+the float type ``intnet.exact_dtype`` picks for each connection, where every partial sum is an exact integer
+(see :func:`matmul_plan`): BLAS, oneDNN and GPUs do that fast. :func:`_torch_settings` keeps the libraries to
+algorithms that add products (no TF32/bf16 substitution in matrix products, no cuDNN convolution, whose
+Winograd and FFT algorithms would round).
 
 Two timings:
 
@@ -32,12 +29,11 @@ import numpy as np
 import torch
 
 from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
-from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, wrap32
+from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, exact_dtype, wrap32
 
 TIMINGS = ("synchronous", "lava")
-FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
-FLOAT64_EXACT = 1 << 53
 CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
+GPU_STATE_VALUES = 1 << 27  # a GPU pass keeps u (and v) of all layers within 1 GiB each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,29 +43,25 @@ class MatmulPrecision:
     layer: str
     source: str
     dtype: str  # "float32" or "float64"
-    bound: int  # largest |partial sum| any row can reach
+    bound: int  # largest |partial sum| any output can reach
 
 
-def matmul_precision(layer: Layer, connection: Connection, max_input: int) -> MatmulPrecision:
-    """The narrowest float type in which every partial sum of this connection's product is exact."""
-    w = connection.synapses.matrix()
-    bound = int(np.abs(w).sum(axis=1).max(initial=0)) * int(max_input)
-    if bound <= FLOAT32_EXACT:
-        return MatmulPrecision(layer.name, connection.source, "float32", bound)
-    if bound <= FLOAT64_EXACT:
-        return MatmulPrecision(layer.name, connection.source, "float64", bound)
-    # 2**53 needs a fan-in above 10**11 at full 8-bit weights and inputs: far beyond any core's axons.
-    raise HardwareRangeError(
-        f"layer '{layer.name}': partial sums from '{connection.source}' can reach {bound}, beyond 2**53, where no "
-        "float type is exact; such a fan-in cannot be mapped onto hardware either: split the layer")
+def matmul_precision(layer: Layer, connection: Connection) -> MatmulPrecision:
+    """The narrowest float type in which every partial sum of this connection's sum is exact."""
+    bound = connection.synapses.partial_sum_bound()
+    dtype = exact_dtype(bound)
+    if dtype == "int64":
+        # 2**53 needs a fan-in above 10**11 at full 8-bit weights and inputs: far beyond any core's axons.
+        raise HardwareRangeError(
+            f"layer '{layer.name}': partial sums from '{connection.source}' can reach {bound}, beyond 2**53, where "
+            "no float type is exact; such a fan-in cannot be mapped onto hardware either: split the layer")
+    return MatmulPrecision(layer.name, connection.source, dtype, bound)
 
 
 def matmul_plan(net: IntNetwork) -> list[MatmulPrecision]:
-    """One :class:`MatmulPrecision` per connection, layer by layer: graded input can reach 2**bits - 1, spikes
-    are 0 or 1."""
-    graded = (1 << net.input.bits) - 1
-    return [matmul_precision(layer, c, graded if c.source == INPUT else 1)
-            for layer in net.layers for c in layer.inputs]
+    """One :class:`MatmulPrecision` per connection, layer by layer (graded input can reach 2**bits - 1, spikes
+    are 0 or 1: each connection's ``num_message_bits`` says which)."""
+    return [matmul_precision(layer, c) for layer in net.layers for c in layer.inputs]
 
 
 @dataclasses.dataclass
@@ -115,11 +107,14 @@ class SimResult:
 
 
 def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
-    """Validate encoded input: shape (samples, input size), integers within the encoding's range."""
+    """Validate encoded input: shape (samples, input size), or (samples, T, input size) for per-timestep
+    input, integers within the encoding's range."""
     x = np.asarray(x_int)
-    if x.ndim != 2 or x.shape[1] != net.input.size:
-        raise DataError(
-            f"input has shape {x.shape}; this network takes (samples, {net.input.size}) encoded integers")
+    shape = net.input.sample_shape(net.timesteps)
+    if x.shape[1:] != shape or x.ndim != 1 + len(shape):
+        what = "per timestep" if net.input.per_timestep else "the same at every timestep"
+        raise DataError(f"input has shape {x.shape}; this network takes (samples, {', '.join(map(str, shape))}) "
+                        f"encoded integers (input {what})")
     if not np.issubdtype(x.dtype, np.integer):
         raise DataError(f"input must be encoded integers (InputEncoding.encode), got dtype {x.dtype}")
     hi = (1 << net.input.bits) - 1
@@ -145,33 +140,34 @@ def resolve_device(device: str | None):
 
 @contextlib.contextmanager
 def _torch_settings(threads: int | None) -> Iterator[None]:
-    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set) and,
-    when given, the number of CPU threads."""
+    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set), no cuDNN
+    (its convolution algorithms include Winograd and FFT, which round; without it torch convolves by im2col and
+    a matrix product) and, when given, the number of CPU threads."""
     precision, before_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        yield
+        with torch.backends.cudnn.flags(enabled=False):
+            yield
     finally:
         torch.set_float32_matmul_precision(precision)
         torch.set_num_threads(before_threads)
 
 
 class _DeviceConnection:
-    """One connection's constants on the device: its source's index (-1 for the input) and transposed float
-    weights."""
+    """One connection's constants on the device: its source's index (-1 for the input) and its effective weights
+    (a matrix or a kernel) in the float type where their sum is exact."""
 
     def __init__(self, net: IntNetwork, connection: Connection, precision: MatmulPrecision, device):
         self.synapses = connection.synapses
         self.source = -1 if connection.source == INPUT else net.index(connection.source)
-        self.dtype = getattr(torch, precision.dtype)
-        self.weights_t = torch.as_tensor(self.synapses.matrix().T, dtype=self.dtype, device=device).contiguous()
+        self.weights = torch.as_tensor(self.synapses.effective_weights(), dtype=getattr(torch, precision.dtype),
+                                       device=device).contiguous()
 
     def synaptic_input(self, s):
         """Lava's Dense output for presynaptic output ``s`` (bool spikes or graded int64)."""
-        acc = (s.to(self.dtype) @ self.weights_t).to(torch.int64)  # exact: see matmul_precision
-        return self.synapses.a_out(acc)
+        return self.synapses.forward(s, self.weights)
 
 
 class _DeviceLayer:
@@ -192,13 +188,36 @@ class _DeviceLayer:
 
 def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, timing: str = "synchronous",
              device: str | None = "cpu", batch_size: int | None = None, threads: int | None = None) -> SimResult:
-    """Run every sample of ``x_int`` (samples, inputs) for ``net.timesteps`` steps from zero state.
+    """Run every sample of ``x_int`` (samples, inputs), or (samples, T, inputs) for per-timestep input, for
+    ``net.timesteps`` steps from zero state.
 
     ``device``: "cpu" (default), "cuda[:N]", or "auto". ``batch_size``: samples per pass (default on CPU:
-    as many as keep a layer's state near 1 MiB, 64..1024; on GPU: all); ``threads``: CPU threads (default:
-    torch's). Results depend on neither.
+    as many as keep the widest layer's state near 1 MiB, 1..1024; on GPU: as many as keep all layers' state
+    within 1 GiB); ``threads``: CPU threads (default: torch's). Results depend on neither.
     """
     x = check_input(net, x_int)
+    n = x.shape[0]
+    steps = net.timesteps + (max(net.depths()) if timing == "lava" else 0)
+    spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
+    traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
+              for name in (("u", "v") if record_state else ())}
+    readout_v = traces["v"][-1] if record_state else np.zeros((n, steps, net.readout.size), np.int64)
+    stats = [LayerStats() for _ in net.layers]
+    for start, stop, run in _batches(net, x, record_state, timing, device, batch_size, threads):
+        for i in range(len(net.layers)):
+            spikes[i][start:stop] = run.spikes[i].cpu().numpy()
+            for name, arrays in traces.items():
+                arrays[i][start:stop] = run.traces[name][i].cpu().numpy()
+            stats[i].merge(run.stats[i].result())
+        if not record_state:
+            readout_v[start:stop] = run.readout_v.cpu().numpy()
+    return SimResult(spikes=spikes, readout_v=readout_v, stats=stats, u=traces.get("u"), v=traces.get("v"),
+                     timing=timing, spiking_output=not net.readout.readout)
+
+
+def _batches(net: IntNetwork, x: np.ndarray, record_state: bool, timing: str, device: str | None,
+             batch_size: int | None, threads: int | None) -> Iterator[tuple[int, int, _BatchRun]]:
+    """Run checked input ``x`` batch by batch: (first sample, end, what the batch produced, on the device)."""
     if timing not in TIMINGS:
         raise ConfigError(f"unknown timing '{timing}'; choose one of: {', '.join(TIMINGS)}")
     dev = resolve_device(device)
@@ -206,32 +225,20 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    widest = max(layer.size for layer in net.layers)
-    batch = batch_size or (min(1024, max(64, CPU_STATE_VALUES // widest)) if dev.type == "cpu" else max(len(x), 1))
+    if dev.type == "cpu":
+        default = min(1024, max(1, CPU_STATE_VALUES // max(layer.size for layer in net.layers)))
+    else:
+        default = max(1, GPU_STATE_VALUES // sum(layer.size for layer in net.layers))
+    batch = batch_size or default
     plan, depths = iter(matmul_plan(net)), net.depths()
     layers = [_DeviceLayer(net, i, depths, [next(plan) for _ in layer.inputs], dev)
               for i, layer in enumerate(net.layers)]
-    n = x.shape[0]
     steps = net.timesteps + (max(depths) if timing == "lava" else 0)
-    spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
-    traces = {name: [np.zeros((n, steps, layer.size), np.int64) for layer in net.layers]
-              for name in (("u", "v") if record_state else ())}
-    readout_v = traces["v"][-1] if record_state else np.zeros((n, steps, net.readout.size), np.int64)
-    stats = [LayerStats() for _ in net.layers]
     with _torch_settings(threads), torch.inference_mode():
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
+        for start in range(0, x.shape[0], batch):
+            stop = min(start + batch, x.shape[0])
             xb = torch.as_tensor(x[start:stop], device=dev)
-            run = _run_batch(net, layers, xb, steps, timing, record_state)
-            for i in range(len(net.layers)):
-                spikes[i][start:stop] = run.spikes[i].cpu().numpy()
-                for name, arrays in traces.items():
-                    arrays[i][start:stop] = run.traces[name][i].cpu().numpy()
-                stats[i].merge(run.stats[i].result())
-            if not record_state:
-                readout_v[start:stop] = run.readout_v.cpu().numpy()
-    return SimResult(spikes=spikes, readout_v=readout_v, stats=stats, u=traces.get("u"), v=traces.get("v"),
-                     timing=timing, spiking_output=not net.readout.readout)
+            yield start, stop, _run_batch(net, layers, xb, steps, timing, record_state)
 
 
 class _StatsOnDevice:
@@ -272,9 +279,11 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
               for name in (("u", "v") if record_state else ())}
     readout_v = torch.zeros((n, steps, net.readout.size), dtype=torch.int64, device=dev)
     stats = [_StatsOnDevice(dev) for _ in layers]
-    # Direct input: the same graded message every timestep (sent at steps 0..T-1), so what an input
-    # connection delivers is constant while the input is on.
-    input_current = [[dc.synaptic_input(x) if dc.source < 0 else None for dc in dl.connections] for dl in layers]
+    # Static input: the same message at every timestep (sent at steps 0..T-1), so what an input connection
+    # delivers is constant while the input is on. Per-timestep input: row tau of x is sent at step tau.
+    per_timestep = net.input.per_timestep
+    input_current = [[dc.synaptic_input(x) if dc.source < 0 and not per_timestep else None
+                      for dc in dl.connections] for dl in layers]
     for t in range(steps):
         # Synchronous: a layer receives what its sources send in this step (they come earlier in the list).
         # Lava: what they sent `lag` steps before, which `spikes` already holds.
@@ -283,7 +292,10 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
             for dc, lag, constant in zip(dl.connections, dl.lava_lags, input_current[i]):
                 sent_at = t - lag if lava else t
                 if dc.source < 0:
-                    part = constant if 0 <= sent_at < T else None
+                    if not 0 <= sent_at < T:
+                        part = None
+                    else:
+                        part = dc.synaptic_input(x[:, sent_at]) if per_timestep else constant
                 else:
                     part = dc.synaptic_input(spikes[dc.source][:, sent_at]) if sent_at >= 0 else None
                 if part is not None:  # Lava sums the Dense outputs arriving at a port in int32
@@ -339,11 +351,19 @@ def spike_table(net: IntNetwork, result: SimResult) -> list[dict]:
             for i, layer in enumerate(net.layers)]
 
 
-def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None) -> SimResult:
-    """Run calibration data and fail, naming the layer and by how much, if any state wraps or saturates or
-    the readout fires. With a ``QuantReport`` from export, fill in each layer's measured range use."""
-    result = simulate(net, x_int)
-    for i, (layer, st) in enumerate(zip(net.layers, result.stats)):
+def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None,
+                      batch_size: int | None = None) -> list[LayerStats]:
+    """Run calibration data batch by batch (memory bounded by a batch, whatever the number of samples) and
+    fail, naming the layer and by how much, if any state wraps or saturates or the readout fires. With a
+    ``QuantReport`` from export, fill in each layer's measured range use. Returns each layer's range use."""
+    x = check_input(net, x_int)
+    stats = [LayerStats() for _ in net.layers]
+    readout_spikes = 0
+    for _, _, run in _batches(net, x, False, "synchronous", "cpu", batch_size, None):
+        for total, part in zip(stats, run.stats):
+            total.merge(part.result())
+        readout_spikes += int(run.spikes[-1].sum())
+    for i, (layer, st) in enumerate(zip(net.layers, stats)):
         if report is not None:
             entry = report.layers[i]
             entry.max_abs_u, entry.max_abs_v = st.max_abs_u, st.max_abs_v
@@ -353,11 +373,11 @@ def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None) -> SimRes
             problems.append(f"its current wrapped {st.u_wraps} times (largest |u| {st.max_abs_u})")
         if st.v_saturations:
             problems.append(f"its voltage saturated {st.v_saturations} times (largest |v| {st.max_abs_v})")
-        if layer.readout and result.spikes[i].any():
-            problems.append(f"the readout fired {int(result.spikes[i].sum())} times")
+        if layer.readout and readout_spikes:
+            problems.append(f"the readout fired {readout_spikes} times")
         if problems:
             raise StateRangeError(
                 f"layer '{layer.name}' leaves the 24-bit state range (limit {STATE_MAX - 1}) on "
                 f"{len(x_int)} calibration samples: {'; '.join(problems)}. Lower the layer's scale "
                 "(export with a smaller --headroom) or retrain with weight decay")
-    return result
+    return stats

@@ -302,7 +302,7 @@ def cmd_validate(args) -> int:
         model=Path(args.model), reference=Path(args.reference) if args.reference else None,
         float_model=Path(args.float_model) if args.float_model else None, data=args.data, samples=args.samples,
         target=args.target, chunk=args.chunk, out=Path(args.out), resume=args.resume, states=args.states,
-        hw_config=args.hw_config,
+        layers=args.layers, hw_config=args.hw_config,
         tolerances=Tolerances(spikes=args.spike_tolerance, logits=args.logit_tolerance,
                               agreement=args.min_agreement, float_agreement=args.min_float_agreement,
                               accuracy_drop=args.max_accuracy_drop))
@@ -328,7 +328,7 @@ def cmd_validate(args) -> int:
                              f"{report['samples']} samples of {report['data']}", rows,
                              ("check", "measured", "limit", "result")))
     out_console.print(f"{verdict}: {validation_report.first_divergence_sentence(report)}")
-    out_console.print(f"report: {cfg.out} (report.json, report.md, " + ", ".join(validation_report.PNGS) + ")")
+    out_console.print(f"report: {cfg.out} ({', '.join(report['files'])})")
     return 0 if report["passed"] else 1
 
 
@@ -353,7 +353,8 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser, samples_default: int | None) -> None:
     p.add_argument("--data", default=None,
-                   help="data set NAME[:test|train|all] or a .npz file with x (samples, features) in [0, 1] and "
+                   help="data set NAME[:test|train|all] or a .npz file with x (samples, features) in [0, 1], "
+                        "or (samples, T, features) for a model whose input changes every timestep, and "
                         "optional labels y (default: the test split of the model's own data set)")
     p.add_argument("--samples", type=int, default=samples_default,
                    help=f"first N samples (default {samples_default or 'all'})")
@@ -409,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/validate", help="report folder (default runs/validate)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished chunk")
     p.add_argument("--states", action="store_true", help="compare every u and v integer too")
+    p.add_argument("--layers", default=None,
+                   help="NAME[,NAME...] or 'each': run these layers on the target one at a time, each driven by "
+                        "the spikes the integer sim recorded for its sources; 'whole': the network in one run "
+                        "(default: whole up to 20,000 neurons, each layer in turn above)")
     p.add_argument("--hw-config", default=None, help="for energy and latency (default: the model's)")
     p.add_argument("--spike-tolerance", type=float, default=0.0,
                    help="share of a layer's spike slots that may differ from the integer sim (default 0)")

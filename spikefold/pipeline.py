@@ -15,7 +15,8 @@ from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
 from spikefold.errors import DataError
 from spikefold.export import hw_config, nir_io, qat
-from spikefold.export.fold import QuantReport, fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import QuantReport, quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
 from spikefold.sim.simulator import SimResult, check_state_range, simulate, spike_table
@@ -31,16 +32,18 @@ def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                       dataset: str = "digits", calibration_samples: int | None = None,
                       input_scale: float | None = None, weight_bits: int | None = None, qat_epochs: int = 0,
-                      qat_lr: float = 0.2, on_qat_epoch=None) -> tuple[IntNetwork, QuantReport, float]:
+                      qat_lr: float = 0.2, on_qat_epoch=None,
+                      data_root: str | Path | None = None) -> tuple[IntNetwork, QuantReport, float]:
     """Fold and quantise a checkpoint, optionally fine-tune the integers through the integer forward
     (``qat_epochs`` > 0, on the training split), check the state range on calibration data (the training set),
     write NIR. Returns the network, the quantisation report and the float model's test accuracy."""
     hw = hw_config.load(hw_name)
-    split = load_dataset(dataset)
+    split = load_dataset(dataset, data_root)
     model = model_from_checkpoint(checkpoint)
-    if int(np.prod(model.cfg.input_shape)) != split.features:
-        raise DataError(f"checkpoint {checkpoint} expects inputs of shape {model.cfg.input_shape}; data set "
-                        f"'{dataset}' has {split.features} features")
+    expected = ((model.cfg.timesteps,) if model.cfg.temporal_input else ()) + tuple(model.cfg.input_shape)
+    if int(np.prod(expected)) != split.features:
+        raise DataError(f"checkpoint {checkpoint} expects inputs of shape {expected}; data set "
+                        f"'{dataset}' has samples of shape {split.sample_shape}")
     fnet = fold(model)
     calib = split.x_train[:calibration_samples] if calibration_samples else split.x_train
     net, report = quantise(fnet, hw, calib, input_scale, weight_bits)
@@ -67,8 +70,9 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
 def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
     """The encoded test split of the data set the network was trained on (first ``samples`` of it)."""
     split = load_dataset(str(net.metadata.get("dataset", "digits")))
-    if split.features != net.input.size:
-        raise DataError(f"the network takes {net.input.size} inputs but data set has {split.features}")
+    if split.features != int(np.prod(net.input.sample_shape(net.timesteps))):
+        raise DataError(f"the network takes samples of shape {net.input.sample_shape(net.timesteps)} but the "
+                        f"data set's have shape {split.sample_shape}")
     x, y = split.x_test, split.y_test
     if samples is not None:
         if samples < 1:

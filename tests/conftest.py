@@ -14,7 +14,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from spikefold.export import hw_config
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.sim.simulator import check_state_range
 from spikefold.train.data import digits
 from spikefold.train.loop import TrainConfig, train

@@ -10,7 +10,7 @@ import torch
 
 from spikefold.errors import ConfigError, HardwareRangeError
 from spikefold.export import nir_io
-from spikefold.export.fold import quantise
+from spikefold.export.quantise import quantise
 from spikefold.export.qat import IntegerForward, finetune
 from spikefold.sim.simulator import check_state_range, simulate
 from tests.random_nets import conv_network, featured_network, random_input, residual_network

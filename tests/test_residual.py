@@ -9,15 +9,16 @@ import nir
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from spikefold.export import nir_io
-from spikefold.export.fold import fold, layer_terms, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import layer_terms, quantise
 from spikefold.export.intnet import ACT_SHIFT, INPUT
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
 from spikefold.train.neurons import NeuronConfig
+from tests import batchnorm
 
 KINDS = ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"]
 ARCHS = ["resnet19", "sew_resnet19"]
@@ -35,13 +36,8 @@ def residual_models(split):
         for arch in ARCHS:
             cfg = ModelConfig(arch=arch, input_shape=(1, 8, 8), width=1 / 16, timesteps=2,
                               neuron=NeuronConfig(kind), norm="tdbn" if kind == "agl" else "bn")
-            model = train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model.train()
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.momentum = 1.0
-            with torch.no_grad():
-                model(torch.as_tensor(subset.x_train, dtype=torch.float32))
-            out[kind, arch] = model.eval()
+            model = train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model
+            out[kind, arch] = batchnorm.set_to_data(model, subset.x_train)
     return out
 
 

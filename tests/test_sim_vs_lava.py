@@ -97,22 +97,6 @@ def test_convolutions_with_graded_input(seed):
     _assert_identical(net, ref, lava_runner.run(net, x, record_state=True))
 
 
-def test_conv_unrolling_matches_torch_conv2d():
-    """The (C, H, W)-ordered matrix is the convolution torch computes (correlation, zero padding)."""
-    import torch
-
-    net = conv_network(5)
-    conv = net.layers[1].inputs[0].synapses
-    kernel = conv.effective_weights()
-    x = np.random.default_rng(0).integers(0, 2, size=(3, *conv.input_shape))
-    expected = torch.nn.functional.conv2d(torch.as_tensor(x, dtype=torch.float64),
-                                          torch.as_tensor(kernel, dtype=torch.float64),
-                                          stride=conv.stride, padding=conv.padding)
-    assert expected.shape[1:] == conv.output_shape
-    got = x.reshape(3, -1) @ conv.matrix().T
-    np.testing.assert_array_equal(got, expected.reshape(3, -1).numpy().astype(np.int64))
-
-
 def test_scheduled_lif_float_model_agrees_where_arithmetic_is_exact():
     """With no decay and integer inputs the float model's real arithmetic equals the fixed-point model."""
     from lava.magma.core.run_conditions import RunSteps
@@ -146,3 +130,22 @@ def test_scheduled_lif_float_model_agrees_where_arithmetic_is_exact():
             lif.stop()
     assert spikes["fixed_pt"].any()
     np.testing.assert_array_equal(spikes["fixed_pt"], spikes["floating_pt"])
+
+
+@pytest.mark.parametrize("input_bits", [1, 8])
+def test_input_that_changes_every_timestep(input_bits):
+    """Per-timestep input, binary events (plain spikes into Dense with num_message_bits = 0) and graded
+    values (graded spikes), reaching deep layers through delayed skip connections: sim and Lava agree on
+    every spike, u and v. A static copy of the first timestep would give other spikes, so the timesteps
+    really do differ."""
+    net = residual_network(1, input_bits=input_bits, per_timestep=True)
+    assert [c.synapses.num_message_bits for layer in net.layers for c in layer.inputs if c.source == "input"] == \
+        [0 if input_bits == 1 else 8] * 3
+    x = random_input(net, samples=4, seed=input_bits)
+    assert x.shape == (4, net.timesteps, net.input.size) and not (x == x[:, :1]).all()
+    ref = simulate(net, x, record_state=True)
+    assert all(s.any() for s in ref.spikes[:-1]), "every hidden layer must spike"
+    _assert_identical(net, ref, lava_runner.run(net, x, record_state=True))
+    net.input.per_timestep = False
+    static = simulate(net, x[:, 0], record_state=True)
+    assert any(not np.array_equal(a, b) for a, b in zip(ref.spikes, static.spikes))

@@ -9,8 +9,9 @@ import torch
 
 from spikefold.deploy import lava_runner
 from spikefold.errors import ConfigError
-from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding, IntNetwork, Layer
-from spikefold.sim.simulator import FLOAT32_EXACT, align_to_synchronous, matmul_plan, simulate
+from spikefold.export.intnet import (FLOAT32_EXACT, INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding,
+                                     IntNetwork, Layer)
+from spikefold.sim.simulator import align_to_synchronous, matmul_plan, simulate
 from tests.random_nets import random_input, random_network, residual_network
 
 NETWORKS = [dict(seed=s) for s in range(4)] + [dict(seed=s, wild=True) for s in (0, 2, 4)] + [

@@ -12,7 +12,8 @@ import torch
 
 from spikefold.errors import HardwareRangeError, StateRangeError
 from spikefold.export import nir_io
-from spikefold.export.fold import fold, quantise
+from spikefold.export.fold import fold
+from spikefold.export.quantise import quantise
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train import checkpoint
 from spikefold.train.loop import TrainConfig, evaluate, model_from_checkpoint, train

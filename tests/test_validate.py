@@ -4,7 +4,6 @@ the layer, chunked runs that resume, named errors for bad input, and nothing lef
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import subprocess
@@ -21,18 +20,10 @@ from spikefold.deploy.validation import compare
 from spikefold.export import nir_io
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim.simulator import simulate
+from tests.cli_runs import interrupt_once_written, read_report, run_cli
 from tests.lava_leftovers import live_processes_after, segments, start_cli, unique_tag
 
 
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out, " ".join(captured.err.split())
-
-
-def _report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
 
 
 def changed_weight(net: IntNetwork, x_int: np.ndarray, layer: int, flips_spikes: bool) -> tuple[IntNetwork, tuple]:
@@ -61,10 +52,10 @@ def model(exported, tmp_path_factory) -> Path:
 
 def test_validate_passes_against_the_sim_and_the_float_model(model, trained, tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = _run(capsys, "validate", model, "--samples", 60, "--chunk", 25,
+    code, stdout, _ = run_cli(capsys, "validate", model, "--samples", 60, "--chunk", 25,
                            "--float-model", trained[1] / "model.pt", "--out", out)
     assert code == 0 and "PASS" in stdout
-    report = _report(out)
+    report = read_report(out)
     assert report["passed"] and report["samples"] == 60 and report["chunks"]["count"] == 3
     checks = {c["name"]: c for c in report["checks"]}
     assert {"spikes hidden0", "spikes hidden1", "spikes readout", "readout voltages", "predictions vs integer sim",
@@ -88,9 +79,9 @@ def test_one_changed_weight_fails_and_the_report_names_its_layer(model, tmp_path
     changed, where = changed_weight(reference, x_int, layer=1, flips_spikes=True)
     path = nir_io.write(changed, tmp_path / "changed.nir")
     out = tmp_path / "run"
-    code, stdout, _ = _run(capsys, "validate", path, "--reference", model, "--samples", 60, "--out", out)
+    code, stdout, _ = run_cli(capsys, "validate", path, "--reference", model, "--samples", 60, "--out", out)
     assert code == 1, f"weight {where} of hidden1 changes spikes, so validation must fail"
-    report = _report(out)
+    report = read_report(out)
     first = report["first_divergence"]
     assert not report["passed"] and first["layer"] == "hidden1" and first["what"] == "spikes"
     failed = {c["name"] for c in report["checks"] if not c["passed"]}
@@ -104,11 +95,11 @@ def test_with_states_a_change_that_moves_no_spike_still_fails_at_its_layer(model
     x_int = data_source.load(None, reference, 40, "model").x_int
     changed, _ = changed_weight(reference, x_int, layer=0, flips_spikes=False)
     path = nir_io.write(changed, tmp_path / "quiet.nir")
-    code, _, _ = _run(capsys, "validate", path, "--reference", model, "--samples", 40, "--out", tmp_path / "a")
+    code, _, _ = run_cli(capsys, "validate", path, "--reference", model, "--samples", 40, "--out", tmp_path / "a")
     assert code == 0, "spikes and readout are unchanged, so a spike-level validation passes"
-    code, _, _ = _run(capsys, "validate", path, "--reference", model, "--samples", 40, "--states",
+    code, _, _ = run_cli(capsys, "validate", path, "--reference", model, "--samples", 40, "--states",
                       "--out", tmp_path / "b")
-    report = _report(tmp_path / "b")
+    report = read_report(tmp_path / "b")
     assert code == 1 and report["first_divergence"]["layer"] == "hidden0"
     assert report["first_divergence"]["what"] in ("u", "v")
     assert report["agreement"]["states_differing"] > 0
@@ -117,27 +108,20 @@ def test_with_states_a_change_that_moves_no_spike_still_fails_at_its_layer(model
 def test_an_interrupted_run_resumes_from_its_last_finished_chunk(model, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["validate", str(model), "--samples", "60", "--chunk", "20", "--out", str(out)]
-    proc = start_cli(args, unique_tag())
-    first_chunk = out / "chunks" / "chunk-00000.npz"
-    deadline = time.monotonic() + 120
-    while not first_chunk.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "--resume" in err
+    interrupt_once_written(args, out / "chunks" / "chunk-00000.npz")
     kept = sorted(p.name for p in (out / "chunks").glob("chunk-*.npz"))
     assert kept and len(kept) < 3
-    code, _, _ = _run(capsys, *args, "--resume")
-    report = _report(out)
+    code, _, _ = run_cli(capsys, *args, "--resume")
+    report = read_report(out)
     assert code == 0 and report["chunks"]["reused_samples"] == 20 * len(kept)
     assert len(report["predictions"]["per_sample"]["target"]) == 60
-    code, _, err = _run(capsys, *args[:2], "--samples", "40", *args[4:], "--resume")
+    code, _, err = run_cli(capsys, *args[:2], "--samples", "40", *args[4:], "--resume")
     assert code == 2 and "cannot resume" in err and "samples 60 -> 40" in err
 
 
 def test_bad_input_gets_named_errors(model, tmp_path, capsys):
     def error(*extra) -> str:
-        code, _, err = _run(capsys, "validate", model, "--out", tmp_path / "bad", *extra)
+        code, _, err = run_cli(capsys, "validate", model, "--out", tmp_path / "bad", *extra)
         assert code == 2, err
         return err
 
@@ -172,7 +156,7 @@ def test_validating_from_an_npz_file_needs_no_training_code(model, split, tmp_pa
             f"sys.exit(main(['validate', {str(model)!r}, '--data', {str(data)!r}, '--out', {str(tmp_path)!r}]))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert _report(tmp_path)["passed"]
+    assert read_report(tmp_path)["passed"]
 
 
 @pytest.mark.slow
@@ -182,17 +166,17 @@ def test_demo_model_on_500_digits_and_with_one_weight_changed(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "train")]) == 0
     model = tmp_path / "model.nir"
     assert main(["export", str(tmp_path / "train" / "model.pt"), "--out", str(model)]) == 0
-    code, _, _ = _run(capsys, "validate", model, "--data", "digits:all", "--samples", 500,
+    code, _, _ = run_cli(capsys, "validate", model, "--data", "digits:all", "--samples", 500,
                       "--float-model", tmp_path / "train" / "model.pt", "--out", tmp_path / "pass")
-    report = _report(tmp_path / "pass")
+    report = read_report(tmp_path / "pass")
     assert code == 0 and report["passed"] and report["samples"] == 500
     reference = nir_io.read(model)
     x_int = data_source.load("digits:all", reference, 500, "model").x_int
     changed, _ = changed_weight(reference, x_int, layer=0, flips_spikes=True)
     path = nir_io.write(changed, tmp_path / "changed.nir")
-    code, _, _ = _run(capsys, "validate", path, "--reference", model, "--data", "digits:all", "--samples", 500,
+    code, _, _ = run_cli(capsys, "validate", path, "--reference", model, "--data", "digits:all", "--samples", 500,
                       "--out", tmp_path / "fail")
-    report = _report(tmp_path / "fail")
+    report = read_report(tmp_path / "fail")
     assert code == 1 and report["first_divergence"]["layer"] == "hidden0"
 
 

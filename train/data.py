@@ -116,24 +116,60 @@ def cifar100(root: str | Path | None) -> Split:
     return Split(x_train, y_train, x_test, y_test)
 
 
+DVS_FOLDER = "CIFAR10DVS"  # tonic's CIFAR10DVS reads <root>/CIFAR10DVS/<class name>/*.aedat4
+
+
 def cifar10_dvs(root: str | Path | None, timesteps: int = 10, size: int = 48) -> Split:
-    """CIFAR10-DVS via tonic from a local copy, as (T, 2, size, size) event-count frames scaled to [0, 1],
-    split 90/10 per class with the fixed seed (the data set ships no split)."""
+    """CIFAR10-DVS from a local copy, as (T, 2, size, size) event-count frames scaled to [0, 1] per sample,
+    split 90/10 per class with the fixed seed (the data set ships no split).
+
+    The files are what tonic's ``CIFAR10DVS`` reads once its archive is extracted:
+    ``<root>/CIFAR10DVS/<class name>/*.aedat4``, one recording per file, the class named by its folder
+    (airplane ... truck). They are read with tonic (optional: the ``dvs`` extra, which the Makefile installs),
+    which never downloads here: a missing copy is an error. Samples are taken in sorted path order, so the
+    split is the same on every machine.
+    """
     base = _root(root, "cifar10_dvs")
     try:
         import tonic
     except ImportError:
-        raise DataError("cifar10_dvs needs the optional package 'tonic' (pip install tonic)") from None
-    dataset = tonic.datasets.CIFAR10DVS(save_to=str(base))
-    if not dataset._check_exists():
-        raise DataError(f"no CIFAR10-DVS files under {base}; extract the data set there (spikefold never downloads)")
+        raise DataError("cifar10_dvs needs the optional package 'tonic' (make env installs it; by hand: "
+                        "pip install --no-deps tonic==1.7.0 aedat==2.3.0 tqdm importRosbag requests)") from None
+
+    class CIFAR10DVS(tonic.datasets.CIFAR10DVS):  # tonic reads <root>/<class name>: keep tonic's
+        """tonic's reader with its download replaced by the check that the files are here."""
+
+        def _check_exists(self) -> bool:
+            return any(Path(self.location_on_system).glob("*/*.aedat4"))
+
+        def download(self) -> None:
+            raise DataError(f"no CIFAR10-DVS recordings under {base / DVS_FOLDER} (expected "
+                            f"{DVS_FOLDER}/<class>/*.aedat4); extract the data set there: spikefold never "
+                            "downloads")
+
+    folder = base / DVS_FOLDER
+    strays = [d.name for d in folder.iterdir() if d.is_dir() and d.name not in tonic.datasets.CIFAR10DVS.classes] \
+        if folder.is_dir() else []
+    if strays:
+        raise DataError(f"{folder}: folders {sorted(strays)} are not CIFAR10-DVS classes "
+                        f"({', '.join(tonic.datasets.CIFAR10DVS.classes)})")
+    dataset = CIFAR10DVS(save_to=str(base))
+    order = sorted(range(len(dataset.data)), key=lambda k: dataset.data[k])
+    dataset.data = [dataset.data[k] for k in order]
+    dataset.targets = [dataset.targets[k] for k in order]
     sensor = tonic.datasets.CIFAR10DVS.sensor_size
     transform = tonic.transforms.Compose([
         tonic.transforms.Downsample(spatial_factor=size / sensor[0]),
         tonic.transforms.ToFrame(sensor_size=(size, size, 2), n_time_bins=timesteps),
     ])
     frames, labels = [], []
-    for events, label in dataset:
+    for k, path in enumerate(dataset.data):
+        try:
+            events, label = dataset[k]
+        except Exception as exc:  # the AEDAT4 decoder raises its own types for a damaged file
+            raise DataError(f"{path} cannot be read as an AEDAT4 event recording ({type(exc).__name__}: {exc})") from None
+        if len(events) == 0:
+            raise DataError(f"{path} holds no events")
         f = transform(events).astype(np.float32)
         frames.append(f / max(float(f.max()), 1.0))
         labels.append(int(label))

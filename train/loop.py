@@ -165,10 +165,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
     model.set_backend(cfg.backend)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if tuple(data.x_train.shape[1:]) != tuple(model_cfg.input_shape) and \
-            int(np.prod(data.x_train.shape[1:])) != int(np.prod(model_cfg.input_shape)):
-        raise ConfigError(f"the data's samples have shape {data.x_train.shape[1:]}, the model expects "
-                          f"{model_cfg.input_shape}")
+    expected = ((model_cfg.timesteps,) if model_cfg.temporal_input else ()) + tuple(model_cfg.input_shape)
+    if tuple(data.x_train.shape[1:]) != expected and int(np.prod(data.x_train.shape[1:])) != int(np.prod(expected)):
+        raise ConfigError(f"the data's samples have shape {data.x_train.shape[1:]}, the model expects {expected}")
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -1,0 +1,454 @@
+"""The GPU check (issue 16): on a fresh GPU machine (written for the H200 lent here: Python 3.12, torch 2.11,
+Triton 3.6, numpy 2, no package index), install spikefold and the carried wheels, then check the kernels'
+equality and measure their speed, each step in its own process under its own time box, within --budget seconds:
+
+    install          spikefold itself (no dependencies, no index) and .whl/*.whl into a scratch folder that
+                     every later step has on PYTHONPATH; then the versions every step imports
+    compile          tests/compile_kernels.py: every kernel variant compiled for sm_90, PTX and cubins checked
+                     (on the CPU: it runs beside gpu-tests)
+    gpu-tests        pytest -m gpu on the kernel, simulator and QAT tests (the one that runs Lava deselected)
+    simulator        gpu_check_sim.py: simulator throughput GPU vs CPU, every spike compared
+    neuron-kernels   neuron_kernels.py at B=16, T=500, N=4096 and T=4, B=128, 128x32x32: fused vs eager, LIF vs
+                     SpikingJelly 2.0 and snnTorch, memory bandwidth
+    train-step       train_step.py: ResNet-19 at T=2, batch 128, fused vs eager, samples/s and peak memory
+
+A step that fails or runs out of time does not stop the others. Into the output folder (the argument, else $OUT,
+else benchmarks/results/gpu_check/) it writes, rewritten atomically after every step: gpu_check.json (every
+step's status, time, log tail and results), gpu_check.md (the summary table, every figure against the issue's
+target), gpu_check.log (every step's output), and the benchmarks' own JSON, which they rewrite after every row.
+
+Exit status: 1 when an equality check failed (named on stderr and in the table), 3 when none failed but a step
+did not complete (error, time-out, GPU tests skipped), 0 otherwise. Speed targets missed do not change it.
+
+    benchmarks/gpu_check.sh "$OUT"          # on the GPU machine (the shell script picks its python3)
+    .venv/bin/python benchmarks/gpu_check.py --dry-run /tmp/check   # the same on the CPU: tiny shapes, Triton's
+                                                                    # interpreter; checks the script, measures nothing
+
+The driver imports nothing but the standard library and the repo's spikefold/report_files.py, so that it reports
+even when the package does not install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))
+from spikefold import report_files  # noqa: E402  (the repo's own folder: needs no install)
+
+BENCH = ROOT / "benchmarks"
+WHEELS = ROOT / ".whl"
+STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step")  # after the install, always
+# Seconds each step may take on the GPU machine. The compile check runs beside the GPU tests; the install and the
+# steps after it sum to 475 s, so a run where every step takes its whole box ends at --budget (470 s) in the
+# last. The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
+BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 75, "neuron-kernels": 110, "train-step": 80}
+DRY_BOX = 900
+# Its comparison runs Lava, which the GPU machine does not have (and cannot, with numpy 2).
+LAVA_TEST = "tests/test_simulator.py::test_gpu_float64_layer_and_lava_agree"
+GPU_TEST_FILES = ("tests/test_simulator.py", "tests/test_qat.py", "tests/test_kernels.py")
+PROBE = """
+import importlib.metadata, json, sys
+found = {}
+for name in ("numpy", "torch", "triton", "nir", "spikingjelly", "snntorch", "loguru", "pytest", "pytest-timeout",
+             "pytest-xdist"):
+    try:
+        found[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        found[name] = None
+import spikefold, spikefold.train.kernels, spikefold.sim.simulator, torch
+found["spikefold_location"] = spikefold.__file__
+found["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+found["lava_imported"] = "lava" in sys.modules
+print(json.dumps(found))
+"""
+
+
+class Check:
+    """One run of the GPU check: its steps' records, the output folder, the log, the environment of the steps."""
+
+    def __init__(self, args):
+        self.args = args
+        self.out = args.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix="gpu_check."))
+        self.log = open(self.out / "gpu_check.log", "w", buffering=1)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.records: dict[str, dict] = {}
+        self.deadline = time.monotonic() + args.budget
+        self.python = sys.executable
+        self.running: set[subprocess.Popen] = set()
+
+    def stop_all(self, signum, frame) -> None:
+        """SIGTERM or SIGINT to the driver (a device call at its limit): end the running steps' process groups,
+        keep what was measured, leave."""
+        for process in list(self.running):
+            stop(process)
+        self.save(complete=False)
+        sys.exit(128 + signum)
+
+    # --- running steps -----------------------------------------------------------------------------------------
+
+    def box(self, step: str) -> float:
+        return min(DRY_BOX if self.args.dry_run else BOX[step], self.deadline - time.monotonic())
+
+    def start(self, step: str, command: list[str], own_log: bool = False, cwd: Path = ROOT):
+        """Start a step in its own process group (so that a time-out ends its children too); None when no time
+        is left. Output goes to the shared log, or to a file of its own for a step running beside another."""
+        if self.box(step) < 5:
+            self.records[step] = {"status": "not run", "note": "no time left in --budget"}
+            return None
+        sink = open(self.scratch / f"{step}.log", "w+") if own_log else self.log
+        sink.write(f"\n===== {step}: {' '.join(command)}\n")
+        sink.flush()
+        process = subprocess.Popen(command, cwd=cwd, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
+                                   process_group=0)
+        self.running.add(process)
+        return {"step": step, "command": command, "process": process, "sink": sink, "from": sink.tell(),
+                "started": time.monotonic(), "timeout": self.box(step)}
+
+    def finish(self, job) -> tuple[dict, str]:
+        """Wait for a started step (within its box), kill its process group if it overruns; its record and
+        output."""
+        process = job["process"]
+        remaining = job["timeout"] - (time.monotonic() - job["started"])
+        try:
+            rc = process.wait(timeout=max(remaining, 0))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            stop(process)
+            rc, timed_out = process.returncode, True
+        self.running.discard(process)
+        with open(job["sink"].name, errors="replace") as f:  # the step's own output
+            f.seek(job["from"])
+            text = f.read()
+        if job["sink"] is not self.log:  # a step that ran beside another: its output joins the log now
+            self.log.write(text)
+            job["sink"].close()
+        record = {"command": " ".join(job["command"]), "rc": rc,
+                  "seconds": round(time.monotonic() - job["started"], 1), "log_tail": text[-3000:],
+                  "status": "timeout" if timed_out else ("passed" if rc == 0 else "error")}
+        if timed_out:
+            record["note"] = f"stopped after its {job['timeout']:.0f} s box"
+        self.records[job["step"]] = record
+        return record, text
+
+    def run(self, step: str, command: list[str], cwd: Path = ROOT) -> tuple[dict | None, str]:
+        job = self.start(step, command, cwd=cwd)
+        return (None, "") if job is None else self.finish(job)
+
+    # --- the steps ---------------------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        wheels = sorted(WHEELS.glob("*.whl"))
+        if self.args.skip_install:
+            note = "skipped (--skip-install): the environment's own spikefold and packages"
+        else:
+            site = self.scratch / "site"
+            record, _ = self.run("install", [self.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                                          "--no-build-isolation", "--no-compile", "--no-cache-dir", "--target",
+                                          str(site), str(ROOT), *map(str, wheels)])
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+            if record is None or record["status"] != "passed":
+                return
+            note = f"spikefold and {len(wheels)} carried wheels into {site}"
+        record = self.records.setdefault("install", {"status": "passed", "seconds": 0.0})
+        record.update(note=note, wheels=[w.name for w in wheels])
+        try:
+            probe = subprocess.run([self.python, "-P", "-c", PROBE], cwd=ROOT, env=self.env, capture_output=True,
+                                   text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            record.update(status="error", note=f"{note}; importing spikefold took over 120 s")
+            return
+        if probe.returncode == 0:
+            record["environment"] = json.loads(probe.stdout.strip().splitlines()[-1])
+        else:
+            record.update(status="error", note=f"{note}; importing spikefold failed", log_tail=probe.stderr[-3000:])
+
+    def compile_and_gpu_tests(self) -> None:
+        """The compile check (CPU only) beside the GPU tests; the benchmarks wait for both."""
+        steps = self.args.steps
+        compile_job = (self.start("compile", [self.python, str(ROOT / "tests" / "compile_kernels.py")], own_log=True)
+                       if "compile" in steps else None)
+        if "gpu-tests" in steps:
+            self.gpu_tests()
+        if compile_job is not None:
+            record, output = self.finish(compile_job)
+            lines = [line for line in output.splitlines() if line.startswith("{")]
+            if lines:
+                result = record["result"] = json.loads(lines[-1])
+                if result["failures"]:
+                    record["status"] = "failed"
+                    record["failures"] = result["failures"]
+
+    def gpu_tests(self) -> None:
+        """pytest -v, its outcomes read from the lines it prints per test as it goes: a run stopped at its box
+        still says which tests passed. Four workers where pytest-xdist is installed (Triton compiles each kernel
+        variant at first use), and a per-test limit where pytest-timeout is. The tests run from a copy outside the
+        checkout: pytest puts the tests' root on sys.path (its processes' children inherit it), and the
+        checkout's spikefold/ folder, the package's top level alone, would shadow the installed package."""
+        environment = self.records.get("install", {}).get("environment", {})
+        copy = self.scratch / "checkout"
+        shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", copy)  # pytest's settings and markers
+        command = [self.python, "-m", "pytest", "-v", "-m", "gpu", "-p", "no:cacheprovider", "--deselect",
+                   LAVA_TEST, *(["-n", "4"] if environment.get("pytest-xdist") else []),
+                   *(["--timeout", "120"] if environment.get("pytest-timeout") else []), *GPU_TEST_FILES]
+        record, output = self.run("gpu-tests", command, cwd=copy)
+        if record is None:
+            return
+        outcomes = outcomes_of_tests(output)
+        counts = {outcome: list(outcomes.values()).count(outcome) for outcome in sorted(set(outcomes.values()))}
+        failed = [test for test, outcome in outcomes.items() if outcome in ("FAILED", "ERROR")]
+        record.update(result={"tests": len(outcomes), **counts}, failures=failed, outcomes=outcomes)
+        if failed:
+            record["status"] = "failed"
+        elif record["status"] == "passed" and (counts.get("SKIPPED") or not outcomes) and not self.args.dry_run:
+            record["status"] = "incomplete"
+            record["note"] = f"{counts.get('SKIPPED', 0)} of {len(outcomes)} GPU tests skipped"
+
+    def benchmark(self, step: str, script: str, options: list[str], json_name: str) -> None:
+        path = self.out / json_name
+        dry = ["--dry-run"] if self.args.dry_run else []
+        record, _ = self.run(step, [self.python, str(BENCH / script), *options, *dry, "--out", str(path)])
+        if record is not None and path.exists():
+            record["result_file"] = json_name
+            record["result"] = json.loads(path.read_text())
+            if not record["result"].get("complete"):
+                record["status"] = "incomplete" if record["status"] == "passed" else record["status"]
+
+    def simulator(self) -> None:
+        options = (["--epochs", "1", "--samples", "64", "--repeats", "1", "--resnet19-width", "0.0625"]
+                   if self.args.dry_run else ["--epochs", "10", "--resnet19-width", str(self.args.resnet19_width)])
+        self.benchmark("simulator", "gpu_check_sim.py", options, "simulator_gpu.json")
+        record = self.records.get("simulator", {})
+        rows = record.get("result", {}).get("results", [])
+        differing = [r["network"] for r in rows if "error" not in r and not (
+            r["spikes_differing"] == 0 and r["readout_equal"] and r["stats_equal"])]
+        if differing or record.get("result", {}).get("machine", {}).get("lava_imported"):
+            record["status"] = "failed"
+            record["failures"] = [f"{name}: GPU and CPU spikes differ" for name in differing] + (
+                ["Lava was imported"] if record["result"]["machine"]["lava_imported"] else [])
+
+    def neuron_kernels(self) -> None:
+        options = (["--warmup", "0", "--repeats", "1", "--worker-timeout", "300"] if self.args.dry_run
+                   else ["--warmup", "2", "--repeats", "5", "--worker-timeout", "30"])
+        self.benchmark("neuron-kernels", "neuron_kernels.py", ["--shapes", "seq-4096", "cifar-T4", *options],
+                       "neuron_kernels.json")
+
+    def train_step(self) -> None:
+        options = (["--kinds", "lif", "--warmup", "0", "--repeats", "1"] if self.args.dry_run
+                   else ["--warmup", "2", "--repeats", "5"])
+        self.benchmark("train-step", "train_step.py", ["--networks", "resnet19-T2", *options], "train_step.json")
+
+    # --- reporting ---------------------------------------------------------------------------------------------
+
+    def save(self, complete: bool) -> int:
+        status = exit_status(self.records, self.args.steps)
+        payload = {"complete": complete, "dry_run": self.args.dry_run, "exit_status": status,
+                   "budget_s": self.args.budget, "steps": self.records}
+        report_files.write_text(self.out / "gpu_check.json", json.dumps(payload, indent=1) + "\n")
+        report_files.write_text(self.out / "gpu_check.md", summary(self.records, self.args.dry_run))
+        return status
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a step's whole process group: SIGTERM, then SIGKILL if it is still there after 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=10)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def outcomes_of_tests(output: str) -> dict[str, str]:
+    """Test id -> PASSED, FAILED, ERROR, SKIPPED... from pytest -v's lines, plain ("tests/x.py::t PASSED [ 1%]")
+    or from xdist workers ("[gw0] [  1%] PASSED tests/x.py::t"); the last word on a test wins (an error in
+    teardown follows its pass)."""
+    outcomes = {}
+    words = "PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS"
+    for line in output.splitlines():
+        match = (re.match(rf"(tests/\S+::\S+) ({words})\b", line)
+                 or re.match(rf"\[gw\d+\] \[\s*\d+%\] ({words}) (tests/\S+::\S+)", line))
+        if match:
+            test, outcome = match.groups() if match.group(1).startswith("tests/") else match.groups()[::-1]
+            outcomes[test] = outcome
+    return outcomes
+
+
+def exit_status(records: dict, steps) -> int:
+    """1: an equality check failed; 3: none failed but a step (the install, or a chosen one) did not pass or has
+    not run yet; 0: all passed."""
+    statuses = [r["status"] for r in records.values()]
+    if "failed" in statuses:
+        return 1
+    return 0 if all(step in records for step in steps) and set(statuses) <= {"passed"} else 3
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def _cell(text: str) -> str:
+    """Free text (a note, an error) as one markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "/")[:200]
+
+
+def summary(records: dict, dry_run: bool) -> str:
+    """The markdown table: equality checks, every figure against its target, the simulator, the steps."""
+    lines = ["# GPU check", ""]
+    env = records.get("install", {}).get("environment", {})
+    lines.append(f"Device: {env.get('cuda_device') or 'none (CPU)'}; torch {env.get('torch')}, triton "
+                 f"{env.get('triton')}, numpy {env.get('numpy')}, SpikingJelly {env.get('spikingjelly')}, "
+                 f"snnTorch {env.get('snntorch')}.")
+    if dry_run:
+        lines.append("\n**Dry run** (CPU, Triton's interpreter, tiny shapes): it checks the script; no figure "
+                     "below means anything.")
+    lines += ["", "## Equality checks", "", "| check | status | detail |", "| --- | --- | --- |"]
+    compile_ = records.get("compile", {})
+    if compile_:
+        result = compile_.get("result", {})
+        detail = (f"{result.get('compiled')} variants for {result.get('target')}, Triton {result.get('triton')}; "
+                  f"failures: {'; '.join(result['failures']) or 'none'}" if result else compile_.get("note", ""))
+        lines.append(f"| PTX and cubins for sm_90 (tests/compile_kernels.py) | {compile_['status']} | {detail} |")
+    tests = records.get("gpu-tests", {})
+    if tests:
+        c = tests.get("result", {})
+        detail = (f"{c['tests']} tests: " + ", ".join(f"{n} {o.lower()}" for o, n in c.items() if o != "tests")
+                  + (f"; failed: {', '.join(tests['failures'])}" if tests.get("failures") else "")
+                  if c else tests.get("note", ""))
+        lines.append(f"| pytest -m gpu (kernels, simulator, QAT) | {tests['status']} | {detail} |")
+    sim = records.get("simulator", {})
+    sim_rows = sim.get("result", {}).get("results", [])
+    if sim:
+        compared = sum(r.get("spikes_compared", 0) for r in sim_rows)
+        differing = sum(r.get("spikes_differing", 0) for r in sim_rows)
+        lines.append(f"| simulator GPU = CPU (every spike, readout voltage, count) | {sim['status']} | "
+                     f"{len(sim_rows)} networks, {compared:,} spikes compared, {differing:,} differ"
+                     + (f"; {'; '.join(sim['failures'])}" if sim.get("failures") else "") + " |")
+    lines += ["", "## Targets", "", "| target | shape | neuron | measured | target | met |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    kernels = records.get("neuron-kernels", {}).get("result", {})
+    verdicts = kernels.get("verdicts", {})
+    peak = kernels.get("machine", {}).get("peak_bandwidth_bytes_per_s")
+    if kernels:
+        lines[-2:-2] = [f"Peak memory bandwidth: {kernels['machine']['peak_bandwidth_source']}.", ""]
+    for key, v in verdicts.get("fused_over_eager", {}).items():
+        shape, kind = key.split("/")
+        lines.append(f"| fused vs eager, fwd+bwd | {shape} | {kind} | {v['speedup']:.1f}x | >= {v['target']:g}x "
+                     f"| {'yes' if v['met'] else 'NO'} |")
+    for shape, v in verdicts.get("lif_over_spikingjelly", {}).items():
+        lines.append(f"| LIF vs fastest SpikingJelly 2.0 LIF | {shape} | lif | {v['speedup_over_fastest']:.2f}x | "
+                     f">= {v['target']:g}x | {'yes' if v['met'] else 'NO'} |")
+    seconds = {(r["shape"], r["contender"]): r["seconds"] for r in kernels.get("results", []) if "seconds" in r}
+    for (shape, contender), s in seconds.items():
+        fused = seconds.get((shape, "spikefold-triton:lif"))
+        if contender == "snntorch-leaky" and fused:
+            lines.append(f"| LIF vs snnTorch 1.0 Leaky (no target) | {shape} | lif | {s / fused:.1f}x | - | - |")
+    for key, v in verdicts.get("fraction_of_peak_bandwidth", {}).items():
+        shape, kind = key.split("/")
+        lines.append(f"| memory bandwidth, of peak | {shape} | {kind} | {_pct(v['fraction'])} "
+                     f"({v['fraction'] * peak / 1e12:.2f} TB/s) | >= "
+                     f"{_pct(v['target'])} | {'yes' if v['met'] else 'NO'} |")
+    train = records.get("train-step", {}).get("result", {})
+    rows = {(r["kind"], r["backend"]): r for r in train.get("results", []) if r.get("variant") == "fp32"}
+    for key, v in train.get("verdicts", {}).items():
+        kind = key.split("/")[0]
+        fused, eager = rows.get((kind, "triton"), {}), rows.get((kind, "eager"), {})
+        memory = (f"; peak {fused['peak_memory_bytes'] / 2**30:.2f} vs {eager['peak_memory_bytes'] / 2**30:.2f} GiB"
+                  if "peak_memory_bytes" in fused and "peak_memory_bytes" in eager else "")
+        rates = f"{fused.get('samples_per_s', 0):,.0f} vs {eager.get('samples_per_s', 0):,.0f} samples/s"
+        lines.append(f"| ResNet-19 training step, fused vs eager | T=2, batch {fused.get('batch')} | {kind} | "
+                     f"{v['speedup']:.2f}x ({rates}{memory}) | >= {train['target_resnet19_t2_speedup']:g}x | "
+                     f"{'yes' if v['met'] else 'NO'} |")
+    if sim_rows:
+        lines += ["", "## Simulator throughput (sample-timesteps/s)", "",
+                  "| network | CPU | GPU | GPU / CPU | spikes differing |", "| --- | --- | --- | --- | --- |"]
+        for r in sim_rows:
+            lines.append(f"| {r['network']} | " + (
+                f"{r['cpu_rate']:,.0f} ({r['cpu_threads']} threads) | {r['gpu_rate']:,.0f} | "
+                f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} |"
+                if "error" not in r else f"{_cell(r['error'])} | - | - | - |"))
+    lines += ["", "## Steps", "", "| step | status | seconds | note |", "| --- | --- | --- | --- |"]
+    for step, r in records.items():
+        lines.append(f"| {step} | {r['status']} | {r.get('seconds', '-')} | {_cell(r.get('note', ''))} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_out = Path(os.environ["OUT"]) if os.environ.get("OUT") else BENCH / "results" / "gpu_check"
+    parser.add_argument("out", type=Path, nargs="?", default=default_out,
+                        help="output folder (default: $OUT when set, else benchmarks/results/gpu_check)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="run only these (e.g. to rerun what a cut-off run missed)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole check (default 470 on a GPU, 3600 for a dry run)")
+    parser.add_argument("--skip-install", action="store_true",
+                        help="use the environment's spikefold and packages instead of installing them")
+    parser.add_argument("--resnet19-width", type=float, default=0.0,
+                        help="the simulator step adds a ResNet-19 of this width (default 0: off; see "
+                             "gpu_check_sim.resnet19_network)")
+    parser.add_argument("--dry-run", action="store_true", help="on the CPU: tiny shapes, Triton's interpreter, "
+                        "both sides of the simulator comparison on the CPU; checks the script, measures nothing")
+    args = parser.parse_args(argv)
+    if args.budget is None:
+        args.budget = 3600.0 if args.dry_run else 470.0
+    check = Check(args)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, check.stop_all)
+    print(f"GPU check{' (dry run)' if args.dry_run else ''}: steps {', '.join(args.steps)}; output in {args.out}; "
+          f"budget {args.budget:.0f} s", flush=True)
+    phases = [(("install",), check.install), (("compile", "gpu-tests"), check.compile_and_gpu_tests),
+              (("simulator",), check.simulator), (("neuron-kernels",), check.neuron_kernels),
+              (("train-step",), check.train_step)]
+    reported: set[str] = set()
+    for steps, phase in phases:
+        if steps == ("install",) or set(steps) & set(args.steps):
+            try:
+                phase()
+            except Exception as exc:  # a fault in the driver's own reading of a step stops that step alone
+                check.records.setdefault(steps[-1], {}).update(
+                    status="error", note=f"gpu_check.py: {type(exc).__name__}: {exc}",
+                    log_tail=traceback.format_exc()[-3000:])
+            for name in [n for n in check.records if n not in reported]:
+                record = check.records[name]
+                reported.add(name)
+                print(f"  {name:15s} {record['status']:10s} {record.get('seconds', 0):6.1f} s  "
+                      f"{record.get('note', '')}", flush=True)
+                if record["status"] not in ("passed", "not run"):
+                    print("    " + "\n    ".join(record.get("log_tail", "").splitlines()[-12:]), flush=True)
+            check.save(complete=False)
+    status = check.save(complete=True)
+    check.log.close()
+    shutil.rmtree(check.scratch, ignore_errors=True)
+    print()
+    print((args.out / "gpu_check.md").read_text())
+    failed = [f"{step}: {failure}" for step, r in check.records.items() if r["status"] == "failed"
+              for failure in r.get("failures", ["failed"])]
+    if failed:
+        print("equality checks failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+    elif status:
+        print("no equality check failed, but not every step completed (see the table)", file=sys.stderr)
+    print(f"results: {args.out}; exit status {status}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The GPU check (benchmarks/gpu_check.py) cannot rot between GPU runs: its dry run goes through every step on the
+CPU (the install from the package's source and the carried wheels, the sm_90 compile check, pytest -m gpu, the
+simulator on both "devices", both benchmarks on Triton's interpreter) and writes its JSON and table; its exit
+status names what failed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+KINDS = ("lif", "atgo", "agl", "mpinit_trsg", "psg_pda")
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict, str]:
+    out = Path(args[0])
+    done = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), *args], env={**os.environ, "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=timeout)
+    return done, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+
+
+def test_exit_status_names_what_failed():
+    check = _gpu_check()
+    passed = {"status": "passed"}
+    steps = ("compile", "gpu-tests")
+    assert check.exit_status({"install": passed, "compile": passed, "gpu-tests": passed}, steps) == 0
+    failed = {"install": passed, "compile": passed,
+              "gpu-tests": {"status": "failed", "failures": ["tests/test_kernels.py::test_x"],
+                            "result": {"tests": 2, "PASSED": 1, "FAILED": 1}}}
+    assert check.exit_status(failed, steps) == 1
+    assert "tests/test_kernels.py::test_x" in check.summary(failed, dry_run=False)
+    for incomplete in ({"install": passed, "compile": passed, "gpu-tests": {"status": "timeout"}},
+                       {"install": passed, "compile": passed},  # a chosen step not run yet
+                       {"install": {"status": "error"}, "compile": passed, "gpu-tests": passed}):
+        assert check.exit_status(incomplete, steps) == 3
+
+
+def test_wheel_list_matches_the_bench_extra():
+    """What the GPU machine gets as wheels is what the Makefile installs here for the dry run."""
+    wanted = {line.split("==")[0]: line for line in (BENCH / "gpu_wheels.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(project["optional-dependencies"]["bench"]) == {wanted[n] for n in wanted if n != "nir"}
+    assert wanted["nir"] in project["dependencies"]
+
+
+def test_gpu_tests_step_runs_every_gpu_test_but_the_lava_one(tmp_path):
+    """The pytest step, for real on the CPU (every GPU test skips here): it collects the GPU tests of the three
+    files from the copy it makes, reads each one's outcome, and leaves out the one that needs Lava."""
+    check = _gpu_check()
+    done, report, table = _run(str(tmp_path), "--dry-run", "--skip-install", "--steps", "gpu-tests", timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    step = report["steps"]["gpu-tests"]
+    assert step["status"] == "passed" and set(step["outcomes"].values()) == {"SKIPPED"}
+    assert {test.split("::")[0] for test in step["outcomes"]} == set(check.GPU_TEST_FILES)
+    for path in check.GPU_TEST_FILES:  # every test function marked gpu ran (parametrised ones several times)
+        source = (ROOT / path).read_text()
+        marked = set(re.findall(r"@pytest\.mark\.gpu\n(?:@.*\n|\s+.*\n)*?def (\w+)", source))
+        ran = {test.split("::")[1].split("[")[0] for test in step["outcomes"] if test.startswith(path)}
+        assert ran == marked - {check.LAVA_TEST.split("::")[1]}, path
+    assert check.LAVA_TEST.split("::")[1] in (ROOT / "tests" / "test_simulator.py").read_text()
+    assert "| pytest -m gpu (kernels, simulator, QAT) | passed |" in table
+
+
+@pytest.mark.slow  # 5 minutes on the 2-core machine under other jobs' load (78 s of CPU time)
+def test_dry_run_goes_through_every_step(tmp_path):
+    done, report, table = _run(str(tmp_path), "--dry-run", timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = report["steps"]
+    assert {name: r["status"] for name, r in steps.items()} == dict.fromkeys(
+        ("install", "compile", "gpu-tests", "simulator", "neuron-kernels", "train-step"), "passed")
+    environment = steps["install"]["environment"]
+    assert environment["spikefold_location"].startswith(tempfile.gettempdir()) and not environment["lava_imported"]
+    assert steps["compile"]["result"]["compiled"] > 0 and steps["compile"]["result"]["failures"] == []
+    sim = steps["simulator"]["result"]
+    assert len(sim["results"]) == 4 and not sim["machine"]["lava_imported"]
+    assert all(r["spikes_differing"] == 0 and r["spikes_compared"] > 0 for r in sim["results"])
+    kernels = steps["neuron-kernels"]["result"]
+    assert all("error" not in r for r in kernels["results"]), [r for r in kernels["results"] if "error" in r]
+    assert set(kernels["verdicts"]["fused_over_eager"]) == {f"{s}/{k}" for s in ("seq-64", "cifar-T2") for k in KINDS}
+    assert set(kernels["verdicts"]["lif_over_spikingjelly"]) == {"seq-64", "cifar-T2"}
+    assert {r["contender"] for r in kernels["results"]} >= {"spikingjelly-torch", "snntorch-leaky"}
+    train = steps["train-step"]["result"]
+    assert set(train["verdicts"]) == {"lif/fp32"} and all("error" not in r for r in train["results"])
+    for row in ("| fused vs eager, fwd+bwd | seq-64 | atgo |", "| LIF vs fastest SpikingJelly 2.0 LIF | cifar-T2 |",
+                "| LIF vs snnTorch 1.0 Leaky (no target) |", "| ResNet-19 training step, fused vs eager |",
+                "| digits CNN (2 conv + 2 pool) |"):
+        assert row in table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",
+                                                          "neuron_kernels.json", "simulator_gpu.json",
+                                                          "train_step.json"]

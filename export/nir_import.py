@@ -17,10 +17,12 @@ LIF neuron of ``spikefold.train.neurons``), and export's calibration-driven quan
 cost. A graph ending in spiking neurons keeps a spiking last layer: its spike counts are the prediction.
 
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
-synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is one layer's synapses. Whatever
-Loihi 2 cannot run (a leaky readout, a voltage leak towards v_leak != 0, a reset to v_reset != 0, per-neuron
-time constants, a memoryless Threshold, several inputs, recurrence, ...) is a :class:`~spikefold.errors.NIRFileError` naming the node,
-the parameter and what is accepted.
+synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is one layer's synapses. Calibration
+data with a time axis (samples, T, features) makes the input per-timestep (``InputEncoding.per_timestep``; plain
+spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a leaky readout, a voltage leak towards
+v_leak != 0, a reset to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs,
+recurrence, ...) is a :class:`~spikefold.errors.NIRFileError` naming the node, the parameter and what is
+accepted.
 """
 
 from __future__ import annotations
@@ -262,21 +264,20 @@ def float_network(graph: nir.NIRGraph, dt: float, timesteps: int, reset: str = "
     return FloatNetwork(layers, int(timesteps), input_shape)
 
 
-def check_calibration(x: np.ndarray, input_shape: tuple[int, ...], source: str = "calibration data") -> np.ndarray:
-    """Calibration data as (samples, features) floats in [0, 1]; a named error for the wrong shape or range."""
+def check_calibration(x: np.ndarray, input_shape: tuple[int, ...], timesteps: int,
+                      source: str = "calibration data") -> np.ndarray:
+    """Calibration data as (samples, features) floats in [0, 1], or (samples, T, features) for input that changes
+    every timestep; a named error for the wrong shape or range."""
     x = np.asarray(x, np.float64)
     size = int(np.prod(input_shape))
-    if x.ndim >= 2 and x.shape[1:] != tuple(input_shape) and int(np.prod(x.shape[1:])) != size:
-        if x.ndim >= 3 and int(np.prod(x.shape[2:])) == size:
-            raise DataError(f"{source} has shape {x.shape}: a time axis (samples, T, features); per-timestep input "
-                            "is not imported yet: give static input (samples, features)")
-    if x.ndim < 2 or int(np.prod(x.shape[1:])) != size or len(x) == 0:
-        raise DataError(f"{source} has shape {x.shape}; the graph's input takes (samples, {size}) "
-                        f"(or (samples, {', '.join(map(str, input_shape))}))")
+    per_step = x.ndim >= 3 and x.shape[1] == timesteps and int(np.prod(x.shape[2:])) == size
+    if len(x) == 0 or not per_step and (x.ndim < 2 or int(np.prod(x.shape[1:])) != size):
+        raise DataError(f"{source} has shape {x.shape}; the graph's input takes (samples, {size}) for static input "
+                        f"or (samples, {timesteps}, {size}) for input that changes every timestep")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise DataError(f"{source} spans [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}]; the integer network's input "
                         "encoding takes values in [0, 1]: scale the data")
-    return x.reshape(len(x), size)
+    return x.reshape(len(x), timesteps, size) if per_step else x.reshape(len(x), size)
 
 
 def import_graph(graph: nir.NIRGraph, hw: HwConfig, dt: float, timesteps: int, calibration_x: np.ndarray,
@@ -285,7 +286,9 @@ def import_graph(graph: nir.NIRGraph, hw: HwConfig, dt: float, timesteps: int, c
     """Quantise a foreign graph for ``hw``: (integer network, per-layer quantisation report, float network).
     Run ``spikefold.sim.simulator.check_state_range`` on the result to measure the state's headroom."""
     fnet = float_network(graph, dt, timesteps, reset, source)
-    x = check_calibration(calibration_x, fnet.input_shape)
-    net, report = quantise(fnet, hw, x, weight_bits=weight_bits)
+    x = check_calibration(calibration_x, fnet.input_shape, timesteps)
+    fnet.temporal_input = x.ndim == 3  # input that changes every step: InputEncoding.per_timestep
+    binary = fnet.temporal_input and bool(np.isin(x, (0.0, 1.0)).all())  # spikes: sent as plain spikes
+    net, report = quantise(fnet, hw, x, weight_bits=weight_bits, binary_input=binary)
     net.metadata.update({"imported_from": source, "dt": float(dt)})
     return net, report, fnet

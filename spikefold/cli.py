@@ -186,7 +186,7 @@ def cmd_import(args) -> int:
                         f"'{args.calibration_key}' ({type(exc).__name__}: {exc})") from None
     net, report, _ = import_graph(graph, hw_config.load(args.hw_config), args.dt, args.timesteps, x, args.reset,
                                   args.weight_bits, source=args.graph)
-    check_state_range(net, net.input.encode(np.asarray(x, np.float64).reshape(len(x), -1)), report)
+    check_state_range(net, net.input.encode(x), report)
     nir_io.write(net, args.out)
     rows = [(q.name, q.process.split(":")[0], q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
              f"{q.bias_rel_error:.4f}", q.vth, f"{q.headroom_bits:.2f}") for q in report.layers]

@@ -20,6 +20,8 @@ class ToolNet:
     dt: float  # the step the tool simulated with, in seconds
     timesteps: int
     spikes: list[np.ndarray]  # the tool's own spikes on the test split, per spiking layer (samples, T, neurons)
+    x_train: np.ndarray  # the tool's input: (samples, features), or (samples, T, features) per timestep
+    x_test: np.ndarray
 
     @property
     def predictions(self) -> np.ndarray:
@@ -37,8 +39,15 @@ def _train(run, params, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
             opt.step()
 
 
-def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
-    """64-48-10 of snnTorch Leaky neurons, reset to zero in the step they fire (what its NIR file says)."""
+def spike_trains(x: np.ndarray, timesteps: int, seed: int = 0) -> np.ndarray:
+    """Binary input spikes that change every step: (samples, T, features), each spike with probability x."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((len(x), timesteps, x.shape[1])) < x[:, None, :]).astype(np.float64)
+
+
+def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0, spike_input: bool = False) -> ToolNet:
+    """64-48-10 of snnTorch Leaky neurons, reset to zero in the step they fire (what its NIR file says). With
+    ``spike_input`` the input is :func:`spike_trains` of the digits (samples, T, 64), not the static features."""
     import snntorch as snn
     from snntorch import utils
     from snntorch.export_nir import export_to_nir
@@ -54,18 +63,24 @@ def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolN
     def run(x):
         utils.reset(net)
         spikes = [[], []]
-        for _ in range(timesteps):
-            hidden = net[1](net[0](x))
+        for t in range(timesteps):
+            hidden = net[1](net[0](x[:, t] if spike_input else x))
             spikes[0].append(hidden)
             spikes[1].append(net[3](net[2](hidden)))
         return [torch.stack(s, 1) for s in spikes]
 
-    x = torch.tensor(split.x_train, dtype=torch.float32)
+    def inputs(features):
+        return torch.tensor(spike_trains(features, timesteps) if spike_input else features, dtype=torch.float32)
+
+    x = inputs(split.x_train)
     _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
     with torch.no_grad():
-        spikes = [s.numpy().astype(bool) for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
-    graph = export_to_nir(net, x[:1], model_name="snntorch", ignore_dims=[0])
-    return ToolNet("snntorch", "MLP 64-48-10", graph, 1e-4, timesteps, spikes)
+        spikes = [s.numpy().astype(bool) for s in run(inputs(split.x_test))]
+    graph = export_to_nir(net, torch.tensor(split.x_train[:1], dtype=torch.float32), model_name="snntorch",
+                          ignore_dims=[0])
+    network = "MLP 64-48-10" + (", spike input" if spike_input else "")
+    return ToolNet("snntorch", network, graph, 1e-4, timesteps, spikes, x.numpy().astype(np.float64),
+                   inputs(split.x_test).numpy().astype(np.float64))
 
 
 def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
@@ -99,7 +114,8 @@ def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> T
                   for s in run(torch.tensor(split.x_test, dtype=torch.float32).reshape(-1, 1, 8, 8))]
     functional.reset_net(net)
     dt = 1e-4
-    return ToolNet("spikingjelly", "CNN conv8-pool-10", export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes)
+    return ToolNet("spikingjelly", "CNN conv8-pool-10", export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes,
+                   split.x_train, split.x_test)
 
 
 def norse_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
@@ -130,7 +146,8 @@ def norse_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
     _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
     with torch.no_grad():
         spikes = [s.numpy().astype(bool) for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
-    return ToolNet("norse", "MLP 64-48-10", norse.to_nir(net, x[:1], dt=dt), dt * dt, timesteps, spikes)
+    return ToolNet("norse", "MLP 64-48-10", norse.to_nir(net, x[:1], dt=dt), dt * dt, timesteps, spikes,
+                   split.x_train, split.x_test)
 
 def summed_output(module, x: torch.Tensor, steps: int) -> np.ndarray:
     """What a tool's imported module outputs for static input, summed over the steps (nirtorch's executors return

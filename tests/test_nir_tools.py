@@ -36,27 +36,37 @@ def snntorch_untrained(split):
 def _import_and_check(tool_net, split, loihi2):
     """Import, then: the simulator against the tool's own spikes (>= 98 % of each layer's spike slots, >= 95 % of
     predictions at 8-bit weights), and Lava against the simulator on every spike and voltage of a few samples."""
+    x_train, x_test = tool_net.x_train, tool_net.x_test
     net, report, _ = import_graph(tool_net.graph, loihi2, dt=tool_net.dt, timesteps=tool_net.timesteps,
-                                  calibration_x=split.x_train)
-    check_state_range(net, net.input.encode(split.x_train), report)
+                                  calibration_x=x_train)
+    check_state_range(net, net.input.encode(x_train), report)
     assert not net.readout.readout, "the tool's last spiking layer stays a spiking layer"
     assert all(layer.max_abs_weight == 254 for layer in report.layers)  # mixed-sign 8-bit, even
-    sim = simulate(net, net.input.encode(split.x_test))
+    sim = simulate(net, net.input.encode(x_test))
     slots = [float((a == b).mean()) for a, b in zip(tool_net.spikes, sim.spikes)]
     assert min(slots) >= 0.98, slots
     assert (sim.predictions == tool_net.predictions).mean() >= 0.95
-    x = net.input.encode(split.x_test[:6])
+    x = net.input.encode(x_test[:6])
     lava = lava_runner.run(net, x)
     golden = simulate(net, x)
     for a, b in zip(golden.spikes, lava.spikes):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(golden.readout_v, lava.readout_v)
     np.testing.assert_array_equal(golden.predictions, lava.predictions)
+    return net
 
 
 @pytest.mark.slow
 def test_snntorch_mlp_imports_and_runs_exactly_in_lava(snntorch_mlp, split, loihi2):
     _import_and_check(snntorch_mlp, split, loihi2)
+
+
+def test_snntorch_mlp_with_spike_input_changing_every_step(split, loihi2):
+    """Binary input spikes that change every step, as snnTorch networks usually get them: the calibration data's
+    time axis makes the input per-timestep binary spikes (InputEncoding.per_timestep, 1 bit)."""
+    tool_net = nir_tool_nets.snntorch_mlp(split, epochs=1, timesteps=STEPS, spike_input=True)
+    net = _import_and_check(tool_net, split, loihi2)
+    assert net.input.per_timestep and net.input.bits == 1
 
 
 @pytest.mark.slow

@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.nir_to
 
 from spikefold.deploy import lava_runner  # noqa: E402
 from spikefold.export import hw_config, nir_io  # noqa: E402
-from spikefold.export.fold import fold, quantise  # noqa: E402
+from spikefold.export.fold import fold  # noqa: E402
 from spikefold.export.nir_import import import_graph  # noqa: E402
+from spikefold.export.quantise import quantise  # noqa: E402
 from spikefold.sim.simulator import check_state_range, simulate  # noqa: E402
 from spikefold.train.data import digits  # noqa: E402
 from spikefold.train.loop import TrainConfig, train  # noqa: E402

@@ -40,10 +40,13 @@ $(NIRTOOLS): $(STAMP)
 		sinabs==3.1.3 "pbr>=6" nirtorch==2.6
 	touch $@
 
+# One CPU thread: the same figures on every run (reductions in a fixed order), and the fastest on a shared
+# machine. --force: a rerun replaces the last demo's run folder.
 demo: $(STAMP)
-	$(BIN)/spikefold pipeline --out runs/demo
+	$(BIN)/spikefold pipeline --out runs/demo --threads 1 --force
 
-# Fast suite (about 4 minutes on 2 cores): everything except tests marked slow.
+# Fast suite (about 4 minutes on 2 idle cores; far longer when other jobs share them): everything except tests
+# marked slow.
 test: $(STAMP) $(KERNELS) $(NIRTOOLS)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -43,8 +43,8 @@ class RunData:
 def load(spec: str | None, net: IntNetwork, samples: int | None, model: str,
          root: str | Path | None = None) -> RunData:
     """The first ``samples`` of the data ``spec`` names (default: the test split of the data set the model
-    was trained on), encoded for ``net``; ``model`` names the model in messages, ``root`` is the local copy
-    of a named data set that needs one."""
+    was trained on), encoded for ``net``; ``model`` names the model in messages; ``root`` is the local folder
+    of a data set that is not embedded (``--data-root``)."""
     if spec is None:
         trained_on = net.metadata.get("dataset")
         if not trained_on:
@@ -58,7 +58,9 @@ def load(spec: str | None, net: IntNetwork, samples: int | None, model: str,
                             "sample's features to one row")
     else:
         source, x, y = _named(spec, root)
-        x = x.reshape(len(x), net.timesteps, -1) if net.input.per_timestep and x.ndim > 2 else x.reshape(len(x), -1)
+        # Further axes (channels, rows, columns) are flattened in C order; a sequence keeps its time axis.
+        keep = 2 if net.input.per_timestep and x.ndim > 2 else 1
+        x = x.reshape(*x.shape[:keep], -1)
     if net.input.per_timestep and x.shape[1] != net.timesteps:
         raise DataError(f"data {source}: x has shape {x.shape}, but {model} takes input that changes every "
                         f"timestep: {_layout(net)}")
@@ -102,7 +104,8 @@ def _named(spec: str, root: str | Path | None) -> tuple[str, np.ndarray, np.ndar
     data = datasets.load(name, root)
     parts = {"test": [(data.x_test, data.y_test)], "train": [(data.x_train, data.y_train)],
              "all": [(data.x_test, data.y_test), (data.x_train, data.y_train)]}[split]
-    return f"{name}:{split}", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    x = np.concatenate([p[0] for p in parts])
+    return f"{name}:{split}", x, np.concatenate([p[1] for p in parts])
 
 
 def _from_file(path: Path) -> tuple[str, np.ndarray, np.ndarray | None]:

@@ -17,6 +17,9 @@ import sys
 from spikefold.errors import TargetError
 
 _VAR_MODEL = "lava.magma.compiler.var_model"
+# lava-nc declares Python < 3.11 and pins old packages; its dependencies that matter are spikefold's own
+# (pyproject.toml), so it is installed without them. On Python 3.10 `pip install "spikefold[lava]"` does it.
+INSTALL_LAVA = "pip install --no-deps --ignore-requires-python lava-nc==0.10.0"
 
 
 def _hashable_byte_encoder(original):
@@ -54,6 +57,7 @@ def _import(name: str) -> None:
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "lava":
             raise TargetError(
-                "Lava is not installed in this environment; run `make env` (it installs lava-nc 0.10.0)"
+                f"Lava is not installed in this environment; install it with `{INSTALL_LAVA}` "
+                "(or, in a clone, `make env`)"
             ) from None
         raise

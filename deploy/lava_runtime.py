@@ -11,21 +11,34 @@ Lava 0.10.0 leaves three ways to get stuck or leak, each handled here:
 - ``Runtime.stop()`` asks each process to stop and waits for the answer, which never comes from a process
   that died or a run that was interrupted mid-step. Then the processes are ended directly, and the memory
   manager with them; any of the runtime's shared-memory segments still present afterwards is removed.
+
+A parent killed by SIGKILL runs none of that. So every process Lava forks for a run asks the kernel to kill it
+when its parent dies (``PR_SET_PDEATHSIG``), after which Python's resource tracker, left with no process
+writing to it, unlinks the run's shared memory. And each run records its processes and segments in
+:data:`RUN_RECORDS`; the next run removes what a dead run's record names (a process only if it is still the
+one recorded, by its start time), so a leftover of any kind lasts at most until the next Lava run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import multiprocessing
+import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from spikefold import report_files
 from spikefold.errors import TargetError
 
 SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared memory, Lava's channels included
+RUN_RECORDS = Path(tempfile.gettempdir()) / f"spikefold-lava-runs-{os.getuid()}"
+PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
 ACTOR_EXIT_S = 5.0  # how long a terminated Lava process may take to exit before it is killed
 POLL_S = 0.005  # how often a running Lava run is checked for dead processes
 
@@ -47,16 +60,96 @@ def ctrl_c_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+_parent_of_lava: list[int] = []  # the pid that forks Lava's processes, set while it does
+
+
+def _die_with_parent() -> None:
+    """In a process just forked for a Lava run: be killed when the parent dies, and die now if it already has."""
+    if not _parent_of_lava:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != _parent_of_lava[0]:
+        os._exit(1)
+
+
+os.register_at_fork(after_in_child=_die_with_parent)
+
+
+@contextlib.contextmanager
+def _lava_forks() -> Iterator[None]:
+    """Processes forked inside the block (Lava's) die with this process. The kernel ties PR_SET_PDEATHSIG to the
+    forking thread, so Lava's processes are forked from this one, which lives as long as the run."""
+    _parent_of_lava.append(os.getpid())
+    try:
+        yield
+    finally:
+        _parent_of_lava.pop()
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot), which tells it from a later process with the same pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _record(runtime) -> Path | None:
+    """Write down this run's processes and segments, for :func:`remove_leftovers` should this process die."""
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    if infra is None:
+        return None
+    pids = [actor.pid for actor in getattr(infra, "actors", [])]
+    manager = getattr(getattr(getattr(infra, "smm", None), "_manager", None), "_process", None)
+    if manager is not None:
+        pids.append(manager.pid)
+    smm = getattr(infra, "smm", None)
+    record = {"pid": os.getpid(), "start": _start_time(os.getpid()),
+              "processes": {str(pid): _start_time(pid) for pid in pids if pid},
+              "segments": [handle.name for handle in getattr(smm, "_shared_memory_handles", [])]}
+    return report_files.write_json(RUN_RECORDS / f"{os.getpid()}-{id(runtime)}.json", record)
+
+
+def remove_leftovers() -> list[str]:
+    """End the processes and unlink the segments of Lava runs whose spikefold process is gone (killed before it
+    could stop them). Returns what was removed, as 'process PID' and 'segment NAME'."""
+    removed = []
+    for path in RUN_RECORDS.glob("*.json") if RUN_RECORDS.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written: its run is alive
+        if _start_time(record.get("pid", 0)) == record.get("start") and record.get("start") is not None:
+            continue  # its run is still going
+        for pid, start in record.get("processes", {}).items():
+            if start is not None and _start_time(int(pid)) == start:
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+                    removed.append(f"process {pid}")
+        for name in record.get("segments", []):
+            segment = SHM_DIR / str(name).lstrip("/")
+            if segment.exists():
+                with contextlib.suppress(OSError):
+                    segment.unlink()
+                    removed.append(f"segment {name}")
+        path.unlink(missing_ok=True)
+    return removed
+
+
 @contextlib.contextmanager
 def lava_run(source, run_cfg, num_steps: int) -> Iterator[object]:
     """Compile ``source``'s process graph for ``run_cfg``, run it ``num_steps`` steps and yield its runtime
     (read monitors inside the block). On leaving the block, however it is left, the runtime is stopped."""
     from lava.magma.core.run_conditions import RunSteps
 
+    remove_leftovers()
     forced = False
+    record = None
     try:
-        with ctrl_c_deferred():
+        with ctrl_c_deferred(), _lava_forks():
             source.create_runtime(run_cfg=run_cfg)
+            record = _record(getattr(source, "runtime", None))
         source.run(condition=RunSteps(num_steps=num_steps, blocking=False))
         _wait_watched(source.runtime)
         yield source.runtime
@@ -67,6 +160,8 @@ def lava_run(source, run_cfg, num_steps: int) -> Iterator[object]:
     finally:
         with ctrl_c_deferred():
             shut_down(getattr(source, "runtime", None), forced)
+            if record is not None:
+                record.unlink(missing_ok=True)
 
 
 def _wait_watched(runtime) -> None:

@@ -33,7 +33,7 @@ from spikefold.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
-from spikefold.sim.simulator import SimResult, simulate
+from spikefold.sim.simulator import SimResult, matmul_plan, simulate
 
 
 @dataclasses.dataclass
@@ -64,6 +64,7 @@ class ValidationConfig:
     reference: Path | None = None  # golden integer network; default: the model itself
     float_model: Path | None = None  # checkpoint of the float model, for the float reference
     data: str | None = None  # data set name[:split] or .npz file; default: the model's own test split
+    data_root: str | None = None  # local folder of a data set that is not embedded (cifar10, ...)
     samples: int | None = None
     target: str = "loihi2-sim"
     chunk: int = 100
@@ -93,7 +94,8 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     reference_path = cfg.reference or cfg.model
     reference = nir_io.read(reference_path) if cfg.reference else net
     _check_same_shape(net, reference, cfg.model, reference_path)
-    data = data_source.load(cfg.data, reference, cfg.samples, str(reference_path))
+    matmul_plan(reference)  # the simulator's own limits, checked before the long target run rather than after it
+    data = data_source.load(cfg.data, reference, cfg.samples, str(reference_path), cfg.data_root)
     layers = layerwise.choose_layers(net, cfg.layers)
     if layers is not None:
         return _run_layerwise(cfg, net, reference, data, layers, on_progress)
@@ -101,7 +103,7 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     float_predictions = None
     if cfg.float_model is not None:  # before the long target run, so a bad checkpoint fails fast
         t0 = time.perf_counter()
-        float_predictions = _float_predictions(Path(cfg.float_model), data.x, reference.readout.size)
+        float_predictions = _float_predictions(Path(cfg.float_model), data.x, reference)
         timings["float_model_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -175,19 +177,26 @@ def _run_target(net: IntNetwork, x_int: np.ndarray, cfg: ValidationConfig, store
     return lava_runner.concatenate(parts), reused
 
 
-def _float_predictions(checkpoint: Path, x: np.ndarray, classes: int) -> np.ndarray:
+def _float_predictions(checkpoint: Path, x: np.ndarray, reference: IntNetwork) -> np.ndarray:
     # Only a float reference needs torch and the training code's model definitions.
     from spikefold.export.fold import fold
     from spikefold.train.loop import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint)
-    cfg = model.cfg
+    cfg, classes = model.cfg, reference.readout.size
     features = int(np.prod(cfg.input_shape)) * (cfg.timesteps if cfg.temporal_input else 1)
     if features != int(np.prod(x.shape[1:])) or cfg.classes != classes:
         raise DataError(f"float model {checkpoint} maps {features} inputs to {cfg.classes} classes, but the data "
                         f"has samples of shape {x.shape[1:]} and the integer model {classes} outputs; pass the "
                         "checkpoint the reference was exported from")
-    logits, _ = fold(model).run(x)
+    folded = fold(model)
+    ours = (folded.timesteps, [layer.output_size() for layer in folded.layers])
+    theirs = (reference.timesteps, [layer.size for layer in reference.layers])
+    if ours != theirs:  # another architecture would be compared sample by sample as if it were the same model
+        raise DataError(f"float model {checkpoint} is not the architecture of the integer model: timesteps and layer "
+                        f"sizes {ours[0]}, {ours[1]} vs {theirs[0]}, {theirs[1]}; pass the checkpoint the reference "
+                        "was exported from")
+    logits, _ = folded.run(x)
     return logits.argmax(axis=1)
 
 
@@ -307,4 +316,5 @@ def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, r
         "energy": estimate.to_dict(),
         "timings": timings,
         "files": ["report.json", "report.md", *validation_report.PNGS],
+        "run": report_files.run_metadata(),
     }

@@ -526,6 +526,8 @@ class IntNetwork:
                              "Lava truncates by 8 - num_weight_bits bits, so it must be 1..8")
                 _check_range(layer.name, "weight_exp", syn.weight_exp, e_lo, e_hi,
                              "rescale the layer (threshold and weights) so the exponent fits")
+                _check_range(layer.name, "num_message_bits", syn.num_message_bits, 0, msg_bits,
+                             "0 for spikes, the input encoding's bits for graded input")
                 if c.source == INPUT and syn.num_message_bits != self.input.message_bits:
                     kind = "binary spikes" if self.input.binary else f"{self.input.bits}-bit graded spikes"
                     raise HardwareRangeError(
@@ -554,8 +556,18 @@ class IntNetwork:
         depths = self.depths()
         for index, layer in enumerate(self.layers):
             for c in layer.inputs:
-                _check_range(layer.name, f"synaptic delay from '{c.source}'", self.delay(index, c, depths), 0,
+                delay = self.delay(index, c, depths)
+                _check_range(layer.name, f"synaptic delay from '{c.source}'", delay, 0,
                              delay_max, "shorten the skip connection (it spans too many layers)")
+                if delay and c.synapses.num_message_bits > 0:
+                    # Lava's DelayDense sums graded input in int64 before it wraps, Dense (and a_out) in int32:
+                    # they agree only while no sum can leave int32.
+                    largest = (1 << self.input.bits) - 1 if c.source == INPUT else 1
+                    bound = int(np.abs(c.synapses.matrix()).sum(axis=1).max(initial=0)) * largest
+                    if bound > np.iinfo(np.int32).max:
+                        raise HardwareRangeError(
+                            f"layer '{layer.name}': delayed graded input from '{c.source}' can sum to {bound}, beyond "
+                            "int32, where Lava's DelayDense and Dense differ; lower the weights or the input bits")
 
 
 def _check_range(layer: str, param: str, value: Any, lo: int, hi: int, fix: str) -> None:

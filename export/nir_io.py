@@ -25,15 +25,20 @@ input encoding and timesteps, so reading gives back the identical integer networ
 
 from __future__ import annotations
 
+import contextlib
+import math
+import multiprocessing
 import os
-import tempfile
+import resource
+import signal
 from pathlib import Path
 from typing import Any
 
 import nir
 import numpy as np
 
-from spikefold.errors import NIRFileError
+from spikefold import report_files
+from spikefold.errors import NIRFileError, SpikefoldError
 from spikefold.export import hw_config
 from spikefold.export.intnet import (
     ACT_SHIFT,
@@ -58,6 +63,15 @@ DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0:
                   "(default 1e-4); Norse 1.1: the square of its modules' dt (its exporter writes dt times tau; "
                   "1e-6 for its default 1e-3); Rockpool 3.1: the module's dt (default 1e-3); Sinabs 3.1: 1 (it "
                   "counts time in steps); spikefold: 1e-4")
+
+# Reading a damaged HDF5 file can loop inside the HDF5 library, where neither Ctrl-C nor SIGTERM reaches it, or
+# allocate without bound: the file is read in a forked child that is killed after this long, with its memory
+# capped at READ_MEMORY_FACTOR times the file's size above what it starts with (and at least READ_MEMORY_MIN).
+READ_TIMEOUT_S = 120.0
+READ_MEMORY_FACTOR = 64
+READ_MEMORY_MIN = 2 << 30
+# Far above any recipe (T <= 10), low enough that a run's (T, neurons) spike records stay allocatable.
+MAX_TIMESTEPS = 1 << 16
 
 
 def _gain(layer: Layer) -> float:
@@ -177,34 +191,79 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
 
 def write(net: IntNetwork, path: str | Path) -> Path:
     """Write atomically: a crash never leaves a half-written file where a good one was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with report_files.atomic_path(path) as tmp:
         nir.write(tmp, to_nir(net))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
-def read(path: str | Path) -> IntNetwork:
+def read(path: str | Path, timeout_s: float | None = None) -> IntNetwork:
     """Read a NIR file written by :func:`write` back into the identical integer network, checked against the
-    ranges of the hw_config it names."""
+    ranges of the hw_config it names. Any file, however damaged, gives the network or a named error
+    (:class:`NIRFileError`, or the range error that names the parameter) within ``timeout_s``
+    (default :data:`READ_TIMEOUT_S`)."""
     path = Path(path)
     if not path.is_file():
         raise NIRFileError(f"NIR file {path} does not exist; write one with `spikefold export`")
+    return checked_network(_read_graph(path, READ_TIMEOUT_S if timeout_s is None else timeout_s), str(path))
+
+
+def checked_network(graph: nir.NIRGraph, source: str) -> IntNetwork:
+    """The integer network a graph holds, fully checked (file format and hardware ranges); any fault in it is a
+    named error."""
     try:
-        graph = nir.read(path)
-    except Exception as exc:  # h5py/nir raise many types for a damaged file; all mean the same to a user
-        raise NIRFileError(
-            f"NIR file {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or not a NIR "
-            "file: re-run `spikefold export`") from None
-    net = from_nir(graph, source=str(path))
-    net.validate(hw_config.load(net.hw_config))
+        net = from_nir(graph, source=source)
+        _check_loaded(graph, net, source)
+        net.validate(hw_config.load(net.hw_config))
+    except SpikefoldError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file reaches any line of the mapping; all are this error
+        raise NIRFileError(f"NIR file {source} holds a damaged network ({type(exc).__name__}: {exc}); re-run "
+                           "`spikefold export`") from None
     return net
+
+
+def _read_graph(path: Path, timeout_s: float) -> nir.NIRGraph:
+    """``nir.read`` in a forked child, bounded in time and memory (see :data:`READ_TIMEOUT_S`)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    limit = max(READ_MEMORY_MIN, READ_MEMORY_FACTOR * path.stat().st_size)
+    child = context.Process(target=_read_in_child, args=(path, sender, limit), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            raise NIRFileError(f"NIR file {path}: reading it did not finish within {timeout_s:g} s (a damaged HDF5 "
+                               "structure makes the HDF5 library loop); re-run `spikefold export`")
+        outcome, payload = receiver.recv()
+    except (EOFError, OSError):
+        outcome, payload = "error", f"the reading process ended with exit code {child.exitcode}"
+    finally:
+        child.join(1.0)  # it exits as soon as it has sent
+        if child.is_alive():
+            child.kill()
+            child.join()
+        receiver.close()
+    if outcome == "error":
+        raise NIRFileError(f"NIR file {path} cannot be read ({payload}); it is corrupt or not a NIR file: re-run "
+                           "`spikefold export`")
+    return payload
+
+
+def _read_in_child(path: Path, sender, memory_limit: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C ends the read; the parent reports it
+    with contextlib.suppress(OSError, ValueError):
+        in_use = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_limit, resource.RLIM_INFINITY))
+    try:
+        outcome = ("graph", nir.read(path))
+    except BaseException as exc:  # noqa: BLE001 - h5py/nir raise many types for a damaged file
+        outcome = ("error", f"{type(exc).__name__}: {exc}"[:500])
+    try:
+        sender.send(outcome)
+    except Exception as exc:  # noqa: BLE001 - e.g. a graph too large to pickle within the memory cap
+        sender.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+    # Out at once: the usual exit flushes stdio, whose locks another thread of the parent may have held at fork.
+    os._exit(0)
 
 
 def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -280,7 +339,8 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
     # HDF5 does not keep the order nodes were written in: order the layers so that every one comes after what
     # it reads, breaking ties by the position each neuron was written at (files without it: by name).
     def written(name: str) -> tuple[int, str]:
-        return int((graph.nodes[name].metadata or {}).get("spikefold.layer_index", -1)), name
+        index = (graph.nodes[name].metadata or {}).get("spikefold.layer_index", -1)
+        return _integer(index, f"{source}: node '{name}' metadata spikefold.layer_index"), name
 
     pending = dict(layers)
     order: list[tuple[str, list[tuple[str, str]]]] = []
@@ -300,16 +360,55 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
 
 def _meta(node: nir.NIRNode, name: str, key: str, source: str) -> Any:
     meta = getattr(node, "metadata", None) or {}
-    if f"spikefold.{key}" not in meta:
+    if not isinstance(meta, dict) or f"spikefold.{key}" not in meta:
         raise NIRFileError(
             f"{source}: node '{name}' carries no spikefold integer '{key}'; only graphs written by "
             "`spikefold export` can be deployed bit-exactly")
     return meta[f"spikefold.{key}"]
 
 
+def _integers(value: Any, where: str, ndim: tuple[int, ...] = (0,)) -> np.ndarray:
+    """``value`` as int64 after checking it is an integer array of one of the ranks ``ndim`` that fits int32
+    (what Lava's processes hold): a float, a string or a wrapped value is named, never converted."""
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer) or arr.ndim not in ndim:
+        ranks = " or ".join({0: "one integer", 1: "a 1-D integer array"}.get(n, f"a {n}-D integer array")
+                            for n in ndim)
+        raise NIRFileError(f"{where} must be {ranks}, found {arr.dtype} of shape {arr.shape}; "
+                           "re-run `spikefold export`")
+    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        raise NIRFileError(f"{where} holds {arr.min() if arr.min() < 0 else arr.max()}, outside int32; "
+                           "re-run `spikefold export`")
+    return arr.astype(np.int64)
+
+
+def _integer(value: Any, where: str) -> int:
+    return int(_integers(value, where))
+
+
+def _flag(value: Any, where: str) -> bool:
+    arr = np.asarray(value)
+    if arr.shape != () or not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)) or arr not in (0, 1):
+        raise NIRFileError(f"{where} must be true or false, found {value!r}; re-run `spikefold export`")
+    return bool(arr)
+
+
+def _finite(value: Any, where: str, positive: bool = False) -> float:
+    try:
+        number = float(np.asarray(value).item())
+    except (TypeError, ValueError):
+        raise NIRFileError(f"{where} must be one number, found {value!r}; re-run `spikefold export`") from None
+    if not math.isfinite(number) or (positive and number <= 0):
+        raise NIRFileError(f"{where} = {number} must be a finite number{' > 0' if positive else ''}; "
+                           "re-run `spikefold export`")
+    return number
+
+
 def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
     meta = graph.metadata or {}
-    if meta.get("spikefold.format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise NIRFileError(f"{source}: the graph's metadata is not a mapping; re-run `spikefold export`")
+    if not isinstance(meta.get("spikefold.format"), str) or meta["spikefold.format"] != FORMAT:
         raise NIRFileError(
             f"{source}: this NIR graph was not written by spikefold (no '{FORMAT}' integer metadata); "
             "export the model with `spikefold export` to get the integers Loihi runs")
@@ -321,49 +420,98 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
         def value(node, name, key):
             return _meta(node, name, key, source)
 
+        def integer(node, name, key):
+            return _integer(value(node, name, key), f"{source}: node '{name}' metadata spikefold.{key}")
+
+        def integers(node, name, key, ndim):
+            return _integers(value(node, name, key), f"{source}: node '{name}' metadata spikefold.{key}", ndim)
+
         inputs = []
         for sname, sender in pairs:
             synapse = graph.nodes[sname]
-            common = dict(weights=np.asarray(value(synapse, sname, "weights"), np.int32),
-                          weight_exp=int(value(synapse, sname, "weight_exp")),
-                          num_weight_bits=int(value(synapse, sname, "num_weight_bits")),
-                          num_message_bits=int(value(synapse, sname, "num_message_bits")))
-            if isinstance(synapse, nir.Conv2d):
-                syn = Conv2d(**common, input_shape=tuple(int(v) for v in value(synapse, sname, "input_shape")),
-                             stride=int(value(synapse, sname, "stride")),
-                             padding=int(value(synapse, sname, "padding")))
+            conv = isinstance(synapse, nir.Conv2d)
+            common = dict(weights=integers(synapse, sname, "weights", (4,) if conv else (2,)).astype(np.int32),
+                          weight_exp=integer(synapse, sname, "weight_exp"),
+                          num_weight_bits=integer(synapse, sname, "num_weight_bits"),
+                          num_message_bits=integer(synapse, sname, "num_message_bits"))
+            if conv:
+                shape = integers(synapse, sname, "input_shape", (1,))
+                stride, padding = integer(synapse, sname, "stride"), integer(synapse, sname, "padding")
+                kernel = common["weights"].shape
+                if (shape.shape != (3,) or shape.min() < 1 or stride < 1 or padding < 0 or kernel[1] != shape[0]
+                        or min(kernel[2:]) < 1 or min(int(shape[1]) + 2 * padding - kernel[2],
+                                                       int(shape[2]) + 2 * padding - kernel[3]) < 0):
+                    raise NIRFileError(
+                        f"{source}: node '{sname}': convolution of kernel {kernel} over input {tuple(shape)} with "
+                        f"stride {stride} and padding {padding} is not a valid convolution; re-run `spikefold export`")
+                syn = Conv2d(**common, input_shape=tuple(int(v) for v in shape), stride=stride, padding=padding)
             else:
                 syn = Dense(**common)
             inputs.append(Connection(INPUT if isinstance(graph.nodes[sender], nir.Input) else names[sender], syn))
-        vth = np.asarray(value(neuron, nname, "vth"), np.int64)
+        vth = integers(neuron, nname, "vth", (0, 1))
         initial = None
         if "spikefold.initial_weights" in (neuron.metadata or {}):
-            initial = Dense(weights=np.asarray(value(neuron, nname, "initial_weights"), np.int32),
-                            weight_exp=int(value(neuron, nname, "initial_weight_exp")))
+            initial = Dense(weights=integers(neuron, nname, "initial_weights", (2,)).astype(np.int32),
+                            weight_exp=integer(neuron, nname, "initial_weight_exp"))
+        reset = value(neuron, nname, "reset")
+        if not isinstance(reset, str):
+            raise NIRFileError(f"{source}: node '{nname}' metadata spikefold.reset must be 'zero' or 'subtract', "
+                               f"found {reset!r}")
         layers.append(Layer(
             name=names[nname],
             inputs=inputs,
             neurons=LIF(
-                du=int(value(neuron, nname, "du")),
-                dv=int(value(neuron, nname, "dv")),
+                du=integer(neuron, nname, "du"),
+                dv=integer(neuron, nname, "dv"),
                 vth=int(vth) if vth.ndim == 0 else vth,
-                bias_mant=np.asarray(value(neuron, nname, "bias_mant"), np.int32),
-                bias_exp=np.asarray(value(neuron, nname, "bias_exp"), np.int32),
-                reset=str(value(neuron, nname, "reset")),
+                bias_mant=integers(neuron, nname, "bias_mant", (0, 1)).astype(np.int32),
+                bias_exp=integers(neuron, nname, "bias_exp", (0, 1)).astype(np.int32),
+                reset=reset,
             ),
-            scale=float(value(graph.nodes[pairs[0][0]], pairs[0][0], "scale")),
-            readout=bool(value(neuron, nname, "readout")),
+            scale=_finite(value(graph.nodes[pairs[0][0]], pairs[0][0], "scale"),
+                          f"{source}: node '{pairs[0][0]}' metadata spikefold.scale", positive=True),
+            readout=_flag(value(neuron, nname, "readout"), f"{source}: node '{nname}' metadata spikefold.readout"),
             initial=initial,
         ))
     first = next(c.synapses for layer in layers for c in layer.inputs if c.source == INPUT)
     in_size = int(np.prod(first.input_shape)) if isinstance(first, Conv2d) else int(first.shape[1])
     extra = {k[len("spikefold.meta."):]: v for k, v in meta.items() if k.startswith("spikefold.meta.")}
+    def graph_value(key: str) -> Any:
+        if f"spikefold.{key}" not in meta:
+            raise NIRFileError(f"{source}: the graph's metadata has no spikefold.{key}; re-run `spikefold export`")
+        return meta[f"spikefold.{key}"]
+
+    hw_name = meta.get("spikefold.hw_config", "loihi2")
+    if not isinstance(hw_name, str):
+        raise NIRFileError(f"{source}: the graph's metadata spikefold.hw_config must be a name, found {hw_name!r}")
     return IntNetwork(
-        input=InputEncoding(size=in_size, scale=float(meta["spikefold.input_scale"]),
-                            bits=int(meta["spikefold.input_bits"]),
+        input=InputEncoding(size=in_size, scale=_finite(graph_value("input_scale"),
+                                                        f"{source}: spikefold.input_scale", positive=True),
+                            bits=_integer(graph_value("input_bits"), f"{source}: spikefold.input_bits"),
                             per_timestep=bool(meta.get("spikefold.input_per_timestep", False))),
         layers=layers,
-        timesteps=int(meta["spikefold.timesteps"]),
-        hw_config=str(meta.get("spikefold.hw_config", "loihi2")),
+        timesteps=_integer(graph_value("timesteps"), f"{source}: spikefold.timesteps"),
+        hw_config=hw_name,
         metadata=extra,
     )
+
+
+def _check_loaded(graph: nir.NIRGraph, net: IntNetwork, source: str) -> None:
+    """What ``IntNetwork.validate`` (the hardware's ranges) leaves to the file format: the NIR float parameters
+    are finite, timesteps is bounded, and every per-neuron array has one entry per neuron."""
+    for name, node in graph.nodes.items():
+        for field, value in vars(node).items():
+            if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number) and \
+                    not np.isfinite(value).all():
+                raise NIRFileError(f"{source}: node '{name}' parameter {field} holds NaN or infinite values; the "
+                                   "file is damaged: re-run `spikefold export`")
+    if not 1 <= net.timesteps <= MAX_TIMESTEPS:
+        raise NIRFileError(f"{source}: spikefold.timesteps = {net.timesteps} is outside 1..{MAX_TIMESTEPS}; re-run "
+                           "`spikefold export`")
+    for layer in net.layers:
+        neu = layer.neurons
+        for what in ("bias_mant", "bias_exp"):
+            shape = np.shape(getattr(neu, what))
+            if shape not in ((), (neu.size,)):
+                raise NIRFileError(f"{source}: layer '{layer.name}': {what} has shape {shape} for {neu.size} "
+                                   f"neurons; re-run `spikefold export`")

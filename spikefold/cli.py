@@ -6,6 +6,8 @@ Errors a user can act on print one line (no traceback) and exit with status 2; a
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -16,7 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spikefold.errors import SpikefoldError
+from spikefold import __version__, report_files
+from spikefold.errors import ConfigError, SpikefoldError
 
 console = Console(stderr=True)
 out_console = Console()
@@ -51,8 +54,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timesteps", "-T", type=int, default=4, help="timesteps per sample (default 4)")
     p.add_argument("--beta", type=float, default=0.5, help="membrane decay in [0, 1) (default 0.5)")
     p.add_argument("--learn-beta", action="store_true", help="learn the decay per layer (PLIF)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and batch order (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--neuron", default="lif", help="lif, atgo, agl, mpinit_trsg or psg_pda (default lif)")
     p.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
@@ -64,6 +67,38 @@ def _option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"--option takes key=value (e.g. reset=soft), got '{text}'")
     key, value = text.split("=", 1)
     return key.strip(), yaml.safe_load(value)
+
+
+def _positive_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, got '{text}'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text} (x_int = round(x * scale))")
+    return value
+
+
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads torch uses (default: torch's, one per core; 1 is fastest on a busy machine)")
+
+
+def _use_threads(args) -> None:
+    """Fix torch's CPU thread count for the whole command, before any work."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _force_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="overwrite the results of an earlier run at the output path "
+                                                        "(without it, existing results are kept and the run refused)")
 
 
 def _model_config(args, features: int = 64, classes: int = 10):
@@ -91,13 +126,26 @@ def _train_config(args):
     return TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
 
 
-def _recipe(path: str) -> dict:
-    from spikefold.errors import ConfigError
+def _shipped_recipes():
+    import importlib.resources
 
+    return importlib.resources.files("spikefold.recipes")
+
+
+def _recipe(path: str) -> dict:
+    """A recipe by path, or by the name of one shipped with spikefold (``digits_cnn``)."""
+    shipped = _shipped_recipes() / f"{Path(path).stem}.yaml"
     try:
-        recipe = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"recipe {path} does not exist; shipped recipes are in recipes/") from None
+        if Path(path).is_file():
+            text = Path(path).read_text()
+        elif "/" not in path and shipped.is_file():
+            text = shipped.read_text()
+        else:
+            names = sorted(p.name[:-5] for p in _shipped_recipes().iterdir() if p.name.endswith(".yaml"))
+            raise ConfigError(f"recipe {path} does not exist; give a YAML file or a shipped recipe: {', '.join(names)}")
+        recipe = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe {path} cannot be read ({exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
     unknown = set(recipe or {}) - {"dataset", "model", "train", "description"}
@@ -113,6 +161,7 @@ def cmd_train(args) -> int:
     from spikefold.train.loop import TrainConfig, distributed_rank, train
     from spikefold.train.models import ModelConfig
 
+    report_files.check_output_folder(args.out, "--out", args.force or args.resume, ("model.pt", "last.pt"))
     if args.recipe:
         recipe = _recipe(args.recipe)
         split = load_dataset(recipe.get("dataset", "digits"), args.data_root)
@@ -132,7 +181,11 @@ def cmd_train(args) -> int:
                        after_backward=gradients)
     if distributed_rank() != 0:  # under torchrun, rank 0 alone reports and writes files
         return 0
-    out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}")
+    from spikefold.pipeline import training_curve
+
+    training_curve(result.history, Path(args.out) / "training.png")
+    out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}; "
+                      "training curve training.png")
     if args.probes:
         written = probes.write(Path(args.out) / "probes", probes.observe(result.model, split.x_test),
                                gradients.summary())
@@ -143,19 +196,26 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from spikefold.pipeline import export_checkpoint
 
-    nir_path = Path(args.out)
-    if args.qat_epochs < 0 or args.qat_lr <= 0:
-        raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr > 0, got {args.qat_epochs} and {args.qat_lr}")
+    if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
+        raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr > 0 (finite), got {args.qat_epochs} "
+                             f"and {args.qat_lr}")
+    nir_path = report_files.check_output_file(args.out, "--out", args.force)
+    report_path = report_files.check_output_file(nir_path.with_suffix(".report.json"), "--out's report", args.force)
     with _progress() as progress:
         task = progress.add_task("QAT (integer forward)", total=args.qat_epochs, visible=args.qat_epochs > 0)
         net, report, float_acc = export_checkpoint(
             Path(args.checkpoint), nir_path, args.hw_config, args.dataset, args.calibration_samples,
-            args.input_scale, args.weight_bits, args.qat_epochs, args.qat_lr,
+            args.input_scale, args.weight_bits, args.qat_epochs, args.qat_lr, data_root=args.data_root,
             on_qat_epoch=lambda r: progress.update(task, completed=r["epoch"],
                                                    description=f"QAT  loss {r['loss']:.4f}"))
+    report_files.write_json(report_path, {
+        "checkpoint": args.checkpoint, "nir": str(nir_path), "float_test_accuracy": float_acc,
+        "quantisation": dataclasses.asdict(report), "processes": {layer.name: layer.process for layer in net.layers},
+        "run": report_files.run_metadata(args.argv)})
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
-    out_console.print(_table(f"exported {nir_path} (float test accuracy {float_acc * 100:.2f} %)", rows,
+    out_console.print(_table(f"exported {nir_path} and {report_path.name} (float test accuracy "
+                             f"{float_acc * 100:.2f} %)", rows,
                              ("layer", "weight_exp", "max |w|", "weight rel. error", "vth", "headroom bits")))
     if report.qat:
         q = report.qat
@@ -174,6 +234,7 @@ def cmd_import(args) -> int:
     from spikefold.export.nir_import import import_graph
     from spikefold.sim.simulator import check_state_range
 
+    out = report_files.check_output_file(args.out, "--out", args.force)
     try:
         graph = nir.read(args.graph)
     except Exception as exc:  # h5py/nir raise many types for a missing or damaged file
@@ -187,7 +248,7 @@ def cmd_import(args) -> int:
     net, report, _ = import_graph(graph, hw_config.load(args.hw_config), args.dt, args.timesteps, x, args.reset,
                                   args.weight_bits, source=args.graph)
     check_state_range(net, net.input.encode(x), report)
-    nir_io.write(net, args.out)
+    nir_io.write(net, out)
     rows = [(q.name, q.process.split(":")[0], q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
              f"{q.bias_rel_error:.4f}", q.vth, f"{q.headroom_bits:.2f}") for q in report.layers]
     out_console.print(_table(f"imported {args.graph} -> {args.out} ({report.calibration_samples} calibration samples)",
@@ -212,7 +273,9 @@ def _add_import_command(sub) -> None:
                    help="NIR's reset to v_reset = 0 (default), or the subtractive reset snnTorch uses by default")
     p.add_argument("--hw-config", default="loihi2", help="shipped name or path of a YAML file")
     p.add_argument("--weight-bits", type=int, default=None, help="Lava's num_weight_bits, 1..8 (default 8)")
-    p.add_argument("--out", default="loihi.nir")
+    p.add_argument("--out", default="loihi.nir", help="the spikefold NIR file to write (default loihi.nir)")
+    _force_arg(p)
+    _threads_arg(p)
     p.set_defaults(func=cmd_import)
 
 
@@ -225,16 +288,19 @@ def _load_net(path: str):
 def _run_data(args, net):
     from spikefold.deploy import data_source
 
-    return data_source.load(args.data, net, args.samples, args.model)
+    return data_source.load(args.data, net, args.samples, args.model, root=args.data_root)
 
 
 def cmd_deploy(args) -> int:
     from spikefold.deploy import lava_runner
     from spikefold.deploy.validation import compare
-    from spikefold.sim.simulator import simulate, spike_table
+    from spikefold.sim.simulator import matmul_plan, simulate, spike_table
 
+    if args.report:
+        report_files.check_output_file(args.report, "--report", args.force)
     lava_runner.check_target(args.target)
     net = _load_net(args.model)
+    matmul_plan(net)  # the simulator's limits (it checks Lava's spikes afterwards), before the Lava run
     data = _run_data(args, net)
     with _progress() as progress:
         task = progress.add_task(f"deploy {args.target}", total=len(data.x_int))
@@ -251,11 +317,10 @@ def cmd_deploy(args) -> int:
     out_console.print(f"spike agreement with spikefold sim: {agreement.spikes_compared - agreement.spikes_differing:,}"
                       f" / {agreement.spikes_compared:,} equal; readout equal: {agreement.readout_equal}")
     if args.report:
-        from spikefold import report_files
-
         report_files.write_json(Path(args.report), {
             "target": args.target, "data": data.source, "samples": len(data.x_int), "accuracy": accuracy,
-            "spikes": spike_table(net, result), "agreement_exact": agreement.exact})
+            "spikes": spike_table(net, result), "agreement_exact": agreement.exact,
+            "run": report_files.run_metadata(args.argv)})
     return 0
 
 
@@ -264,6 +329,8 @@ def cmd_sim(args) -> int:
     from spikefold.sim import energy
     from spikefold.sim.simulator import simulate
 
+    if args.out:
+        report_files.check_output_folder(args.out, "--out", args.force, SIM_RESULTS)
     net = _load_net(args.model)
     data = _run_data(args, net)
     result = simulate(net, data.x_int, device=args.device, batch_size=args.batch_size, threads=args.threads)
@@ -278,7 +345,6 @@ def cmd_sim(args) -> int:
         f"{title}; {report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e6:.1f} us per inference on "
         f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
     if args.out:
-        from spikefold import report_files
         from spikefold.sim import plots
 
         out = Path(args.out)
@@ -286,7 +352,7 @@ def cmd_sim(args) -> int:
         plots.firing_per_layer_and_timestep(net, result, out / "firing.png")
         plots.energy_per_layer(report, out / "energy.png")
         plots.cores_used(report, out / "cores.png")
-        report_files.write_json(out / "energy.json", report.to_dict())
+        report_files.write_json(out / "energy.json", report.to_dict() | {"run": report_files.run_metadata(args.argv)})
         report_files.write_text(out / "energy.md", "\n".join(
             [f"# Energy and latency of {args.model} on {report.hw_config}", ""] + energy.markdown_lines(
                 report.to_dict()) + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
@@ -298,9 +364,13 @@ def cmd_validate(args) -> int:
     from spikefold.deploy import validation_report
     from spikefold.deploy.validation_run import Tolerances, ValidationConfig, run_validation
 
+    # A run folder with finished chunks is kept: it is resumed (--resume) or, with --force, started over.
+    report_files.check_output_folder(args.out, "--out", args.force or args.resume,
+                                     ("report.json", "chunks/manifest.json"))
     cfg = ValidationConfig(
         model=Path(args.model), reference=Path(args.reference) if args.reference else None,
         float_model=Path(args.float_model) if args.float_model else None, data=args.data, samples=args.samples,
+        data_root=args.data_root,
         target=args.target, chunk=args.chunk, out=Path(args.out), resume=args.resume, states=args.states,
         layers=args.layers, hw_config=args.hw_config,
         tolerances=Tolerances(spikes=args.spike_tolerance, logits=args.logit_tolerance,
@@ -335,15 +405,20 @@ def cmd_validate(args) -> int:
 def cmd_pipeline(args) -> int:
     from spikefold.pipeline import PipelineConfig, run_pipeline, summary_rows
 
-    cfg = PipelineConfig(out=Path(args.out), model=_model_config(args), train=_train_config(args),
-                         hw_config=args.hw_config, target=args.target, lava_samples=args.samples,
-                         chunk=args.chunk)
+    report_files.check_output_folder(args.out, "--out", args.force, PIPELINE_RESULTS)
+    cfg = PipelineConfig(out=Path(args.out), dataset=args.dataset, data_root=args.data_root,
+                         model=_model_config(args), train=_train_config(args), hw_config=args.hw_config,
+                         target=args.target, lava_samples=args.samples, chunk=args.chunk, argv=args.argv)
     with _progress() as progress:
         summary = run_pipeline(cfg, progress)
     out_console.print(_table("spikefold pipeline", summary_rows(summary)))
-    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, firing.png, energy.png, "
-                      "cores.png)")
+    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, training.png, firing.png, "
+                      "energy.png, cores.png)")
     return 0 if summary["agreement"]["exact"] else 1
+
+
+SIM_RESULTS = ("energy.json", "energy.md")
+PIPELINE_RESULTS = ("model.pt", "last.pt", "model.nir", "report.json")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -358,35 +433,51 @@ def _data_args(p: argparse.ArgumentParser, samples_default: int | None) -> None:
                         "optional labels y (default: the test split of the model's own data set)")
     p.add_argument("--samples", type=int, default=samples_default,
                    help=f"first N samples (default {samples_default or 'all'})")
+    _data_root_arg(p)
+
+
+def _data_root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None,
+                   help="local folder holding a data set that is not embedded (cifar10, cifar100, cifar10_dvs); "
+                        "nothing is downloaded")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikefold", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"spikefold {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a spiking network (an MLP from flags, or any model from a recipe)")
     _model_args(p)
     p.add_argument("--recipe", default=None, help="a YAML recipe (recipes/*.yaml): data set, model and training")
     p.add_argument("--dataset", default="digits", help="digits (embedded), cifar10, cifar100, cifar10_dvs")
-    p.add_argument("--data-root", default=None, help="local folder holding a non-embedded data set")
+    _data_root_arg(p)
     p.add_argument("--out", default="runs/train", help="folder for last.pt, model.pt and probes/")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt (refused when the model or training options differ)")
+    _force_arg(p)
+    _threads_arg(p)
     p.add_argument("--no-probes", dest="probes", action="store_false",
                    help="skip firing-rate, gradient-window, potential and gradient probes")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="fold and quantise a checkpoint into a NIR file of Loihi 2 integers")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", default="model.nir")
+    p.add_argument("checkpoint", help="a checkpoint written by spikefold train (model.pt)")
+    p.add_argument("--out", default="model.nir", help="the NIR file to write (default model.nir)")
+    _force_arg(p)
     p.add_argument("--hw-config", default="loihi2", help="shipped name or path of a YAML file")
     p.add_argument("--dataset", default="digits", help="calibration data (its training split)")
-    p.add_argument("--calibration-samples", type=int, default=None)
-    p.add_argument("--input-scale", type=float, default=None, help="x_int = round(x * scale); default 2**bits - 1")
+    _data_root_arg(p)
+    p.add_argument("--calibration-samples", type=int, default=None,
+                   help="first N training samples used to calibrate and range-check (default all)")
+    p.add_argument("--input-scale", type=_positive_scale, default=None,
+                   help="x_int = round(x * scale), a finite number > 0; default 2**bits - 1")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="Lava's num_weight_bits, 1..8 (default: the hw_config's, 8)")
     p.add_argument("--qat-epochs", type=int, default=0,
                    help="fine-tune the integers through the integer forward for this many epochs (default 0: off)")
     p.add_argument("--qat-lr", type=float, default=0.2, help="QAT learning rate, in integer weight units (0.2)")
+    _threads_arg(p)
     p.set_defaults(func=cmd_export)
 
     _add_import_command(sub)
@@ -396,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     _target_args(p)
     _data_args(p, samples_default=200)
     p.add_argument("--report", default=None, help="also write the results as JSON here")
+    _force_arg(p)
+    _threads_arg(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("validate", help="hardware-in-the-loop run: a target against the integer sim and the "
@@ -409,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, samples_default=None)
     p.add_argument("--out", default="runs/validate", help="report folder (default runs/validate)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished chunk")
+    _force_arg(p)
+    _threads_arg(p)
     p.add_argument("--states", action="store_true", help="compare every u and v integer too")
     p.add_argument("--layers", default=None,
                    help="NAME[,NAME...] or 'each': run these layers on the target one at a time, each driven by "
@@ -428,22 +523,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("sim", help="run a NIR file in the bit-exact simulator and estimate energy and latency")
-    p.add_argument("model")
+    p.add_argument("model", help="a NIR file written by spikefold export")
     _data_args(p, samples_default=None)
     p.add_argument("--hw-config", default=None, help="loihi2, loihi1 or a .yaml path (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
     p.add_argument("--batch-size", type=int, default=None, help="samples per pass (default 1024 on CPU, all on GPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    _threads_arg(p)
     p.add_argument("--out", default=None, help="also write energy.json, energy.md and plots here")
+    _force_arg(p)
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("pipeline", help="train, export, sim, deploy and report on the default data set")
     _model_args(p)
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--hw-config", default="loihi2")
-    p.add_argument("--target", default="loihi2-sim")
+    p.add_argument("--dataset", default="digits", help="digits (embedded, default), cifar10 or cifar100 (MLP on "
+                                                       "flattened images)")
+    _data_root_arg(p)
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    _force_arg(p)
+    p.add_argument("--hw-config", default="loihi2", help="loihi2 (default), loihi1 or a .yaml path")
+    _target_args(p)
     p.add_argument("--samples", type=int, default=200, help="test samples run in Lava (default 200)")
-    p.add_argument("--chunk", type=int, default=100)
+    _threads_arg(p)
     p.set_defaults(func=cmd_pipeline)
     return parser
 
@@ -456,9 +556,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv)
+    args.argv = ["spikefold", *argv]
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
+        _use_threads(args)
         return args.func(args)
     except SpikefoldError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 from spikefold import report_files
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
-from spikefold.errors import DataError
+from spikefold.errors import ConfigError, DataError
 from spikefold.export import hw_config, nir_io, qat
 from spikefold.export.fold import fold
 from spikefold.export.quantise import QuantReport, quantise
@@ -29,6 +30,14 @@ def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
     return datasets.load(name, root)
 
 
+def _as_rows(split: datasets.Split, per_timestep: bool, timesteps: int) -> datasets.Split:
+    """Samples as rows of features (images included), or as T rows each for input that changes every timestep:
+    the form the folded and the integer networks take."""
+    shape = (timesteps, -1) if per_timestep else (-1,)
+    return dataclasses.replace(split, x_train=split.x_train.reshape(len(split.x_train), *shape),
+                               x_test=split.x_test.reshape(len(split.x_test), *shape))
+
+
 def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                       dataset: str = "digits", calibration_samples: int | None = None,
                       input_scale: float | None = None, weight_bits: int | None = None, qat_epochs: int = 0,
@@ -37,6 +46,8 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     """Fold and quantise a checkpoint, optionally fine-tune the integers through the integer forward
     (``qat_epochs`` > 0, on the training split), check the state range on calibration data (the training set),
     write NIR. Returns the network, the quantisation report and the float model's test accuracy."""
+    if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
+        raise ConfigError(f"--input-scale must be a finite number > 0 (x_int = round(x * scale)), got {input_scale}")
     hw = hw_config.load(hw_name)
     split = load_dataset(dataset, data_root)
     model = model_from_checkpoint(checkpoint)
@@ -44,6 +55,7 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     if int(np.prod(expected)) != split.features:
         raise DataError(f"checkpoint {checkpoint} expects inputs of shape {expected}; data set "
                         f"'{dataset}' has samples of shape {split.sample_shape}")
+    split = _as_rows(split, bool(model.cfg.temporal_input), model.cfg.timesteps)
     fnet = fold(model)
     calib = split.x_train[:calibration_samples] if calibration_samples else split.x_train
     net, report = quantise(fnet, hw, calib, input_scale, weight_bits)
@@ -67,12 +79,14 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     return net, report, float_acc
 
 
-def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+def test_inputs(net: IntNetwork, samples: int | None,
+                data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The encoded test split of the data set the network was trained on (first ``samples`` of it)."""
-    split = load_dataset(str(net.metadata.get("dataset", "digits")))
+    split = load_dataset(str(net.metadata.get("dataset", "digits")), data_root)
     if split.features != int(np.prod(net.input.sample_shape(net.timesteps))):
         raise DataError(f"the network takes samples of shape {net.input.sample_shape(net.timesteps)} but the "
                         f"data set's have shape {split.sample_shape}")
+    split = _as_rows(split, net.input.per_timestep, net.timesteps)
     x, y = split.x_test, split.y_test
     if samples is not None:
         if samples < 1:
@@ -85,12 +99,14 @@ def test_inputs(net: IntNetwork, samples: int | None) -> tuple[np.ndarray, np.nd
 class PipelineConfig:
     out: Path = Path("runs/demo")
     dataset: str = "digits"
+    data_root: str | Path | None = None
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30))
     hw_config: str = "loihi2"
     target: str = "loihi2-sim"
     lava_samples: int = 200
     chunk: int = 100
+    argv: list[str] | None = None  # the command line, for the report's run metadata
 
 
 def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
@@ -99,7 +115,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     lava_runner.check_target(cfg.target)  # fail before training, not after
-    split = load_dataset(cfg.dataset)
+    split = load_dataset(cfg.dataset, cfg.data_root)
     model_cfg = dataclasses.replace(cfg.model, input_shape=(split.features,), classes=split.classes)
 
     t0 = time.perf_counter()
@@ -111,14 +127,15 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     task = progress.add_task("export", total=1)
-    net, qreport, float_acc = export_checkpoint(out / "model.pt", out / "model.nir", cfg.hw_config, cfg.dataset)
+    net, qreport, float_acc = export_checkpoint(out / "model.pt", out / "model.nir", cfg.hw_config, cfg.dataset,
+                                                data_root=cfg.data_root)
     net = nir_io.read(out / "model.nir")  # everything downstream runs what the file holds
     progress.update(task, advance=1)
     timings["export_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     task = progress.add_task("sim", total=1)
-    x_all, y_all = test_inputs(net, None)
+    x_all, y_all = test_inputs(net, None, cfg.data_root)
     sim_all = simulate(net, x_all)
     sim_acc = float((sim_all.predictions == y_all).mean())
     progress.update(task, advance=1)
@@ -151,7 +168,9 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
         "spikes": spike_table(net, lava),
         "energy": report.to_dict(),
         "timings": timings,
+        "history": result.history,
         "files": {"checkpoint": "model.pt", "nir": "model.nir"},
+        "run": report_files.run_metadata(cfg.argv, cfg.train.seed),
     }
     write_reports(out, net, summary, report, lava, agreement)
     return summary
@@ -164,6 +183,7 @@ def write_reports(out: Path, net: IntNetwork, summary: dict, report: energy.Ener
     plots.firing_per_layer_and_timestep(net, run, out / "firing.png")
     plots.energy_per_layer(report, out / "energy.png")
     plots.cores_used(report, out / "cores.png")
+    training_curve(summary["history"], out / "training.png")
     report_files.write_json(out / "report.json", summary)
     report_files.write_text(out / "report.md", markdown(summary))
 
@@ -177,6 +197,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("float model accuracy (test)", f"{acc['float'] * 100:.2f} % ({acc['test_samples']} samples)"),
         ("integer sim accuracy (test)", f"{acc['int_sim'] * 100:.2f} % ({acc['test_samples']} samples)"),
         (f"Lava {summary['target']} accuracy", f"{acc['lava'] * 100:.2f} % ({acc['lava_samples']} samples)"),
+        ("integer sim accuracy, Lava's samples", f"{acc['int_sim_on_lava_samples'] * 100:.2f} % (the same "
+                                                 f"{acc['lava_samples']} samples)"),
         ("spikes equal, sim vs Lava", f"{spikes} ({'every spike' if agree['exact'] else 'MISMATCH'})"),
         ("readout voltages equal", "yes" if agree["readout_equal"] else "no"),
         (f"{e['hw_config']} cores", f"{len(e['cores'])} ({per_layer_cores})"),
@@ -202,6 +224,28 @@ def markdown(summary: dict) -> str:
                      f"{q['headroom_bits']:.2f} | {e['spikes']:.1f} | {e['synaptic_ops']:.0f} | "
                      f"{e['energy_j'] * 1e9:.2f} |")
     lines += energy.markdown_lines(summary["energy"])
-    lines += ["", "![firing rate per layer and timestep](firing.png)", "", "![energy per layer](energy.png)", "",
-              "![cores used](cores.png)", ""]
+    lines += ["", "![training curve](training.png)", "", "![firing rate per layer and timestep](firing.png)", "",
+              "![energy per layer](energy.png)", "", "![cores used](cores.png)", ""]
+    run = summary["run"]
+    lines += ["## Run", "", f"- command: `{run['command']}`", f"- seed: {run['seed']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
+              "- machine: " + ", ".join(f"{k} {v}" for k, v in run["machine"].items()), ""]
     return "\n".join(lines)
+
+
+def training_curve(history: list[dict], path: Path) -> Path:
+    """Loss and test accuracy per epoch, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (loss, acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    loss.plot(epochs, [r["loss"] for r in history], marker=".")
+    loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="loss")
+    acc.plot(epochs, [100 * r["test_accuracy"] for r in history], marker=".", color="tab:green")
+    acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -108,3 +108,32 @@ def test_ctrl_c_mid_run_stops_everything(tmp_path, exported, whom):
     assert "interrupted" in err
     assert live_processes_after(proc.pid) == []
     assert segments(tag) == []
+
+
+def test_sigkill_of_the_parent_leaves_nothing_behind(tmp_path, exported):
+    """SIGKILL runs no cleanup in the parent: Lava's processes die with it (PR_SET_PDEATHSIG), the resource
+    tracker then unlinks the run's segments, and the next Lava run removes whatever a dead run's record names."""
+    from spikefold.deploy import lava_runtime
+
+    _, net, _ = exported
+    model = nir_io.write(net, tmp_path / "model.nir")
+    tag = unique_tag()
+    proc = start_cli(["deploy", str(model), "--samples", "300", "--chunk", "300"], tag)
+    deadline = time.monotonic() + 60
+    while not segments(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert segments(tag), "the Lava runtime never started"
+    deadline = time.monotonic() + 120  # the record is written once the runtime is built: running from then on
+    while not (records := list(lava_runtime.RUN_RECORDS.glob(f"{proc.pid}-*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert records, "the run did not record its processes and segments"
+    time.sleep(0.5)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert live_processes_after(proc.pid, 20) == []
+    deadline = time.monotonic() + 20
+    while segments(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert segments(tag) == []
+    lava_runtime.remove_leftovers()  # what the next run does first: the dead run's record goes
+    assert not any(path.exists() for path in records)

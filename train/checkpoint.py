@@ -1,35 +1,24 @@
-"""Checkpoints: written atomically (temp file + rename, so a crash never leaves half a file) and read with
+"""Checkpoints: written atomically (spikefold.report_files, so a crash never leaves half a file) and read with
 ``torch.load(weights_only=True)``, which refuses pickled code. A checkpoint holds only tensors and plain
 values: the model config, the state dict and, for resuming, the optimiser state and epoch."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from spikefold import report_files
 from spikefold.errors import CheckpointError
 
 FORMAT = "spikefold-checkpoint-1"
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with report_files.atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
+    return Path(path)
 
 
 def load(path: str | Path) -> dict[str, Any]:

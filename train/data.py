@@ -78,19 +78,29 @@ def _load_batch(path: Path) -> dict:
     try:
         with path.open("rb") as f:
             batch = _ArraysOnly(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise DataError(f"{path} is not a CIFAR batch file: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises many types; all mean the same to a user
+        raise DataError(f"{path} is not a CIFAR batch file ({type(exc).__name__}: {exc}); re-extract the CIFAR "
+                        "'python version' archive") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR batch (a dict with 'data' and labels); "
+                        "re-extract the CIFAR 'python version' archive")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
-def _images(batch: dict, path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _images(batch: dict, path: Path, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or label_key not in batch:
         raise DataError(f"{path} has no '{label_key}' or 'data' entry; is it the right CIFAR variant?")
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"{path}: expected (n, 3072) uint8 images, got {data.shape}")
-    return (data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0,
-            np.asarray(batch[label_key], dtype=np.int64))
+    data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
+        raise DataError(f"{path}: expected (n, 3072) uint8 images, got {data.shape} of {data.dtype}; re-extract "
+                        "the CIFAR 'python version' archive")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: '{label_key}' must be {len(data)} integers (one per image), got {labels.shape} "
+                        f"of {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"{path}: '{label_key}' holds labels in [{labels.min()}, {labels.max()}] but the data set "
+                        f"has {classes} classes (0..{classes - 1}); the file is damaged or of another data set")
+    return data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
 def _root(root: str | Path | None, name: str) -> Path:
@@ -104,15 +114,16 @@ def _root(root: str | Path | None, name: str) -> Path:
 
 def cifar10(root: str | Path | None) -> Split:
     base = _root(root, "cifar10") / "cifar-10-batches-py"
-    train = [_images(_load_batch(base / f"data_batch_{i}"), base / f"data_batch_{i}", "labels") for i in range(1, 6)]
-    x_test, y_test = _images(_load_batch(base / "test_batch"), base / "test_batch", "labels")
+    train = [_images(_load_batch(base / f"data_batch_{i}"), base / f"data_batch_{i}", "labels", 10)
+             for i in range(1, 6)]
+    x_test, y_test = _images(_load_batch(base / "test_batch"), base / "test_batch", "labels", 10)
     return Split(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test)
 
 
 def cifar100(root: str | Path | None) -> Split:
     base = _root(root, "cifar100") / "cifar-100-python"
-    x_train, y_train = _images(_load_batch(base / "train"), base / "train", "fine_labels")
-    x_test, y_test = _images(_load_batch(base / "test"), base / "test", "fine_labels")
+    x_train, y_train = _images(_load_batch(base / "train"), base / "train", "fine_labels", 100)
+    x_test, y_test = _images(_load_batch(base / "test"), base / "test", "fine_labels", 100)
     return Split(x_train, y_train, x_test, y_test)
 
 

@@ -144,6 +144,27 @@ def model_from_checkpoint(path: str | Path) -> SpikingModel:
     return model.eval()
 
 
+def _resume_options(cfg: TrainConfig) -> dict:
+    """The training options a resumed run must share with the run it continues (not where it runs)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+
+
+def _check_resumable(path: Path, state: dict, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """A resumed run continues the same training, or is refused before any step: another model would not load,
+    other options would silently make a run that is neither the old one nor a new one."""
+    differ = []
+    for what, before, now in (("model", state["model_config"], model_cfg.to_dict()),
+                              ("training", state.get("train_config"), _resume_options(cfg))):
+        if before is None:  # checkpoints written before the options were stored
+            continue
+        differ += [f"{what} {key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
+                   if before.get(key) != now.get(key)]
+    if differ:
+        raise CheckpointError(f"cannot resume from {path}: the run it continues had other options "
+                              f"({'; '.join(differ)}); resume with the same options, or start afresh in another "
+                              "--out folder (or with --force)")
+
+
 def _optimiser(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimiser == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -181,6 +202,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
     out = Path(out) if out is not None else None
     if resume and out is not None and (out / "last.pt").exists():
         state = checkpoint.load(out / "last.pt")
+        _check_resumable(out / "last.pt", state, model_cfg, cfg)
         model.load_state_dict(state["state_dict"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -226,7 +248,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
             checkpoint.save(out / "last.pt", {
                 "model_config": model_cfg.to_dict(), "state_dict": model.state_dict(),
                 "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                "epoch": epoch + 1, "history": history})
+                "epoch": epoch + 1, "history": history, "train_config": _resume_options(cfg)})
         if on_epoch is not None:
             on_epoch(record)
     accuracy = evaluate(model, data.x_test, data.y_test)

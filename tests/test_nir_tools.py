@@ -135,5 +135,7 @@ def test_import_command(snntorch_untrained, split, tmp_path, capsys):
     assert [layer.size for layer in net.layers] == [48, 10] and net.timesteps == STEPS
     out = capsys.readouterr().out
     assert "layer0" in out and "layer1" in out  # the per-layer quantisation report
-    assert main(args + ["--dt", "5"]) == 2
+    assert main(args + ["--dt", "1e-4"]) == 2  # the output exists: kept without --force
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--dt", "5", "--force"]) == 2
     assert "dt = 5.0 is missing or implausible" in " ".join(capsys.readouterr().err.split())

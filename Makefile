@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikefold-installed
 KERNELS := $(VENV)/.spikefold-kernels
 INTEROP := $(VENV)/.spikefold-interop
+NIRTOOLS := $(VENV)/.spikefold-nir-tools
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: demo test test-all env clean
@@ -42,6 +43,13 @@ $(INTEROP): $(STAMP)
 	$(PIP) --no-deps --ignore-requires-python lava-dl==0.6.0
 	touch $@
 
+# The NIR tools the interop tests run (pyproject's "nir-tools" extra), without their declared dependencies: those
+# would pull another torch, and sinabs pins nir <= 1.0.4; what they need at import is in the list.
+$(NIRTOOLS): $(STAMP)
+	$(PIP) --no-deps snntorch==1.0.0 spikingjelly==2.0.0 "loguru>=0.7" norse==1.1.0 rockpool==3.1.0 \
+		sinabs==3.1.3 "pbr>=6" nirtorch==2.6
+	touch $@
+
 # One CPU thread: the same figures on every run (reductions in a fixed order), and the fastest on a shared
 # machine. --force: a rerun replaces the last demo's run folder.
 demo: $(STAMP)
@@ -49,11 +57,11 @@ demo: $(STAMP)
 
 # Fast suite (about 4 minutes on 2 idle cores; far longer when other jobs share them): everything except tests
 # marked slow.
-test: $(STAMP) $(KERNELS) $(INTEROP)
+test: $(STAMP) $(KERNELS) $(INTEROP) $(NIRTOOLS)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Everything, slow end-to-end runs included.
-test-all: $(STAMP) $(KERNELS) $(INTEROP)
+test-all: $(STAMP) $(KERNELS) $(INTEROP) $(NIRTOOLS)
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -138,7 +138,9 @@ def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], r
             pulse_source.s_out.connect(initial.s_in)
             initial.a_out.connect(lif.a_in)
         senders[layer.name] = lif.s_out
-        probes = ["s_out"] if not layer.readout else ["v"]
+        probes = [] if layer.readout else ["s_out"]
+        if index == len(net.layers) - 1:  # the last layer's voltage (a readout's is the logits)
+            probes.append("v")
         if record_state:
             probes = ["s_out", "u", "v"]
         for var in probes:
@@ -194,7 +196,7 @@ def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_s
     if record_state:
         u = [recorded[(i, "u")].astype(np.int64) for i in range(len(net.layers))]
         v = [recorded[(i, "v")].astype(np.int64) for i in range(len(net.layers))]
-    return SimResult(spikes=spikes, readout_v=readout_v, stats=[], u=u, v=v)
+    return SimResult(spikes=spikes, readout_v=readout_v, stats=[], u=u, v=v, spiking_output=not net.readout.readout)
 
 
 @dataclasses.dataclass
@@ -251,4 +253,5 @@ def concatenate(parts: list[SimResult]) -> SimResult:
         stats=[],
         u=cat([p.u for p in parts]) if parts[0].u is not None else None,
         v=cat([p.v for p in parts]) if parts[0].v is not None else None,
+        spiking_output=parts[0].spiking_output,
     )

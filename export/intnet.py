@@ -11,9 +11,9 @@ A network is a directed acyclic graph of layers in topological order. Each layer
 neurons fed by one or more :class:`Connection` s (Dense or Conv2d synapses from the encoded input or from an
 earlier layer's spikes); the inputs arriving at a neuron are summed, as Lava sums every Dense connected to one
 port. A chain ``input -> layer0 -> layer1 -> ...`` is the common case; residual networks add connections that
-skip layers (a shortcut, or the addends of a SEW block's sum, each through its own synapses). The last layer is a
-*readout*: an integrating neuron (``dv = 0``) that never fires and whose voltage after the last timestep is the
-logit.
+skip layers (a shortcut, or the addends of a SEW block's sum, each through its own synapses). The last layer is
+either a *readout*, an integrating neuron (``dv = 0``) that never fires and whose voltage after the last timestep
+is the logit, or a spiking layer (as networks imported from other tools end), whose spike counts are.
 
 Time is layer-synchronous: at timestep t every layer sees its sources' outputs of the same t. Lava delivers
 what a Dense receives one step later, so on Lava a layer at depth d (the longest path from the input, counted in
@@ -486,8 +486,8 @@ class IntNetwork:
         if not."""
         if self.timesteps < 1:
             raise HardwareRangeError(f"timesteps must be >= 1, got {self.timesteps}")
-        if not self.layers or not self.layers[-1].readout:
-            raise HardwareRangeError("the last layer of an integer network must be a readout layer")
+        if not self.layers:
+            raise HardwareRangeError("an integer network needs at least one layer")
         msg_bits = hw.bits("message_bits")
         if not 1 <= self.input.bits <= msg_bits:
             raise HardwareRangeError(
@@ -551,7 +551,7 @@ class IntNetwork:
                 _check_range(layer.name, "initial weights", layer.initial.weights, -256, 255, "rescale")
                 _check_range(layer.name, "initial weight_exp", layer.initial.weight_exp, e_lo, e_hi, "rescale")
             sizes[layer.name] = neu.size
-        if any(c.source == self.readout.name for layer in self.layers for c in layer.inputs):
+        if self.readout.readout and any(c.source == self.readout.name for layer in self.layers for c in layer.inputs):
             raise HardwareRangeError(f"the readout '{self.readout.name}' never fires, so no layer may take input from it")
         depths = self.depths()
         for index, layer in enumerate(self.layers):

@@ -1,19 +1,26 @@
 """Write an integer network as a NIR graph and read it back.
 
-The graph uses standard NIR nodes whose float parameters describe the *quantised* network in the float model's
-units (one NIR time unit is one timestep, dt = 1): every layer is a ``CubaLIF`` (the readout an ``I``) fed by one
-``Affine`` or ``Conv2d`` per connection (with a ``Flatten`` before an ``Affine`` that reads a map); a layer with
-several connections is a node where edges merge, whose inputs NIR sums. A chain reads ``Input -> ((Flatten ->)
-Affine or Conv2d -> CubaLIF)* -> (Flatten ->) Affine -> I -> Output``. NIR's edges are instantaneous, which is
-the integer network's layer-synchronous time; the synaptic delays Lava needs for skip connections are derived at
-deploy, not written. For a layer with scale S: ``weight = W_eff 2**e 64 / (S * input_unit)``,
-``bias = (bias_mant << bias_exp) / S``, ``v_threshold = vth 64 / S``, ``tau_syn = 4096 / (du + 1)``,
-``tau_mem = 4096 / dv`` and ``r = tau_mem`` (so that v gains exactly I each step). The readout is an
-integrator ``I`` (dv = 0). The exact integers ride in each node's ``metadata`` under ``spikefold.*`` keys,
-including what standard NIR cannot say (a per-timestep threshold schedule, the subtractive reset, MP-Init's
-initial-potential synapses, whether the layer runs on stock or custom Lava processes, and the layer's position
-in the network's order), and the graph's metadata holds the input encoding and timesteps, so reading gives back
-the identical integer network.
+The graph is the quantised network as a float network other tools run: its input is the float data (in [0, 1]
+before the input encoding), one timestep is ``DT`` = 1e-4 s (snnTorch's fixed dt; tell SpikingJelly and Norse
+``dt=1e-4``), and NIR's continuous-time equations, discretised by forward Euler at that dt, give the integer
+network's spikes. A hidden layer is an ``LIF`` (an ``IF`` when it does not leak, a ``CubaLIF`` when its current
+carries over, du < 4095) fed by one ``Affine`` or ``Conv2d`` per connection (a ``Flatten`` before an ``Affine``
+that reads a map); a layer with several connections is a node where edges merge, whose inputs NIR sums. The
+non-firing readout is no neuron at all: its synapses feed the ``Output`` directly, and since the readout
+integrates without leak, the sum of the Output over the timesteps is its final voltage over S (the logits). A
+chain reads ``Input -> ((Flatten ->) Affine or Conv2d -> LIF)* -> (Flatten ->) Affine -> Output``; a spiking
+last layer ends ``-> LIF -> Output`` and its spike counts are the prediction.
+
+For a layer with scale S (v_int ~= v_float S) and decay dv: ``tau = DT 4096 / dv``, ``r = 1``,
+``v_threshold = vth 64 / S``, ``v_leak = v_reset = 0``. NIR's LIF ``tau dv/dt = -v + r I`` steps
+``v += (DT / tau)(I - v)``, where the integer LIF adds its whole input, so the synapse carries the gain
+``tau / DT = 4096 / dv``: ``weight = W_eff 2**e 64 unit 4096 / (dv S)``, ``bias = (bias_mant << bias_exp) 4096 /
+(dv S)``, with ``unit`` the float value of one integer input unit (the input encoding's scale for the input's
+synapses, 1 for a spike). The readout's synapses carry no gain. The exact integers ride in each node's
+``metadata`` under ``spikefold.*`` keys, including what standard NIR cannot say (a per-timestep threshold
+schedule, the subtractive reset, MP-Init's initial-potential synapses, whether the layer runs on stock or custom
+Lava processes, and the layer's name and position in the network's order), and the graph's metadata holds the
+input encoding and timesteps, so reading gives back the identical integer network.
 """
 
 from __future__ import annotations
@@ -48,7 +55,15 @@ from spikefold.export.intnet import (
 )
 
 FORMAT = "spikefold-intnet-1"
-SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "CubaLIF", "I", "Flatten", "Output")
+SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "I", "Flatten", "Output")
+NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.I)  # I: the readout of files written before the Output form
+DT = 1e-4  # seconds per timestep in the graphs written here
+# The dt each tool's graphs mean (NIR stores none), for `spikefold import`'s help and errors.
+DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0: the dt given to its exporter "
+                  "(default 1e-4); Norse 1.1: the square of its modules' dt (its exporter writes dt times tau; "
+                  "1e-6 for its default 1e-3); Rockpool 3.1: the module's dt (default 1e-3); Sinabs 3.1: 1 (it "
+                  "counts time in steps); spikefold: 1e-4")
+
 # Reading a damaged HDF5 file can loop inside the HDF5 library, where neither Ctrl-C nor SIGTERM reaches it, or
 # allocate without bound: the file is read in a forked child that is killed after this long, with its memory
 # capped at READ_MEMORY_FACTOR times the file's size above what it starts with (and at least READ_MEMORY_MIN).
@@ -59,11 +74,22 @@ READ_MEMORY_MIN = 2 << 30
 MAX_TIMESTEPS = 1 << 16
 
 
+def _gain(layer: Layer) -> float:
+    """What the float synapses into ``layer`` carry beyond the integer weights' own value: NIR's neurons take in
+    dt / tau of their input per step where the integer LIF takes it all (see the module docstring)."""
+    if layer.readout:
+        return 1.0
+    neu = layer.neurons
+    membrane = DECAY_UNITY / neu.dv if neu.dv else 1.0  # an IF's r = 1 / DT already adds the whole input
+    return membrane * DECAY_UNITY / (neu.du + 1)  # the current's own Euler step (1 for du = 4095)
+
+
 def _synapse(layer: Layer, syn: Dense, input_unit: float) -> nir.NIRNode:
     neu = layer.neurons
-    gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) / (layer.scale * input_unit)
+    gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) * input_unit * _gain(layer) / layer.scale
     # NIR sums what arrives at the neuron, so the bias rides on the layer's first connection only.
-    bias = neu.effective_bias() / layer.scale if syn is layer.inputs[0].synapses else np.zeros(neu.size)
+    bias = (neu.effective_bias() * _gain(layer) / layer.scale if syn is layer.inputs[0].synapses
+            else np.zeros(neu.size))
     meta = {
         "spikefold.weights": np.asarray(syn.weights, np.int32),
         "spikefold.weight_exp": int(syn.weight_exp),
@@ -82,10 +108,10 @@ def _synapse(layer: Layer, syn: Dense, input_unit: float) -> nir.NIRNode:
     return nir.Affine(weight=syn.effective_weights() * gain, bias=bias.astype(np.float64), metadata=meta)
 
 
-def _neuron(layer: Layer, index: int) -> nir.NIRNode:
+def _neuron_metadata(layer: Layer, index: int) -> dict[str, Any]:
     neu = layer.neurons
-    shape = layer.output_shape
     meta = {
+        "spikefold.layer_name": layer.name,
         "spikefold.layer_index": int(index),
         "spikefold.du": int(neu.du),
         "spikefold.dv": int(neu.dv),
@@ -99,20 +125,26 @@ def _neuron(layer: Layer, index: int) -> nir.NIRNode:
     if layer.initial is not None:
         meta |= {"spikefold.initial_weights": np.asarray(layer.initial.weights, np.int32),
                  "spikefold.initial_weight_exp": int(layer.initial.weight_exp)}
-    if layer.readout:
-        return nir.I(r=np.ones(shape), metadata=meta)
-    tau_mem = np.full(shape, DECAY_UNITY / neu.dv)
-    # NIR's CubaLIF has one threshold and a reset to v_reset: a schedule's first value stands in for it and
+    return meta
+
+
+def _neuron(layer: Layer, index: int) -> nir.NIRNode:
+    """A firing layer's neuron node (the readout has none: its synapses feed the Output)."""
+    neu = layer.neurons
+    shape = layer.output_shape
+    meta = _neuron_metadata(layer, index)
+    # NIR's neurons have one threshold and a reset to v_reset: a schedule's first value stands in for it and
     # the subtractive reset is only in the metadata, which is what deploy reads.
-    return nir.CubaLIF(
-        tau_syn=np.full(shape, DECAY_UNITY / (neu.du + 1)),
-        tau_mem=tau_mem,
-        r=tau_mem.copy(),
-        v_leak=np.zeros(shape),
-        v_threshold=np.full(shape, neu.threshold(0) * (1 << VTH_SHIFT) / layer.scale),
-        v_reset=np.zeros(shape),
-        metadata=meta,
-    )
+    common = dict(v_threshold=np.full(shape, neu.threshold(0) * (1 << VTH_SHIFT) / layer.scale),
+                  v_reset=np.zeros(shape), metadata=meta)
+    tau_mem = np.full(shape, DT * DECAY_UNITY / neu.dv if neu.dv else np.inf)
+    r = np.full(shape, 1.0 if neu.dv else 1.0 / DT)
+    if neu.du + 1 < DECAY_UNITY:
+        return nir.CubaLIF(tau_syn=np.full(shape, DT * DECAY_UNITY / (neu.du + 1)), tau_mem=tau_mem, r=r,
+                           v_leak=np.zeros(shape), w_in=np.ones(shape), **common)
+    if neu.dv == 0:
+        return nir.IF(r=r, **common)
+    return nir.LIF(tau=tau_mem, r=r, v_leak=np.zeros(shape), **common)
 
 
 def to_nir(net: IntNetwork) -> nir.NIRGraph:
@@ -122,7 +154,13 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
     nodes: dict[str, nir.NIRNode] = {INPUT: nir.Input(input_type={"input": np.array(shapes[INPUT])})}
     edges = []
     for i, layer in enumerate(net.layers):
-        neuron = f"{layer.name}.neuron"
+        if layer.readout:
+            neuron = "output"
+            nodes[neuron] = nir.Output(output_type={"output": np.array(layer.output_shape)},
+                                       metadata=_neuron_metadata(layer, i))
+        else:
+            neuron = f"{layer.name}.neuron"
+            nodes[neuron] = _neuron(layer, i)
         for c in layer.inputs:
             sender = INPUT if c.source == INPUT else f"{c.source}.neuron"
             synapse = f"{layer.name}.synapse" if len(layer.inputs) == 1 else f"{layer.name}.synapse.{c.source}"
@@ -133,15 +171,14 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
                 sender = f"{synapse}.flatten"
             nodes[synapse] = _synapse(layer, c.synapses, net.input.scale if c.source == INPUT else 1.0)
             edges += [(sender, synapse), (synapse, neuron)]
-        nodes[neuron] = _neuron(layer, i)
         shapes[layer.name] = layer.output_shape
-    previous = f"{net.readout.name}.neuron"
-    nodes["output"] = nir.Output(output_type={"output": np.array([net.readout.size])})
-    edges.append((previous, "output"))
+    if not net.readout.readout:  # a spiking last layer: the Output carries its spikes
+        nodes["output"] = nir.Output(output_type={"output": np.array(net.readout.output_shape)})
+        edges.append((f"{net.readout.name}.neuron", "output"))
     metadata: dict[str, Any] = {
         "spikefold.format": FORMAT,
         "spikefold.timesteps": int(net.timesteps),
-        "spikefold.dt": 1.0,
+        "spikefold.dt": DT,
         "spikefold.hw_config": net.hw_config,
         "spikefold.input_scale": float(net.input.scale),
         "spikefold.input_bits": int(net.input.bits),
@@ -267,9 +304,15 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
             raise NIRFileError(f"{source}: node '{name}' has {len(step[name])} {what}; it needs exactly one")
         return step[name][0]
 
+    def is_layer(name: str) -> bool:
+        """A neuron node, or an Output that synapses feed (the readout written as its synapses alone)."""
+        node = graph.nodes[name]
+        return isinstance(node, NEURON_NODES) or (isinstance(node, nir.Output) and any(
+            isinstance(graph.nodes[p], (nir.Affine, nir.Conv2d)) for p in predecessors[name]))
+
     layers = []
     for name, node in graph.nodes.items():
-        if not isinstance(node, (nir.CubaLIF, nir.I)):
+        if not is_layer(name):
             continue
         pairs = []
         for synapse in predecessors[name]:
@@ -281,16 +324,18 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
             if isinstance(graph.nodes[sender], nir.Flatten):
                 single(sender, successors, "successors")
                 sender = single(sender, predecessors, "inputs")
-            if not isinstance(graph.nodes[sender], (nir.CubaLIF, nir.I, nir.Input)):
+            if not isinstance(graph.nodes[sender], NEURON_NODES + (nir.Input,)):
                 raise NIRFileError(f"{source}: synapse '{synapse}' reads node '{sender}' "
                                    f"({type(graph.nodes[sender]).__name__}); it must read a neuron or the input")
             pairs.append((synapse, sender))
         if not pairs:
             raise NIRFileError(f"{source}: neuron '{name}' has no input synapses")
         layers.append((name, pairs))
-    readout = single(outputs[0], predecessors, "inputs")
-    if not isinstance(graph.nodes[readout], nir.I):
-        raise NIRFileError(f"{source}: the Output reads '{readout}', which is not an I (readout) node")
+    if not is_layer(outputs[0]):
+        last = single(outputs[0], predecessors, "inputs")
+        if not isinstance(graph.nodes[last], NEURON_NODES):
+            raise NIRFileError(f"{source}: the Output reads '{last}' ({type(graph.nodes[last]).__name__}); it must "
+                               "read a neuron or the readout's synapses")
     # HDF5 does not keep the order nodes were written in: order the layers so that every one comes after what
     # it reads, breaking ties by the position each neuron was written at (files without it: by name).
     def written(name: str) -> tuple[int, str]:
@@ -370,7 +415,7 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
     layers, names = [], {}
     for nname, pairs in _layers(graph, source):
         neuron = graph.nodes[nname]
-        names[nname] = nname.rsplit(".", 1)[0]
+        names[nname] = str((neuron.metadata or {}).get("spikefold.layer_name", nname.rsplit(".", 1)[0]))
 
         def value(node, name, key):
             return _meta(node, name, key, source)

@@ -215,7 +215,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
             dv, reset = int(round(DECAY_UNITY * (1.0 - form.decay))), form.reset
             vth_all = np.rint(thresholds * scale / (1 << VTH_SHIFT)).astype(np.int64)
             vth = int(vth_all[0]) if len(vth_all) == 1 else vth_all
-            if form.decay > 0 and dv < 1:
+            if form.decay < 1 and dv < 1:  # (a decay of exactly 1, an IF, is dv = 0)
                 raise HardwareRangeError(
                     f"layer '{fl.name}': decay {form.decay:.6f} rounds to dv = 0 (no leak); Loihi's 12-bit dv "
                     "needs decay <= 1 - 1/8192")

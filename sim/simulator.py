@@ -91,10 +91,11 @@ class SimResult:
     u: list[np.ndarray] | None = None  # per-layer state traces when recorded
     v: list[np.ndarray] | None = None
     timing: str = "synchronous"
+    spiking_output: bool = False  # the last layer fires: its spike counts, not its voltage, are the logits
 
     @property
     def logits(self) -> np.ndarray:
-        return self.readout_v[:, -1, :]
+        return self.spikes[-1].sum(axis=1) if self.spiking_output else self.readout_v[:, -1, :]
 
     @property
     def predictions(self) -> np.ndarray:
@@ -211,7 +212,7 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
         if not record_state:
             readout_v[start:stop] = run.readout_v.cpu().numpy()
     return SimResult(spikes=spikes, readout_v=readout_v, stats=stats, u=traces.get("u"), v=traces.get("v"),
-                     timing=timing)
+                     timing=timing, spiking_output=not net.readout.readout)
 
 
 def _batches(net: IntNetwork, x: np.ndarray, record_state: bool, timing: str, device: str | None,
@@ -337,6 +338,7 @@ def align_to_synchronous(net: IntNetwork, result: SimResult) -> SimResult:
         u=[window(i, a) for i, a in enumerate(result.u)] if result.u is not None else None,
         v=[window(i, a) for i, a in enumerate(result.v)] if result.v is not None else None,
         timing="synchronous",
+        spiking_output=result.spiking_output,
     )
 
 

@@ -224,6 +224,61 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """Quantise a foreign NIR graph (snnTorch, SpikingJelly, Norse, ...) into a spikefold NIR file."""
+    import nir
+    import numpy as np
+
+    from spikefold.errors import DataError, NIRFileError
+    from spikefold.export import hw_config, nir_io
+    from spikefold.export.nir_import import import_graph
+    from spikefold.sim.simulator import check_state_range
+
+    out = report_files.check_output_file(args.out, "--out", args.force)
+    try:
+        graph = nir.read(args.graph)
+    except Exception as exc:  # h5py/nir raise many types for a missing or damaged file
+        raise NIRFileError(f"NIR file {args.graph} cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        loaded = np.load(args.calibration)
+        x = loaded[args.calibration_key] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"calibration file {args.calibration} cannot be read as .npy, or as .npz with the array "
+                        f"'{args.calibration_key}' ({type(exc).__name__}: {exc})") from None
+    net, report, _ = import_graph(graph, hw_config.load(args.hw_config), args.dt, args.timesteps, x, args.reset,
+                                  args.weight_bits, source=args.graph)
+    check_state_range(net, net.input.encode(x), report)
+    nir_io.write(net, out)
+    rows = [(q.name, q.process.split(":")[0], q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
+             f"{q.bias_rel_error:.4f}", q.vth, f"{q.headroom_bits:.2f}") for q in report.layers]
+    out_console.print(_table(f"imported {args.graph} -> {args.out} ({report.calibration_samples} calibration samples)",
+                             rows, ("layer", "process", "weight_exp", "max |w|", "weight rel. error",
+                                    "bias rel. error", "vth", "headroom bits")))
+    return 0
+
+
+def _add_import_command(sub) -> None:
+    from spikefold.export.nir_io import DT_CONVENTIONS  # not nir_import: the parser must not need the training code
+
+    p = sub.add_parser("import", help="quantise a NIR graph from another tool into Loihi 2 integers (a spikefold "
+                                      "NIR file that sim, deploy and validate run)")
+    p.add_argument("graph", help="a NIR file written by snnTorch, SpikingJelly, Norse, Sinabs, Rockpool, ...")
+    p.add_argument("--dt", type=float, required=True,
+                   help=f"the tool's timestep in seconds (NIR stores none). {DT_CONVENTIONS}")
+    p.add_argument("--timesteps", type=int, required=True, help="timesteps per sample")
+    p.add_argument("--calibration", required=True,
+                   help="calibration inputs in [0, 1]: .npy (samples, features), or .npz (see --calibration-key)")
+    p.add_argument("--calibration-key", default="x", help="the array's name in an .npz (default x)")
+    p.add_argument("--reset", choices=("zero", "subtract"), default="zero",
+                   help="NIR's reset to v_reset = 0 (default), or the subtractive reset snnTorch uses by default")
+    p.add_argument("--hw-config", default="loihi2", help="shipped name or path of a YAML file")
+    p.add_argument("--weight-bits", type=int, default=None, help="Lava's num_weight_bits, 1..8 (default 8)")
+    p.add_argument("--out", default="loihi.nir", help="the spikefold NIR file to write (default loihi.nir)")
+    _force_arg(p)
+    _threads_arg(p)
+    p.set_defaults(func=cmd_import)
+
+
 def _load_net(path: str):
     from spikefold.export import nir_io
 
@@ -480,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a NIR file written by spikefold export, or a netx file with --from netx")
     p.add_argument("out", help="the file to write; its suffix picks the format unless --to is given")
     p.add_argument("--from", dest="source_format", choices=("nir", "netx"), default="nir",
-                   help="what IN is: nir (a spikefold export) or netx (a lava-dl netx HDF5 file)")
+                   help="what MODEL is: nir (a spikefold export) or netx (a lava-dl netx HDF5 file)")
     p.add_argument("--to", choices=("nir", "netx", "onnx"), default=None,
                    help="nir, netx (lava-dl hdf5.Network) or onnx (default: from OUT's suffix)")
     p.add_argument("--timesteps", "-T", type=int, default=None,
@@ -489,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bits of a netx network's input (hdf5.Network's input_message_bits; default 1: binary spikes)")
     _force_arg(p)
     p.set_defaults(func=cmd_convert)
+
+    _add_import_command(sub)
 
     p = sub.add_parser("deploy", help="run a NIR file in Lava and report accuracy and spikes")
     p.add_argument("model", help="a NIR file written by spikefold export")

@@ -77,7 +77,7 @@ def test_unmappable_node_is_named(capsys, tmp_path, exported):
 @pytest.mark.parametrize("change,message", [
     ("cycle", "the graph has a cycle through the neurons ['hidden0.neuron', 'hidden1.neuron']"),
     ("stray", "found Inputs ['input'] and Outputs ['output', 'output_stray']"),  # NIR gives a loose end an Output
-    ("bare", "node 'hidden0.neuron' (CubaLIF) feeds the neuron 'twin'; only Affine or Conv2d synapses may"),
+    ("bare", "node 'hidden0.neuron' (LIF) feeds the neuron 'twin'; only Affine or Conv2d synapses may"),
 ])
 def test_graphs_deploy_cannot_map_are_named(capsys, tmp_path, exported, change, message):
     """A graph of neurons and synapses, but one no spikefold network has: a loop, a node off the path from input

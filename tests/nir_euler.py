@@ -1,0 +1,43 @@
+"""An independent float reading of a NIR graph: NIR's continuous-time equations stepped by forward Euler at a
+given dt, with numpy, written from NIR's node definitions (not from spikefold's writer). Chains and graphs whose
+nodes merge by summation; Input, Affine, Linear, Flatten, LIF, IF and Output nodes."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+
+def run(graph: nir.NIRGraph, x: np.ndarray, timesteps: int, dt: float) -> list[np.ndarray]:
+    """The Output node's value at every step for static input ``x`` (samples, features): (T, samples, ...)."""
+    order, done = [], set()
+    preds = {name: [a for a, b in graph.edges if b == name] for name in graph.nodes}
+    while len(order) < len(graph.nodes):
+        for name in graph.nodes:
+            if name not in done and all(p in done for p in preds[name]):
+                order.append(name)
+                done.add(name)
+    state: dict[str, np.ndarray] = {}
+    outputs = []
+    for _ in range(timesteps):
+        value: dict[str, np.ndarray] = {}
+        for name in order:
+            node = graph.nodes[name]
+            inp = x if isinstance(node, nir.Input) else sum(value[p] for p in preds[name])
+            if isinstance(node, (nir.Affine, nir.Linear)):
+                out = inp @ np.asarray(node.weight).T + (node.bias if isinstance(node, nir.Affine) else 0)
+            elif isinstance(node, nir.Flatten):
+                out = inp.reshape(len(inp), -1)
+            elif isinstance(node, (nir.LIF, nir.IF)):
+                v = state.get(name, np.zeros_like(inp))
+                if isinstance(node, nir.LIF):  # tau dv/dt = (v_leak - v) + r I
+                    v = v + dt / node.tau * (node.v_leak - v + node.r * inp)
+                else:  # dv/dt = r I
+                    v = v + dt * node.r * inp
+                out = (v > node.v_threshold).astype(np.float64)
+                state[name] = np.where(out > 0, node.v_reset, v)
+            else:  # Input, Output
+                out = inp
+            value[name] = out
+        outputs.append(value[next(n for n, node in graph.nodes.items() if isinstance(node, nir.Output))])
+    return outputs

@@ -1,0 +1,161 @@
+"""Networks built, trained briefly and exported to NIR by other tools (snnTorch 1.0, SpikingJelly 2.0, Norse
+1.1), with their own simulation of the float network on the test split: what the NIR tests and
+benchmarks/nir_interop.py import into spikefold. Input is static (the digits features every step), as
+spikefold's own; the prediction is the last layer's spike count."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nir
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class ToolNet:
+    tool: str
+    network: str
+    graph: nir.NIRGraph
+    dt: float  # the step the tool simulated with, in seconds
+    timesteps: int
+    spikes: list[np.ndarray]  # the tool's own spikes on the test split, per spiking layer (samples, T, neurons)
+    x_train: np.ndarray  # the tool's input: (samples, features), or (samples, T, features) per timestep
+    x_test: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.spikes[-1].sum(axis=1).argmax(axis=1)
+
+
+def _train(run, params, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
+    """Adam on the cross-entropy of the last layer's spike counts; run(x) returns per-layer (samples, T, n)."""
+    opt = torch.optim.Adam(params, 2e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(64):
+            loss = torch.nn.functional.cross_entropy(run(x[idx])[-1].sum(1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def spike_trains(x: np.ndarray, timesteps: int, seed: int = 0) -> np.ndarray:
+    """Binary input spikes that change every step: (samples, T, features), each spike with probability x."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((len(x), timesteps, x.shape[1])) < x[:, None, :]).astype(np.float64)
+
+
+def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0, spike_input: bool = False) -> ToolNet:
+    """64-48-10 of snnTorch Leaky neurons, reset to zero in the step they fire (what its NIR file says). With
+    ``spike_input`` the input is :func:`spike_trains` of the digits (samples, T, 64), not the static features."""
+    import snntorch as snn
+    from snntorch import utils
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(seed)
+
+    def leaky(n):  # per-neuron parameters, so that the exported LIF nodes carry their shape
+        return snn.Leaky(beta=torch.full((n,), 0.8), threshold=torch.ones(n), init_hidden=True,
+                         reset_mechanism="zero", reset_delay=False)
+
+    net = torch.nn.Sequential(torch.nn.Linear(64, 48), leaky(48), torch.nn.Linear(48, 10), leaky(10))
+
+    def run(x):
+        utils.reset(net)
+        spikes = [[], []]
+        for t in range(timesteps):
+            hidden = net[1](net[0](x[:, t] if spike_input else x))
+            spikes[0].append(hidden)
+            spikes[1].append(net[3](net[2](hidden)))
+        return [torch.stack(s, 1) for s in spikes]
+
+    def inputs(features):
+        return torch.tensor(spike_trains(features, timesteps) if spike_input else features, dtype=torch.float32)
+
+    x = inputs(split.x_train)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
+    with torch.no_grad():
+        spikes = [s.numpy().astype(bool) for s in run(inputs(split.x_test))]
+    graph = export_to_nir(net, torch.tensor(split.x_train[:1], dtype=torch.float32), model_name="snntorch",
+                          ignore_dims=[0])
+    network = "MLP 64-48-10" + (", spike input" if spike_input else "")
+    return ToolNet("snntorch", network, graph, 1e-4, timesteps, spikes, x.numpy().astype(np.float64),
+                   inputs(split.x_test).numpy().astype(np.float64))
+
+
+def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
+    """Conv 3x3 (8 maps) -> LIF -> 2x2 average pooling -> Linear -> LIF on 8 x 8 digits, SpikingJelly's hard
+    reset to 0 and ``decay_input=False`` (v = (1 - 1/tau) v + x)."""
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+
+    torch.manual_seed(seed)
+
+    def lif():
+        return neuron.LIFNode(tau=2.0, decay_input=False, v_reset=0.0, v_threshold=1.0,
+                              surrogate_function=surrogate.ATan())
+
+    net = torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), lif(), layer.AvgPool2d(2), layer.Flatten(),
+                              layer.Linear(8 * 4 * 4, 10), lif())
+
+    def run(x):
+        functional.reset_net(net)
+        spikes = [[], []]
+        for _ in range(timesteps):
+            hidden = net[1](net[0](x))
+            spikes[0].append(hidden.flatten(1))
+            spikes[1].append(net[5](net[4](net[3](net[2](hidden)))))
+        return [torch.stack(s, 1) for s in spikes]
+
+    x = torch.tensor(split.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
+    with torch.no_grad():
+        spikes = [s.numpy().astype(bool)
+                  for s in run(torch.tensor(split.x_test, dtype=torch.float32).reshape(-1, 1, 8, 8))]
+    functional.reset_net(net)
+    dt = 1e-4
+    return ToolNet("spikingjelly", "CNN conv8-pool-10", export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes,
+                   split.x_train, split.x_test)
+
+
+def norse_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
+    """64-48-10 of Norse LIFBoxCell neurons (no synaptic current) at dt = 1e-3. Norse 1.1's exporter writes
+    ``tau = dt / tau_mem_inv``, dt times the true tau, so the graph reads right at dt**2: that is the dt given."""
+    import norse.torch as norse
+    from norse.torch.functional.lif_box import LIFBoxParameters
+    from norse.torch.module.lif_box import LIFBoxCell
+
+    torch.manual_seed(seed)
+    dt = 1e-3
+    p = LIFBoxParameters(tau_mem_inv=torch.tensor(500.0), v_th=torch.tensor(0.25), v_leak=torch.tensor(0.0),
+                         v_reset=torch.tensor(0.0))
+    net = norse.SequentialState(torch.nn.Linear(64, 48), LIFBoxCell(p, dt=dt), torch.nn.Linear(48, 10),
+                                LIFBoxCell(p, dt=dt))
+    layers = list(net.children())
+
+    def run(x):
+        spikes, hidden_state, out_state = [[], []], None, None
+        for _ in range(timesteps):
+            hidden, hidden_state = layers[1](layers[0](x), hidden_state)
+            out, out_state = layers[3](layers[2](hidden), out_state)
+            spikes[0].append(hidden)
+            spikes[1].append(out)
+        return [torch.stack(s, 1) for s in spikes]
+
+    x = torch.tensor(split.x_train, dtype=torch.float32)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
+    with torch.no_grad():
+        spikes = [s.numpy().astype(bool) for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
+    return ToolNet("norse", "MLP 64-48-10", norse.to_nir(net, x[:1], dt=dt), dt * dt, timesteps, spikes,
+                   split.x_train, split.x_test)
+
+def summed_output(module, x: torch.Tensor, steps: int) -> np.ndarray:
+    """What a tool's imported module outputs for static input, summed over the steps (nirtorch's executors return
+    (output, state); the state goes back in)."""
+    total, state = 0, None
+    for _ in range(steps):
+        out = module(x) if state is None else module(x, state)
+        if isinstance(out, tuple):
+            out, state = out
+        total = total + out.detach()
+    return total.numpy()

@@ -1,0 +1,141 @@
+"""NIR both ways with the real tools (pyproject's nir-tools extra): networks built, trained briefly and exported by
+snnTorch, SpikingJelly and Norse are imported into the integer network, simulated and run in Lava; spikefold's own
+export is loaded by snnTorch, SpikingJelly and Norse and predicts what spikefold's simulator predicts."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from spikefold.deploy import lava_runner
+from spikefold.errors import DataError, NIRFileError
+from spikefold.export import nir_io
+from spikefold.export.nir_import import import_graph
+from spikefold.sim.simulator import check_state_range, simulate
+
+snn = pytest.importorskip("snntorch")
+from snntorch.import_nir import import_from_nir  # noqa: E402
+
+from tests import nir_tool_nets  # noqa: E402
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def snntorch_mlp(split):
+    return nir_tool_nets.snntorch_mlp(split, epochs=2, timesteps=STEPS)
+
+
+@pytest.fixture(scope="module")
+def snntorch_untrained(split):
+    return nir_tool_nets.snntorch_mlp(split, epochs=0, timesteps=STEPS)
+
+
+def _import_and_check(tool_net, split, loihi2):
+    """Import, then: the simulator against the tool's own spikes (>= 98 % of each layer's spike slots, >= 95 % of
+    predictions at 8-bit weights), and Lava against the simulator on every spike and voltage of a few samples."""
+    x_train, x_test = tool_net.x_train, tool_net.x_test
+    net, report, _ = import_graph(tool_net.graph, loihi2, dt=tool_net.dt, timesteps=tool_net.timesteps,
+                                  calibration_x=x_train)
+    check_state_range(net, net.input.encode(x_train), report)
+    assert not net.readout.readout, "the tool's last spiking layer stays a spiking layer"
+    assert all(layer.max_abs_weight == 254 for layer in report.layers)  # mixed-sign 8-bit, even
+    sim = simulate(net, net.input.encode(x_test))
+    slots = [float((a == b).mean()) for a, b in zip(tool_net.spikes, sim.spikes)]
+    assert min(slots) >= 0.98, slots
+    assert (sim.predictions == tool_net.predictions).mean() >= 0.95
+    x = net.input.encode(x_test[:6])
+    lava = lava_runner.run(net, x)
+    golden = simulate(net, x)
+    for a, b in zip(golden.spikes, lava.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(golden.readout_v, lava.readout_v)
+    np.testing.assert_array_equal(golden.predictions, lava.predictions)
+    return net
+
+
+@pytest.mark.slow
+def test_snntorch_mlp_imports_and_runs_exactly_in_lava(snntorch_mlp, split, loihi2):
+    _import_and_check(snntorch_mlp, split, loihi2)
+
+
+def test_snntorch_mlp_with_spike_input_changing_every_step(split, loihi2):
+    """Binary input spikes that change every step, as snnTorch networks usually get them: the calibration data's
+    time axis makes the input per-timestep binary spikes (InputEncoding.per_timestep, 1 bit)."""
+    tool_net = nir_tool_nets.snntorch_mlp(split, epochs=1, timesteps=STEPS, spike_input=True)
+    net = _import_and_check(tool_net, split, loihi2)
+    assert net.input.per_timestep and net.input.bits == 1
+
+
+@pytest.mark.slow
+def test_spikingjelly_cnn_with_pooling_imports_and_runs_exactly_in_lava(split, loihi2):
+    _import_and_check(nir_tool_nets.spikingjelly_cnn(split, epochs=2, timesteps=STEPS), split, loihi2)
+
+
+@pytest.mark.slow
+def test_norse_mlp_imports_and_runs_exactly_in_lava(split, loihi2):
+    _import_and_check(nir_tool_nets.norse_mlp(split, epochs=3, timesteps=STEPS), split, loihi2)
+
+
+def test_tools_load_spikefolds_export_and_predict_alike(exported, split, tmp_path):
+    """The reverse direction: spikefold's graph in snnTorch (dt fixed at 1e-4), SpikingJelly and Norse (told
+    dt = 1e-4); the Output summed over the timesteps is the readout's voltage over its scale."""
+    from norse.torch import from_nir as norse_from_nir
+    from spikingjelly.activation_based.nir_exchange.from_nir import import_from_nir as sj_from_nir
+
+    _, net, _ = exported
+    path = nir_io.write(net, tmp_path / "model.nir")
+    expected = simulate(net, net.input.encode(split.x_test)).predictions
+    x = torch.tensor(split.x_test, dtype=torch.float32)
+    loaders = {"snntorch": import_from_nir, "spikingjelly": lambda g: sj_from_nir(g, dt=nir_io.DT),
+               "norse": lambda g: norse_from_nir(g, dt=nir_io.DT)}
+    for tool, load in loaders.items():
+        logits = nir_tool_nets.summed_output(load(nir.read(path)), x, net.timesteps)
+        agree = (logits.argmax(1) == expected).mean()
+        assert agree == 1.0, f"{tool} agrees with spikefold's simulator on {agree:.2%} of predictions"
+
+
+def test_bad_imports_are_named(snntorch_untrained, split, loihi2):
+    graph = snntorch_untrained.graph
+    with pytest.raises(NIRFileError, match=r"dt = 0.*implausible.*snnTorch 1.0: 1e-4"):
+        import_graph(graph, loihi2, dt=0, timesteps=STEPS, calibration_x=split.x_train)
+    with pytest.raises(NIRFileError, match=r"node '1' \(LIF\) has tau = 0.0005 s, shorter than dt = 0.01"):
+        import_graph(graph, loihi2, dt=1e-2, timesteps=STEPS, calibration_x=split.x_train)
+    with pytest.raises(DataError, match=r"shape \(10, 32\).*\(samples, 64\)"):
+        import_graph(graph, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train[:10, :32])
+    with pytest.raises(DataError, match=r"spans \[0, 16\].*\[0, 1\]"):
+        import_graph(graph, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train * 16)
+    leaky = nir.NIRGraph(nodes=dict(graph.nodes), edges=list(graph.edges))
+    lif = leaky.nodes["1"]
+    leaky.nodes["1"] = nir.LIF(tau=lif.tau, r=lif.r, v_leak=np.full_like(lif.v_leak, 0.1),
+                               v_threshold=lif.v_threshold, v_reset=lif.v_reset)
+    with pytest.raises(NIRFileError, match=r"node '1' \(LIF\) has v_leak = 0.1; only v_leak = 0"):
+        import_graph(leaky, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
+    twice = nir.NIRGraph(nodes={**graph.nodes, "input2": nir.Input(input_type={"input": np.array([64])})},
+                         edges=graph.edges + [("input2", "0")], type_check=False)
+    with pytest.raises(NIRFileError, match=r"2 Input nodes"):
+        import_graph(twice, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
+    loop = nir.NIRGraph(nodes=dict(graph.nodes), edges=graph.edges + [("3", "2")], type_check=False)
+    with pytest.raises(NIRFileError, match=r"has 2 inputs and 1 outputs.*recurrent edges"):
+        import_graph(loop, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
+
+
+def test_import_command(snntorch_untrained, split, tmp_path, capsys):
+    from spikefold.cli import main
+
+    graph = snntorch_untrained.graph
+    nir.write(tmp_path / "snn.nir", graph)
+    np.savez(tmp_path / "calib.npz", x=split.x_train[:200])
+    args = ["import", str(tmp_path / "snn.nir"), "--timesteps", str(STEPS), "--calibration",
+            str(tmp_path / "calib.npz"), "--out", str(tmp_path / "loihi.nir")]
+    assert main(args + ["--dt", "1e-4"]) == 0
+    net = nir_io.read(tmp_path / "loihi.nir")
+    assert [layer.size for layer in net.layers] == [48, 10] and net.timesteps == STEPS
+    out = capsys.readouterr().out
+    assert "layer0" in out and "layer1" in out  # the per-layer quantisation report
+    assert main(args + ["--dt", "1e-4"]) == 2  # the output exists: kept without --force
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--dt", "5", "--force"]) == 2
+    assert "dt = 5.0 is missing or implausible" in " ".join(capsys.readouterr().err.split())

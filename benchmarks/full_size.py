@@ -8,9 +8,8 @@ layer spikes; the simulator run checks that every layer did. Every stage runs in
 reports its wall time and its peak resident memory (getrusage's ru_maxrss), so one stage's memory is not
 counted against another's.
 
-``cores`` and ``chips`` come from the partitioned core mapping (:func:`hardware_columns`); the column left for
-work that lands after this script, ``lava_layerwise_*`` (layer-wise Lava validation, filled by
-:func:`lava_columns`), is null until then.
+``cores`` and ``chips`` come from the partitioned core mapping (:func:`hardware_columns`); the last stage
+validates every layer alone in Lava on ``--lava-samples`` samples (:func:`stage_lava`).
 
     .venv/bin/python benchmarks/full_size.py --widths 1/16 1/4        # while developing
     .venv/bin/python benchmarks/full_size.py --widths 1               # full width: watch `free -g`
@@ -139,11 +138,28 @@ def hardware_columns(nir_path: Path) -> dict:
     return {"cores": len(core_map.cores), "chips": core_map.chips}
 
 
-def lava_columns(nir_path: Path) -> dict:
-    """Layer-wise Lava validation (time and peak memory per layer, spikes compared and equal): filled once
-    layer-wise validation lands."""
-    return {"lava_layerwise_s_per_layer": None, "lava_layerwise_peak_gb": None, "spikes_compared": None,
-            "spikes_equal": None}
+def stage_lava(nir_path: Path, samples: int) -> dict:
+    """Layer-wise hardware-in-the-loop validation (``spikefold validate --layers each``): every layer run alone
+    in Lava's bit-accurate simulation, driven by the input spikes the simulator recorded for it, every spike
+    compared. Peak memory counts Lava's forked processes too (the largest of them)."""
+    from spikefold.deploy.validation_run import ValidationConfig, run_validation
+
+    with tempfile.TemporaryDirectory(prefix="full_size_lava_") as work:
+        data = Path(work) / "x.npz"
+        x = synthetic_cifar(samples, seed=4).x_train.reshape(samples, -1)
+        np.savez(data, x=x)
+        start = time.perf_counter()
+        report = run_validation(ValidationConfig(model=nir_path, data=str(data), samples=samples, layers="each",
+                                                 chunk=samples, out=Path(work) / "validate"))
+        elapsed = time.perf_counter() - start
+    rows = report["layers"]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    return {"lava_samples": samples, "lava_layers": len(rows), "lava_layerwise_s": elapsed,
+            "lava_layerwise_s_per_layer": [round(r["target_s"], 2) for r in rows],
+            "lava_children_peak_gb": children,
+            "spikes_compared": sum(r["spikes_compared"] for r in rows),
+            "spikes_differing": sum(r["spikes_differing"] for r in rows),
+            "spikes_equal": all(r["spikes_differing"] == 0 for r in rows)}
 
 
 def _child(args: list[str], timeout: float) -> dict:
@@ -168,7 +184,10 @@ def table(rows: list[dict]) -> str:
              "| export peak (GB) | sim samples/s (CPU) | sim peak (GB) | every layer spiked | cores | chips | "
              "Lava layer-wise |", "| --- " * 14 + "|"]
     for r in rows:
-        lava = "-" if r["spikes_equal"] is None else f"{r['spikes_equal']}"
+        lava = "-" if r.get("spikes_equal") is None else (
+            f"{r['lava_layers']} layers, {r['lava_samples']} samples, {r['lava_layerwise_s']:.0f} s, peak "
+            f"{max(r['lava_peak_gb'], r['lava_children_peak_gb']):.2f} GB; {r['spikes_compared']:,} spikes, "
+            f"{'all equal' if r['spikes_equal'] else str(r['spikes_differing']) + ' differ'}")
         lines.append(
             f"| {r['width']} | {r['neurons']:,} | {r['weights_held']:,} | {r['synapses_unrolled']:,} | "
             f"{r['train_s']:.0f} | {r['calibration_samples']} | {r['export_s']:.1f} | {r['export_peak_gb']:.2f} | {r['sim_samples_per_s']:.2f} | "
@@ -184,6 +203,8 @@ def main() -> int:
     p.add_argument("--train-batch", type=int, default=4)
     p.add_argument("--calibration-samples", type=int, default=16)
     p.add_argument("--sim-samples", type=int, default=8)
+    p.add_argument("--lava-samples", type=int, default=2,
+                   help="samples of the layer-wise Lava validation (0: skip it)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads in every stage (default 1: on a shared machine torch's 2-thread "
                         "kernels collapse when other jobs hold the cores)")
@@ -198,6 +219,8 @@ def main() -> int:
             result = stage_train(WIDTHS[rest[0]], args.train_steps, args.train_batch, Path(rest[1]))
         elif kind == "export":
             result = stage_export(Path(rest[0]), Path(rest[1]), args.calibration_samples)
+        elif kind == "lava":
+            result = stage_lava(Path(rest[0]), args.lava_samples)
         else:
             result = stage_sim(Path(rest[0]), args.sim_samples, args.threads)
         print(json.dumps({**result, "peak_gb": _peak_rss_gb()}))
@@ -210,18 +233,19 @@ def main() -> int:
     rows = [r for r in earlier if r["width"] not in args.widths]
     common = ["--train-steps", str(args.train_steps), "--train-batch", str(args.train_batch),
               "--calibration-samples", str(args.calibration_samples), "--sim-samples", str(args.sim_samples),
-              "--threads", str(args.threads)]
+              "--threads", str(args.threads), "--lava-samples", str(args.lava_samples)]
     with tempfile.TemporaryDirectory(prefix="full_size_") as work:
         for name in args.widths:
             ckpt, nir_path = Path(work) / f"w{len(rows)}.pt", Path(work) / f"w{len(rows)}.nir"
             row = {"width": name, "timesteps": TIMESTEPS, "load_average_start": os.getloadavg()[0],
                    "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-            for stage, paths in (("train", [name, str(ckpt)]), ("export", [str(ckpt), str(nir_path)]),
-                                 ("sim", [str(nir_path)])):
+            stages = [("train", [name, str(ckpt)]), ("export", [str(ckpt), str(nir_path)]), ("sim", [str(nir_path)])]
+            stages += [("lava", [str(nir_path)])] if args.lava_samples else []
+            for stage, paths in stages:
                 result = _child([*common, "--stage", stage, *paths], args.stage_timeout)
                 peak = result.pop("peak_gb")
                 row |= result | {f"{stage}_peak_gb": peak}
-            row |= hardware_columns(nir_path) | lava_columns(nir_path)
+            row |= hardware_columns(nir_path)
             rows.append(row)
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             write_json(out, {"machine": info, "options": {k: v for k, v in vars(args).items() if k != "stage"},

@@ -58,11 +58,9 @@ def synthetic_cifar(samples: int, seed: int):
 
 
 def stage_train(width: float, steps: int, batch: int, out: Path) -> dict:
-    from torch import nn
-
     from spikefold.train import checkpoint
     from spikefold.train.loop import TrainConfig, train
-    from spikefold.train.models import ModelConfig
+    from spikefold.train.models import ModelConfig, batchnorm_from_data
 
     recipe = yaml.safe_load(RECIPE.read_text())
     cfg = ModelConfig.from_dict({**recipe["model"], "width": width, "timesteps": TIMESTEPS})
@@ -71,15 +69,7 @@ def stage_train(width: float, steps: int, batch: int, out: Path) -> dict:
     model = train(cfg, TrainConfig(epochs=1, batch_size=batch, optimiser="sgd", lr=0.05, seed=0, device="cpu"),
                   data).model
     trained_s = time.perf_counter() - start
-    # BatchNorm statistics from the data itself (one pass in training mode, momentum 1): after a few steps the
-    # running statistics are far from what the network computes, and in eval mode it would fall silent.
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model(torch.as_tensor(synthetic_cifar(8, seed=1).x_train))
-    model.eval()
+    batchnorm_from_data(model, synthetic_cifar(8, seed=1).x_train)  # so that every layer spikes
     checkpoint.save(out, {"model_config": cfg.to_dict(), "state_dict": model.state_dict()})
     return {"train_s": trained_s, "train_steps": steps, "train_batch": batch}
 

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from spikefold.export import hw_config
 from spikefold.export.fold import fold
@@ -27,17 +25,12 @@ from spikefold.sim.cores import map_onto_cores
 from spikefold.sim.simulator import align_to_synchronous, check_state_range, simulate
 from spikefold.train.data import digits
 from spikefold.train.loop import TrainConfig, train
-from spikefold.train.models import ModelConfig
+from spikefold.train.models import ModelConfig, batchnorm_from_data
 
 
 def _trained(cfg: ModelConfig, epochs: int, split):
-    model = train(cfg, TrainConfig(epochs=epochs, batch_size=32, seed=1), split).model.train()
-    for m in model.modules():  # BatchNorm statistics of the data itself, so that every layer is active
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model(torch.as_tensor(split.x_train, dtype=torch.float32))
-    return model.eval()
+    return batchnorm_from_data(train(cfg, TrainConfig(epochs=epochs, batch_size=32, seed=1), split).model,
+                               split.x_train)
 
 
 def networks(split):

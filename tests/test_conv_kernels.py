@@ -22,8 +22,7 @@ from spikefold.export.quantise import quantise
 from spikefold.export.intnet import Conv2d, Dense, IntNetwork
 from spikefold.sim.simulator import check_state_range, matmul_plan, simulate
 from spikefold.train.loop import TrainConfig, train
-from spikefold.train.models import ModelConfig
-from tests import batchnorm
+from spikefold.train.models import ModelConfig, batchnorm_from_data
 from tests.random_nets import conv_skip_network, random_input
 
 
@@ -142,7 +141,7 @@ def test_convolutions_with_skips_pooling_and_delays_run_exactly_in_lava(seed):
 def _briefly_trained(cfg: ModelConfig, split) -> nn.Module:
     """A few real optimiser steps, then BatchNorm statistics set to the data's own, so every layer spikes."""
     subset = dataclasses.replace(split, x_train=split.x_train[:160], y_train=split.y_train[:160])
-    return batchnorm.set_to_data(train(cfg, TrainConfig(epochs=1, batch_size=32, seed=2), subset).model,
+    return batchnorm_from_data(train(cfg, TrainConfig(epochs=1, batch_size=32, seed=2), subset).model,
                                  subset.x_train)
 
 

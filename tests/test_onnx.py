@@ -16,9 +16,8 @@ from spikefold.export.quantise import quantise
 from spikefold.export.intnet import Dense
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train.loop import TrainConfig, train
-from spikefold.train.models import ModelConfig
+from spikefold.train.models import ModelConfig, batchnorm_from_data
 from spikefold.train.neurons import NeuronConfig
-from tests import batchnorm
 from tests.random_nets import conv_network, featured_network, random_input, random_network, residual_network
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed; `make test` installs the onnx extra")
@@ -52,14 +51,14 @@ def test_onnx_digits_mlp_equals_simulator(exported, split, tmp_path):
 def small_trained(split):
     """A small CNN (two convolutions, each followed by 2x2 average pooling that export folds into the next
     kernel) and a SEW-ResNet-19 at 1/16 width, each a few real optimiser steps on digits, BatchNorm statistics
-    set from the data (tests/batchnorm.py)."""
+    set from the data (spikefold.train.models.batchnorm_from_data)."""
     subset = dataclasses.replace(split, x_train=split.x_train[:256], y_train=split.y_train[:256])
     configs = {
         "cnn": ModelConfig(arch="vgg", input_shape=(1, 8, 8), plan=(4, "A", 8, "A"), timesteps=3),
         "sew_resnet19": ModelConfig(arch="sew_resnet19", input_shape=(1, 8, 8), width=1 / 16, timesteps=2,
                                     neuron=NeuronConfig("mpinit_trsg")),
     }
-    return {name: batchnorm.set_to_data(train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model,
+    return {name: batchnorm_from_data(train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model,
                                         subset.x_train) for name, cfg in configs.items()}
 
 

@@ -16,9 +16,8 @@ from spikefold.export.quantise import layer_terms, quantise
 from spikefold.export.intnet import ACT_SHIFT, INPUT
 from spikefold.sim.simulator import check_state_range, simulate
 from spikefold.train.loop import TrainConfig, train
-from spikefold.train.models import ModelConfig
+from spikefold.train.models import ModelConfig, batchnorm_from_data
 from spikefold.train.neurons import NeuronConfig
-from tests import batchnorm
 
 KINDS = ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"]
 ARCHS = ["resnet19", "sew_resnet19"]
@@ -37,7 +36,7 @@ def residual_models(split):
             cfg = ModelConfig(arch=arch, input_shape=(1, 8, 8), width=1 / 16, timesteps=2,
                               neuron=NeuronConfig(kind), norm="tdbn" if kind == "agl" else "bn")
             model = train(cfg, TrainConfig(epochs=1, batch_size=32, seed=1), subset).model
-            out[kind, arch] = batchnorm.set_to_data(model, subset.x_train)
+            out[kind, arch] = batchnorm_from_data(model, subset.x_train)
     return out
 
 

@@ -278,3 +278,18 @@ def build_model(cfg: ModelConfig) -> SpikingModel:
     if cfg.arch == "vgg":
         return VGGSNN(cfg)
     return ResNet19(cfg, sew=cfg.arch == "sew_resnet19")
+
+
+def batchnorm_from_data(model: nn.Module, x) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``x`` (one pass in training mode, momentum 1).
+
+    After a few optimiser steps the running statistics (momentum 0.1) are far from what the network computes,
+    and in eval mode it falls silent; briefly trained test and benchmark models use this so every layer is
+    active. Returns the model in eval mode."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model(torch.as_tensor(x, dtype=torch.float32))
+    return model.eval()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import yaml
 
-from spikefold.report_files import write_json
+from spikefold.core.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "mpd_agl_cifar10_resnet19.yaml"

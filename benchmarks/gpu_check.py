@@ -24,7 +24,7 @@ did not complete (error, time-out, GPU tests skipped), 0 otherwise. Speed target
     .venv/bin/python benchmarks/gpu_check.py --dry-run /tmp/check   # the same on the CPU: tiny shapes, Triton's
                                                                     # interpreter; checks the script, measures nothing
 
-The driver imports nothing but the standard library and the repo's spikefold/report_files.py, so that it reports
+The driver imports nothing but the standard library and the repo's spikefold/files.py, so that it reports
 even when the package does not install.
 """
 
@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
-from spikefold import report_files  # noqa: E402  (the repo's own folder: needs no install)
+from spikefold.core import files  # noqa: E402  (the repo's own folder: needs no install)
 
 BENCH = ROOT / "benchmarks"
 WHEELS = ROOT / ".whl"
@@ -258,8 +258,8 @@ class Check:
         status = exit_status(self.records, self.args.steps)
         payload = {"complete": complete, "dry_run": self.args.dry_run, "exit_status": status,
                    "budget_s": self.args.budget, "steps": self.records}
-        report_files.write_text(self.out / "gpu_check.json", json.dumps(payload, indent=1) + "\n")
-        report_files.write_text(self.out / "gpu_check.md", summary(self.records, self.args.dry_run))
+        files.write_text(self.out / "gpu_check.json", json.dumps(payload, indent=1) + "\n")
+        files.write_text(self.out / "gpu_check.md", summary(self.records, self.args.dry_run))
         return status
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from spikefold import report_files
+from spikefold.core import files
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -105,7 +105,7 @@ def machine(device: torch.device) -> dict:
 def write(path: Path, payload: dict, quiet: bool = False) -> None:
     """Atomically: the benchmarks rewrite their JSON after every row, so a run cut off (a GPU lease ending)
     keeps what it measured, and a reader never sees half a file."""
-    report_files.write_text(path, json.dumps(payload, indent=1) + "\n")
+    files.write_text(path, json.dumps(payload, indent=1) + "\n")
     if not quiet:
         print(f"wrote {path}")
 

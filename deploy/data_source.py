@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefold.errors import DataError
+from spikefold.core.errors import DataError
 from spikefold.export.intnet import IntNetwork
 
 SPLITS = ("test", "train", "all")

@@ -14,7 +14,7 @@ import functools
 import importlib
 import sys
 
-from spikefold.errors import TargetError
+from spikefold.core.errors import TargetError
 
 _VAR_MODEL = "lava.magma.compiler.var_model"
 # lava-nc declares Python < 3.11 and pins old packages; its dependencies that matter are spikefold's own

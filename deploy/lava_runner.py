@@ -19,7 +19,7 @@ import numpy as np
 
 from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
-from spikefold.errors import ConfigError, TargetError
+from spikefold.core.errors import ConfigError, TargetError
 from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
 from spikefold.sim.simulator import SimResult, check_input
 

@@ -33,8 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from spikefold import report_files
-from spikefold.errors import TargetError
+from spikefold.core import files
+from spikefold.core.errors import TargetError
 
 SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared memory, Lava's channels included
 RUN_RECORDS = Path(tempfile.gettempdir()) / f"spikefold-lava-runs-{os.getuid()}"
@@ -108,7 +108,7 @@ def _record(runtime) -> Path | None:
     record = {"pid": os.getpid(), "start": _start_time(os.getpid()),
               "processes": {str(pid): _start_time(pid) for pid in pids if pid},
               "segments": [handle.name for handle in getattr(smm, "_shared_memory_handles", [])]}
-    return report_files.write_json(RUN_RECORDS / f"{os.getpid()}-{id(runtime)}.json", record)
+    return files.write_json(RUN_RECORDS / f"{os.getpid()}-{id(runtime)}.json", record)
 
 
 def remove_leftovers() -> list[str]:

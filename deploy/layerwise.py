@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from spikefold import report_files
+from spikefold.core import files
 from spikefold.deploy import data_source, lava_runner
 from spikefold.deploy.validation_report import divergence_per_layer_and_timestep, first_divergence_sentence
 from spikefold.deploy.validation import (Check, Divergence, LayerAgreement, first_difference, layer_spikes,
                                          merge_layer_spikes)
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.export.intnet import INPUT, IntNetwork
 from spikefold.sim.simulator import simulate
 
@@ -188,8 +188,8 @@ def write(out, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     divergence_per_layer_and_timestep([LayerAgreement(**row["spikes"]) for row in report["layers"]], report,
                                       out / "divergence.png")
-    report_files.write_json(out / "report.json", report)
-    report_files.write_text(out / "report.md", markdown(report))
+    files.write_json(out / "report.json", report)
+    files.write_text(out / "report.md", markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:

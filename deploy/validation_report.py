@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spikefold import report_files
+from spikefold.core import files
 from spikefold.deploy.validation import Agreement, LayerAgreement
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
@@ -26,8 +26,8 @@ def write(out: Path, net: IntNetwork, report: dict[str, Any], target: SimResult,
     plots.firing_per_layer_and_timestep(net, target, out / "firing.png")
     plots.energy_per_layer(estimate, out / "energy.png")
     plots.cores_used(estimate, out / "cores.png")
-    report_files.write_json(out / "report.json", report)
-    report_files.write_text(out / "report.md", markdown(report))
+    files.write_json(out / "report.json", report)
+    files.write_text(out / "report.md", markdown(report))
 
 
 def first_divergence_sentence(report: dict[str, Any]) -> str:

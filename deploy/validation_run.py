@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from spikefold import report_files
+from spikefold.core import files
 from spikefold.deploy import data_source, layerwise, lava_runner, validation_report
 from spikefold.deploy.validation import Agreement, Check, compare
-from spikefold.errors import ConfigError, DataError, NIRFileError
+from spikefold.core.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
@@ -217,7 +217,7 @@ class ChunkStore:
             for old in folder.glob("chunk-*.npz"):
                 old.unlink()
         folder.mkdir(parents=True, exist_ok=True)
-        report_files.write_json(path, manifest)
+        files.write_json(path, manifest)
 
     @staticmethod
     def key(chunk: int, layer: int | None = None) -> str:
@@ -233,7 +233,7 @@ class ChunkStore:
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        report_files.write_bytes(self._path(key), buffer.getvalue())
+        files.write_bytes(self._path(key), buffer.getvalue())
 
     def load_arrays(self, key: str) -> dict[str, np.ndarray]:
         with np.load(self._path(key)) as f:
@@ -316,5 +316,5 @@ def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, r
         "energy": estimate.to_dict(),
         "timings": timings,
         "files": ["report.json", "report.md", *validation_report.PNGS],
-        "run": report_files.run_metadata(),
+        "run": files.run_metadata(),
     }

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.export.float_net import FloatInput, FloatLayer, FloatNetwork
 from spikefold.export.intnet import INPUT
 from spikefold.train.models import ResidualBlock, SpikingBlock, SpikingModel, TdBatchNorm

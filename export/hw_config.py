@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from spikefold.errors import DataError, HardwareRangeError
+from spikefold.core.errors import DataError, HardwareRangeError
 from spikefold.export.hw_config import HwConfig
 
 DECAY_SHIFT = 12  # decays are fractions of 2**12

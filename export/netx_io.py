@@ -23,7 +23,7 @@ So an integer network is exact in netx when it is a chain of stock LIF layers (z
 initial potential), every connection's ``shift(W_eff @ s, weight_exp)`` equals an integer matrix's product that
 Lava keeps without loss, and every effective bias is a multiple of 64. The shipped hw_config ``loihi2_netx``
 (weight exponent 0, bias exponent 6) makes ``spikefold export`` produce such integers. Anything else is refused
-by name (:class:`~spikefold.errors.ExportFormatError`); it needs spikefold's own processes
+by name (:class:`~spikefold.core.errors.ExportFormatError`); it needs spikefold's own processes
 (``spikefold deploy``).
 """
 
@@ -36,11 +36,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from spikefold.errors import ExportFormatError, NetxFileError
+from spikefold.core.errors import ExportFormatError, NetxFileError
 from spikefold.export import hw_config
 from spikefold.export.intnet import (INPUT, LIF, STATE_MAX, Connection, Conv2d, Dense, InputEncoding, IntNetwork,
                                      Layer, lava_weights, shift)
-from spikefold.report_files import write_bytes
+from spikefold.core.files import write_bytes
 
 NETX_BIAS_EXP = 6  # netx hands CUBA neurons bias_exp = 6 whatever the file says
 NETX_RESET_OFFSET = 1  # hdf5.Network(reset_offset=1) staggers resets as spikefold's Lava runner does

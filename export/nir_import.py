@@ -21,7 +21,7 @@ synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is o
 data with a time axis (samples, T, features) makes the input per-timestep (``InputEncoding.per_timestep``; plain
 spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a leaky readout, a voltage leak towards
 v_leak != 0, a reset to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs,
-recurrence, ...) is a :class:`~spikefold.errors.NIRFileError` naming the node, the parameter and what is
+recurrence, ...) is a :class:`~spikefold.core.errors.NIRFileError` naming the node, the parameter and what is
 accepted.
 """
 
@@ -33,7 +33,7 @@ import nir
 import numpy as np
 import torch
 
-from spikefold.errors import DataError, NIRFileError
+from spikefold.core.errors import DataError, NIRFileError
 from spikefold.export.float_net import FloatInput, FloatLayer, FloatNetwork
 from spikefold.export.fold import pool_into_conv, pool_into_linear
 from spikefold.export.hw_config import HwConfig

@@ -37,8 +37,8 @@ from typing import Any
 import nir
 import numpy as np
 
-from spikefold import report_files
-from spikefold.errors import NIRFileError, SpikefoldError
+from spikefold.core import files
+from spikefold.core.errors import NIRFileError, SpikefoldError
 from spikefold.export import hw_config
 from spikefold.export.intnet import (
     ACT_SHIFT,
@@ -191,7 +191,7 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
 
 def write(net: IntNetwork, path: str | Path) -> Path:
     """Write atomically: a crash never leaves a half-written file where a good one was."""
-    with report_files.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         nir.write(tmp, to_nir(net))
     return Path(path)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefold.errors import ExportFormatError
+from spikefold.core.errors import ExportFormatError
 from spikefold.export.intnet import (ACT_SHIFT, DECAY_UNITY, INPUT, STATE_BITS, STATE_MAX, VTH_SHIFT,
                                      Conv2d, Dense, IntNetwork, Layer, lava_weights)
-from spikefold.report_files import write_bytes
+from spikefold.core.files import write_bytes
 
 OPSET = 17
 PROTOBUF_LIMIT = 2 << 30  # a serialised ONNX model (weights inside) must stay below 2 GiB

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.export.float_net import FloatNetwork
 from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import (ACT_SHIFT, DECAY_UNITY, INPUT, VTH_SHIFT, IntNetwork, integer_weights, shift,

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from spikefold.errors import HardwareRangeError
+from spikefold.core.errors import HardwareRangeError
 from spikefold.export.float_net import FloatLayer, FloatNetwork
 from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import (

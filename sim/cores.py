@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from spikefold.errors import MappingError
+from spikefold.core.errors import MappingError
 from spikefold.export.hw_config import Figure, HwConfig
 from spikefold.export.intnet import INPUT, Connection, Conv2d, IntNetwork, Layer
 

@@ -36,7 +36,7 @@ import dataclasses
 
 import numpy as np
 
-from spikefold.errors import SanaFeError
+from spikefold.core.errors import SanaFeError
 from spikefold.export.intnet import INPUT, Conv2d, IntNetwork
 from spikefold.sim.cores import CoreMap, grid
 from spikefold.sim.energy import EnergyReport

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from spikefold.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
+from spikefold.core.devices import resolve_device
+from spikefold.core.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
 from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, exact_dtype, wrap32
 
 TIMINGS = ("synchronous", "lava")
@@ -121,21 +122,6 @@ def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
     if x.size and (x.min() < 0 or x.max() > hi):
         raise DataError(f"input values span [{x.min()}, {x.max()}]; the encoding allows [0, {hi}]")
     return x.astype(np.int64)
-
-
-def resolve_device(device: str | None):
-    """A torch device from a user's option: None or "auto" (CUDA when present), "cpu", "cuda[:N]"."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device '{device}'; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for, but this machine has no CUDA device; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device '{device}' is not supported; use auto, cpu or cuda[:N]")
-    return dev
 
 
 @contextlib.contextmanager

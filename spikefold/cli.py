@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spikefold import __version__, report_files
-from spikefold.errors import ConfigError, SpikefoldError
+from spikefold import __version__
+from spikefold.core import files
+from spikefold.core.errors import ConfigError, SpikefoldError
 
 console = Console(stderr=True)
 out_console = Console()
@@ -161,7 +162,7 @@ def cmd_train(args) -> int:
     from spikefold.train.loop import TrainConfig, distributed_rank, train
     from spikefold.train.models import ModelConfig
 
-    report_files.check_output_folder(args.out, "--out", args.force or args.resume, ("model.pt", "last.pt"))
+    files.check_output_folder(args.out, "--out", args.force or args.resume, ("model.pt", "last.pt"))
     if args.recipe:
         recipe = _recipe(args.recipe)
         split = load_dataset(recipe.get("dataset", "digits"), args.data_root)
@@ -199,8 +200,8 @@ def cmd_export(args) -> int:
     if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
         raise SpikefoldError(f"--qat-epochs must be >= 0 and --qat-lr > 0 (finite), got {args.qat_epochs} "
                              f"and {args.qat_lr}")
-    nir_path = report_files.check_output_file(args.out, "--out", args.force)
-    report_path = report_files.check_output_file(nir_path.with_suffix(".report.json"), "--out's report", args.force)
+    nir_path = files.check_output_file(args.out, "--out", args.force)
+    report_path = files.check_output_file(nir_path.with_suffix(".report.json"), "--out's report", args.force)
     with _progress() as progress:
         task = progress.add_task("QAT (integer forward)", total=args.qat_epochs, visible=args.qat_epochs > 0)
         net, report, float_acc = export_checkpoint(
@@ -208,10 +209,10 @@ def cmd_export(args) -> int:
             args.input_scale, args.weight_bits, args.qat_epochs, args.qat_lr, data_root=args.data_root,
             on_qat_epoch=lambda r: progress.update(task, completed=r["epoch"],
                                                    description=f"QAT  loss {r['loss']:.4f}"))
-    report_files.write_json(report_path, {
+    files.write_json(report_path, {
         "checkpoint": args.checkpoint, "nir": str(nir_path), "float_test_accuracy": float_acc,
         "quantisation": dataclasses.asdict(report), "processes": {layer.name: layer.process for layer in net.layers},
-        "run": report_files.run_metadata(args.argv)})
+        "run": files.run_metadata(args.argv)})
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
     out_console.print(_table(f"exported {nir_path} and {report_path.name} (float test accuracy "
@@ -229,12 +230,12 @@ def cmd_import(args) -> int:
     import nir
     import numpy as np
 
-    from spikefold.errors import DataError, NIRFileError
+    from spikefold.core.errors import DataError, NIRFileError
     from spikefold.export import hw_config, nir_io
     from spikefold.export.nir_import import import_graph
     from spikefold.sim.simulator import check_state_range
 
-    out = report_files.check_output_file(args.out, "--out", args.force)
+    out = files.check_output_file(args.out, "--out", args.force)
     try:
         graph = nir.read(args.graph)
     except Exception as exc:  # h5py/nir raise many types for a missing or damaged file
@@ -297,7 +298,7 @@ def cmd_deploy(args) -> int:
     from spikefold.sim.simulator import matmul_plan, simulate, spike_table
 
     if args.report:
-        report_files.check_output_file(args.report, "--report", args.force)
+        files.check_output_file(args.report, "--report", args.force)
     lava_runner.check_target(args.target)
     net = _load_net(args.model)
     matmul_plan(net)  # the simulator's limits (it checks Lava's spikes afterwards), before the Lava run
@@ -317,10 +318,10 @@ def cmd_deploy(args) -> int:
     out_console.print(f"spike agreement with spikefold sim: {agreement.spikes_compared - agreement.spikes_differing:,}"
                       f" / {agreement.spikes_compared:,} equal; readout equal: {agreement.readout_equal}")
     if args.report:
-        report_files.write_json(Path(args.report), {
+        files.write_json(Path(args.report), {
             "target": args.target, "data": data.source, "samples": len(data.x_int), "accuracy": accuracy,
             "spikes": spike_table(net, result), "agreement_exact": agreement.exact,
-            "run": report_files.run_metadata(args.argv)})
+            "run": files.run_metadata(args.argv)})
     return 0
 
 
@@ -330,7 +331,7 @@ def cmd_sim(args) -> int:
     from spikefold.sim.simulator import simulate
 
     if args.out:
-        report_files.check_output_folder(args.out, "--out", args.force, SIM_RESULTS)
+        files.check_output_folder(args.out, "--out", args.force, SIM_RESULTS)
     net = _load_net(args.model)
     data = _run_data(args, net)
     result = simulate(net, data.x_int, device=args.device, batch_size=args.batch_size, threads=args.threads)
@@ -357,14 +358,14 @@ def cmd_sim(args) -> int:
         plots.energy_per_layer(report, out / "energy.png")
         plots.cores_used(report, out / "cores.png")
         summary["accuracy"] = accuracy
-        report_files.write_json(out / "energy.json", summary | {"run": report_files.run_metadata(args.argv)})
+        files.write_json(out / "energy.json", summary | {"run": files.run_metadata(args.argv)})
         lines = [f"# Energy and latency of {args.model} on {report.hw_config}", ""]
         lines += energy.markdown_lines(summary, accuracy)
         if "sanafe" in summary:
             from spikefold.sim import sanafe_engine
 
             lines += sanafe_engine.markdown_lines(summary["sanafe"])
-        report_files.write_text(out / "energy.md", "\n".join(
+        files.write_text(out / "energy.md", "\n".join(
             lines + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
         out_console.print(f"report: {out} (energy.json, energy.md, firing.png, energy.png, cores.png)")
     return 0
@@ -393,7 +394,7 @@ def cmd_validate(args) -> int:
     from spikefold.deploy.validation_run import Tolerances, ValidationConfig, run_validation
 
     # A run folder with finished chunks is kept: it is resumed (--resume) or, with --force, started over.
-    report_files.check_output_folder(args.out, "--out", args.force or args.resume,
+    files.check_output_folder(args.out, "--out", args.force or args.resume,
                                      ("report.json", "chunks/manifest.json"))
     cfg = ValidationConfig(
         model=Path(args.model), reference=Path(args.reference) if args.reference else None,
@@ -433,7 +434,7 @@ def cmd_validate(args) -> int:
 def cmd_pipeline(args) -> int:
     from spikefold.pipeline import PipelineConfig, run_pipeline, summary_rows
 
-    report_files.check_output_folder(args.out, "--out", args.force, PIPELINE_RESULTS)
+    files.check_output_folder(args.out, "--out", args.force, PIPELINE_RESULTS)
     cfg = PipelineConfig(out=Path(args.out), dataset=args.dataset, data_root=args.data_root,
                          model=_model_config(args), train=_train_config(args), hw_config=args.hw_config,
                          target=args.target, lava_samples=args.samples, chunk=args.chunk, argv=args.argv)
@@ -446,10 +447,10 @@ def cmd_pipeline(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from spikefold import report_files
+    from spikefold.core import files
     from spikefold.export import netx_io, nir_io
 
-    report_files.check_output_file(args.out, "OUT", args.force)
+    files.check_output_file(args.out, "OUT", args.force)
     suffixes = {".nir": "nir", ".onnx": "onnx", ".h5": "netx", ".hdf5": "netx", ".net": "netx"}
     to = args.to or suffixes.get(Path(args.out).suffix.lower())
     if to is None:

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from spikefold import report_files
+from spikefold.core import files
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
-from spikefold.errors import ConfigError, DataError
+from spikefold.core.errors import ConfigError, DataError
 from spikefold.export import hw_config, nir_io, qat
 from spikefold.export.fold import fold
 from spikefold.export.quantise import QuantReport, quantise
@@ -170,7 +170,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
         "timings": timings,
         "history": result.history,
         "files": {"checkpoint": "model.pt", "nir": "model.nir"},
-        "run": report_files.run_metadata(cfg.argv, cfg.train.seed),
+        "run": files.run_metadata(cfg.argv, cfg.train.seed),
     }
     write_reports(out, net, summary, report, lava, agreement)
     return summary
@@ -184,8 +184,8 @@ def write_reports(out: Path, net: IntNetwork, summary: dict, report: energy.Ener
     plots.energy_per_layer(report, out / "energy.png")
     plots.cores_used(report, out / "cores.png")
     training_curve(summary["history"], out / "training.png")
-    report_files.write_json(out / "report.json", summary)
-    report_files.write_text(out / "report.md", markdown(summary))
+    files.write_json(out / "report.json", summary)
+    files.write_text(out / "report.md", markdown(summary))
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from spikefold.errors import SpikefoldError
+from spikefold.core.errors import SpikefoldError
 from spikefold.export import nir_io
 from spikefold.sim.simulator import simulate
 

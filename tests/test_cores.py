@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.cores_resnet19 import resnet19
-from spikefold.errors import MappingError
+from spikefold.core.errors import MappingError
 from spikefold.export import hw_config
 from spikefold.export.intnet import Conv2d
 from spikefold.sim import energy

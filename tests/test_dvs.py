@@ -17,7 +17,7 @@ pytest.importorskip("dv_processing")
 from spikefold.cli import main  # noqa: E402
 from spikefold.deploy import lava_runner  # noqa: E402
 from spikefold.deploy.validation import compare  # noqa: E402
-from spikefold.errors import DataError  # noqa: E402
+from spikefold.core.errors import DataError  # noqa: E402
 from spikefold.export import hw_config, nir_io  # noqa: E402
 from spikefold.export.fold import fold  # noqa: E402
 from spikefold.export.quantise import quantise  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from spikefold.deploy import lava_runner
-from spikefold.errors import MappingError
+from spikefold.core.errors import MappingError
 from spikefold.export import hw_config
 from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding, IntNetwork, Layer
 from spikefold.sim import energy

@@ -132,7 +132,7 @@ def test_unknown_and_unreachable_targets(capsys, tmp_path, exported):
 
 
 def test_wrong_input_shape_and_range(exported):
-    from spikefold.errors import DataError
+    from spikefold.core.errors import DataError
     from spikefold.sim.simulator import simulate
 
     _, net, _ = exported
@@ -143,7 +143,7 @@ def test_wrong_input_shape_and_range(exported):
 
 
 def test_float_input_outside_the_encoding(exported):
-    from spikefold.errors import DataError
+    from spikefold.core.errors import DataError
 
     _, net, _ = exported
     with pytest.raises(DataError, match=r"span \[0, 3\].*represents \[0, 1\]; scale the data to \[0, 1\]"):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.train import kernels
 from spikefold.train.loop import TrainConfig, join_torchrun, train
 from spikefold.train.models import ModelConfig, build_model

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from spikefold.deploy import lava_compat, lava_runner
-from spikefold.errors import TargetError
+from spikefold.core.errors import TargetError
 from spikefold.export import nir_io
 from tests.lava_leftovers import live_processes_after, segments, start_cli, unique_tag
 from tests.random_nets import random_input, random_network

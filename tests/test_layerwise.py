@@ -13,7 +13,7 @@ import pytest
 
 from spikefold.deploy import lava_runner
 from spikefold.deploy.layerwise import WHOLE_NETWORK_NEURONS, choose_layers
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.export import nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spikefold.cli import main
-from spikefold.errors import ConfigError, DataError
+from spikefold.core.errors import ConfigError, DataError
 from spikefold.train import checkpoint, data, probes
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig, build_model

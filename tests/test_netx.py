@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from spikefold.cli import main
-from spikefold.errors import ExportFormatError, NetxFileError
+from spikefold.core.errors import ExportFormatError, NetxFileError
 from spikefold.export import netx_io, nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.train.neurons import NeuronConfig, build, surrogates
 from spikefold.train.probes import ActivityProbe
 

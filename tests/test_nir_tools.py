@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spikefold.deploy import lava_runner
-from spikefold.errors import DataError, NIRFileError
+from spikefold.core.errors import DataError, NIRFileError
 from spikefold.export import nir_io
 from spikefold.export.nir_import import import_graph
 from spikefold.sim.simulator import check_state_range, simulate

@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 from spikefold.cli import main
-from spikefold.errors import ExportFormatError
+from spikefold.core.errors import ExportFormatError
 from spikefold.export import nir_io, onnx_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise

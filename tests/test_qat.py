@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikefold.errors import ConfigError, HardwareRangeError
+from spikefold.core.errors import ConfigError, HardwareRangeError
 from spikefold.export import nir_io
 from spikefold.export.quantise import quantise
 from spikefold.export.qat import IntegerForward, finetune

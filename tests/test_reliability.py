@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from spikefold import __version__, report_files
+from spikefold import __version__
+from spikefold.core import files
 from spikefold.cli import build_parser, main
-from spikefold.errors import HardwareRangeError
+from spikefold.core.errors import HardwareRangeError
 from spikefold.export import nir_io
 from spikefold.export.intnet import INPUT, Connection, Dense, InputEncoding, IntNetwork, Layer, LIF
 
@@ -190,7 +191,7 @@ def test_files_honour_the_umask(tmp_path, exported):
 
     before = os.umask(0o027)
     try:
-        written = [report_files.write_json(tmp_path / "r.json", {"a": 1}),
+        written = [files.write_json(tmp_path / "r.json", {"a": 1}),
                    nir_io.write(exported[1], tmp_path / "m.nir"),
                    checkpoint.save(tmp_path / "c.pt", {"model_config": {}, "state_dict": {}})]
     finally:
@@ -213,7 +214,7 @@ def test_a_save_killed_by_sigkill_leaves_no_temporary_file_after_the_next(tmp_pa
         time.sleep(0.3)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-        leftovers = list(tmp_path.glob(f"{report_files.TEMP_PREFIX}*"))
+        leftovers = list(tmp_path.glob(f"{files.TEMP_PREFIX}*"))
         if leftovers:
             break
     assert leftovers, "no kill landed mid-save in 20 tries"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikefold.errors import SanaFeError
+from spikefold.core.errors import SanaFeError
 from spikefold.export import hw_config
 from spikefold.sim import energy
 from spikefold.export.intnet import INPUT

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spikefold.deploy import lava_runner
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.export.intnet import (FLOAT32_EXACT, INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding,
                                      IntNetwork, Layer)
 from spikefold.sim.simulator import align_to_synchronous, matmul_plan, simulate

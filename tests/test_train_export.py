@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikefold.errors import HardwareRangeError, StateRangeError
+from spikefold.core.errors import HardwareRangeError, StateRangeError
 from spikefold.export import nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically (spikefold.report_files, so a crash never leaves half a file) and read with
+"""Checkpoints: written atomically (spikefold.core.files, so a crash never leaves half a file) and read with
 ``torch.load(weights_only=True)``, which refuses pickled code. A checkpoint holds only tensors and plain
 values: the model config, the state dict and, for resuming, the optimiser state and epoch."""
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from spikefold import report_files
-from spikefold.errors import CheckpointError
+from spikefold.core import files
+from spikefold.core.errors import CheckpointError
 
 FORMAT = "spikefold-checkpoint-1"
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
-    with report_files.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **payload}, tmp)
     return Path(path)
 

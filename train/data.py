@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefold.errors import DataError
+from spikefold.core.errors import DataError
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2

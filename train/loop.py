@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spikefold.errors import CheckpointError, ConfigError
+from spikefold.core.devices import resolve_device
+from spikefold.core.errors import CheckpointError, ConfigError
 from spikefold.train import checkpoint, kernels
 from spikefold.train.data import Split
 from spikefold.train.models import ModelConfig, SpikingModel, build_model, check_keys
@@ -69,14 +70,6 @@ class TrainResult:
     model: SpikingModel
     history: list[dict]
     test_accuracy: float
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
-    return torch.device(name)
 
 
 def join_torchrun(device: torch.device) -> torch.device:
@@ -178,7 +171,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
 
     ``after_backward(model)`` runs after every backward pass (gradient probes).
     """
-    device = join_torchrun(pick_device(cfg.device))
+    device = join_torchrun(resolve_device(cfg.device))
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
     kernels.check_device(cfg.backend, device)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.train.neurons import AGL, NeuronConfig, SpikingNeuron
 from spikefold.train.neurons import build as build_neuron
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the neurons import this module, so it imports them only where it runs them (ops)
     from spikefold.train.neurons.base import RecurrenceForm

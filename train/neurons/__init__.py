@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.train.neurons import surrogates
 from spikefold.train.neurons.agl import AGL, AGLOptions
 from spikefold.train.neurons.atgo import ATGO, TGO_VARIANTS, ATGOOptions

@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 from spikefold.train.neurons import surrogates
 from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from spikefold.errors import ConfigError
+from spikefold.core.errors import ConfigError
 
 TEMP_PREFIX = ".spikefold-tmp."  # temporary files of unfinished writes; a later write removes stale ones
 

@@ -157,7 +157,7 @@ def _recipe(path: str) -> dict:
 
 
 def cmd_train(args) -> int:
-    from spikefold.pipeline import load_dataset
+    from spikefold.train import data as datasets
     from spikefold.train import probes
     from spikefold.train.loop import TrainConfig, distributed_rank, train
     from spikefold.train.models import ModelConfig
@@ -165,12 +165,12 @@ def cmd_train(args) -> int:
     files.check_output_folder(args.out, "--out", args.force or args.resume, ("model.pt", "last.pt"))
     if args.recipe:
         recipe = _recipe(args.recipe)
-        split = load_dataset(recipe.get("dataset", "digits"), args.data_root)
+        split = datasets.load(recipe.get("dataset", "digits"), args.data_root)
         model_cfg = ModelConfig.from_dict(recipe["model"])
         overrides = {"device": args.device} | ({"epochs": args.epochs} if args.epochs_given else {})
         train_cfg = TrainConfig.from_dict({**recipe.get("train", {}), **overrides})
     else:
-        split = load_dataset(args.dataset, args.data_root)
+        split = datasets.load(args.dataset, args.data_root)
         model_cfg = _model_config(args, split.features, split.classes)
         train_cfg = _train_config(args)
     gradients = probes.GradientProbe() if args.probes else None
@@ -182,7 +182,7 @@ def cmd_train(args) -> int:
                        after_backward=gradients)
     if distributed_rank() != 0:  # under torchrun, rank 0 alone reports and writes files
         return 0
-    from spikefold.pipeline import training_curve
+    from spikefold.train.curve import training_curve
 
     training_curve(result.history, Path(args.out) / "training.png")
     out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}; "
@@ -258,14 +258,25 @@ def cmd_import(args) -> int:
     return 0
 
 
-def _add_import_command(sub) -> None:
-    from spikefold.export.nir_io import DT_CONVENTIONS  # not nir_import: the parser must not need the training code
+class _ImportHelp(argparse.HelpFormatter):
+    """Writes the tools' dt conventions (export's) into ``import --help`` only when it is shown: building the parser
+    for another command, ``train`` among them, imports no stage."""
 
+    def _get_help_string(self, action):
+        help_text = super()._get_help_string(action)
+        if "{dt_conventions}" not in help_text:
+            return help_text
+        from spikefold.export.nir_io import DT_CONVENTIONS
+
+        return help_text.replace("{dt_conventions}", DT_CONVENTIONS)
+
+
+def _add_import_command(sub) -> None:
     p = sub.add_parser("import", help="quantise a NIR graph from another tool into Loihi 2 integers (a spikefold "
-                                      "NIR file that sim, deploy and validate run)")
+                                      "NIR file that sim, deploy and validate run)", formatter_class=_ImportHelp)
     p.add_argument("graph", help="a NIR file written by snnTorch, SpikingJelly, Norse, Sinabs, Rockpool, ...")
     p.add_argument("--dt", type=float, required=True,
-                   help=f"the tool's timestep in seconds (NIR stores none). {DT_CONVENTIONS}")
+                   help="the tool's timestep in seconds (NIR stores none). {dt_conventions}")
     p.add_argument("--timesteps", type=int, required=True, help="timesteps per sample")
     p.add_argument("--calibration", required=True,
                    help="calibration inputs in [0, 1]: .npy (samples, features), or .npz (see --calibration-key)")

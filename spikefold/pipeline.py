@@ -22,12 +22,9 @@ from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
 from spikefold.sim.simulator import SimResult, check_state_range, simulate, spike_table
 from spikefold.train import data as datasets
+from spikefold.train.curve import training_curve
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig
-
-
-def load_dataset(name: str, root: str | Path | None = None) -> datasets.Split:
-    return datasets.load(name, root)
 
 
 def _as_rows(split: datasets.Split, per_timestep: bool, timesteps: int) -> datasets.Split:
@@ -49,7 +46,7 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
     if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
         raise ConfigError(f"--input-scale must be a finite number > 0 (x_int = round(x * scale)), got {input_scale}")
     hw = hw_config.load(hw_name)
-    split = load_dataset(dataset, data_root)
+    split = datasets.load(dataset, data_root)
     model = model_from_checkpoint(checkpoint)
     expected = ((model.cfg.timesteps,) if model.cfg.temporal_input else ()) + tuple(model.cfg.input_shape)
     if int(np.prod(expected)) != split.features:
@@ -82,7 +79,7 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
 def test_inputs(net: IntNetwork, samples: int | None,
                 data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The encoded test split of the data set the network was trained on (first ``samples`` of it)."""
-    split = load_dataset(str(net.metadata.get("dataset", "digits")), data_root)
+    split = datasets.load(str(net.metadata.get("dataset", "digits")), data_root)
     if split.features != int(np.prod(net.input.sample_shape(net.timesteps))):
         raise DataError(f"the network takes samples of shape {net.input.sample_shape(net.timesteps)} but the "
                         f"data set's have shape {split.sample_shape}")
@@ -115,7 +112,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     lava_runner.check_target(cfg.target)  # fail before training, not after
-    split = load_dataset(cfg.dataset, cfg.data_root)
+    split = datasets.load(cfg.dataset, cfg.data_root)
     model_cfg = dataclasses.replace(cfg.model, input_shape=(split.features,), classes=split.classes)
 
     t0 = time.perf_counter()
@@ -232,21 +229,3 @@ def markdown(summary: dict) -> str:
               "- versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
               "- machine: " + ", ".join(f"{k} {v}" for k, v in run["machine"].items()), ""]
     return "\n".join(lines)
-
-
-def training_curve(history: list[dict], path: Path) -> Path:
-    """Loss and test accuracy per epoch, one panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (loss, acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    loss.plot(epochs, [r["loss"] for r in history], marker=".")
-    loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="loss")
-    acc.plot(epochs, [100 * r["test_accuracy"] for r in history], marker=".", color="tab:green")
-    acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -124,12 +124,13 @@ def test_real_data_sets_from_the_command_line(capsys, model, tmp_path, command):
 
 def test_a_cifar_model_exports_and_simulates_from_its_data_root(capsys, tmp_path):
     """--data-root end to end on a small CIFAR-10 folder: export calibrates on it, sim runs its test split."""
-    from spikefold.pipeline import export_checkpoint, load_dataset
+    from spikefold.pipeline import export_checkpoint
+    from spikefold.train import data as datasets
     from spikefold.train.loop import TrainConfig, train
     from spikefold.train.models import ModelConfig
 
     root = write_cifar(tmp_path / "c10")
-    split = load_dataset("cifar10", root)
+    split = datasets.load("cifar10", root)
     train(ModelConfig(input_shape=(3072,), hidden=(16,), timesteps=2), TrainConfig(epochs=1), split,
           out=tmp_path / "run")
     code, err, _ = _run(capsys, "export", tmp_path / "run" / "model.pt", "--out", tmp_path / "m.nir", "--dataset",

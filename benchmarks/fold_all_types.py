@@ -72,7 +72,7 @@ def one(kind: str, model: str, args, seed: int = 0) -> dict:
             "drop_pp": (float_acc - int_acc) * 100, "lava_samples": samples,
             "lava_exact": agreement.exact, "states_differing": agreement.states_differing,
             "spikes_compared": agreement.spikes_compared,
-            "processes": [q.process for q in report.layers[:-1]],
+            "processes": [lava_runner.lava_process(layer) for layer in net.layers[:-1]],
             "headroom_bits": [q.headroom_bits for q in report.layers],
             "qat": {"weight_bits": args.qat_bits, "epochs": args.qat_epochs, "int_accuracy": coarse_acc,
                     "qat_accuracy": qat_acc, "seconds": qat_s},

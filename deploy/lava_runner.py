@@ -20,10 +20,14 @@ import numpy as np
 from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
 from spikefold.core.errors import ConfigError, TargetError
-from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork
+from spikefold.export.intnet import INPUT, PER_TIMESTEP_THRESHOLD, SUBTRACTIVE_RESET, Conv2d, Dense, IntNetwork, Layer
 from spikefold.sim.simulator import SimResult, check_input
 
 TARGETS = ("loihi2-sim", "loihi2")
+# What Lava's stock LIFReset cannot compute, of what a layer may need (Layer.needs): spikefold's ScheduledLIF
+# does. An initial potential and graded input run on stock processes (a pulse through (n, 1) synapses; a Dense
+# with num_message_bits).
+SCHEDULED_LIF_NEEDS = (PER_TIMESTEP_THRESHOLD, SUBTRACTIVE_RESET)
 
 
 @dataclasses.dataclass
@@ -47,6 +51,20 @@ def check_target(target: str) -> None:
                 "target 'loihi2' needs Intel's lava-loihi extension, which is not installed here "
                 "(it is distributed to INRC members). Use --target loihi2-sim for Lava's bit-accurate "
                 "CPU simulation of the same network.")
+
+
+def _stock_lacks(layer: Layer) -> list[str]:
+    """The layer's needs that Lava's stock LIFReset cannot compute."""
+    return [need for need in layer.needs if need in SCHEDULED_LIF_NEEDS]
+
+
+def lava_process(layer: Layer) -> str:
+    """The Lava process that runs the layer's neurons, and whether hardware can run it: "stock
+    (hardware-compatible): LIFReset", or "custom (simulation only): ScheduledLIF for" the first of the layer's
+    needs that the stock process lacks."""
+    lacking = _stock_lacks(layer)
+    return (f"custom (simulation only): ScheduledLIF for {lacking[0]}" if lacking
+            else "stock (hardware-compatible): LIFReset")
 
 
 def _run_config(target: str):
@@ -118,7 +136,7 @@ def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], r
         common = dict(shape=(neu.size,), du=int(neu.du), dv=int(neu.dv),
                       bias_mant=np.asarray(neu.bias_mant, np.int32), bias_exp=np.asarray(neu.bias_exp, np.int32),
                       name=f"{layer.name}.lif")
-        if neu.stock:
+        if not _stock_lacks(layer):
             lif = LIFReset(vth=int(neu.vth), reset_interval=steps_per_sample, reset_offset=offset, **common)
         else:
             from spikefold.deploy.scheduled_lif import ScheduledLIF
@@ -228,18 +246,34 @@ def run_layer(net: IntNetwork, index: int, inputs: dict[str, np.ndarray], target
     return LayerRun(spikes, state["u"], state["v"])
 
 
-def run_in_chunks(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", chunk: int = 100,
-                  record_state: bool = False, on_chunk=None) -> SimResult:
-    """Run ``x_int`` in chunks of ``chunk`` samples, one Lava runtime each (stopped before the next starts);
-    ``on_chunk(done)`` is called after each, for progress bars."""
+def chunk_bounds(samples: int, chunk: int) -> list[tuple[int, int]]:
+    """(first sample, end) of each chunk of ``chunk`` samples, in order."""
     if chunk < 1:
         raise ConfigError(f"--chunk must be >= 1 sample, got {chunk}")
+    return [(start, min(start + chunk, samples)) for start in range(0, samples, chunk)]
+
+
+def run_in_chunks(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", chunk: int = 100,
+                  record_state: bool = False, on_chunk=None, store=None) -> SimResult:
+    """Run ``x_int`` in chunks of ``chunk`` samples, one Lava runtime each (stopped before the next starts);
+    ``on_chunk(done)`` is called after each chunk run with the samples run so far, for progress bars.
+
+    With ``store`` (validation's ``ChunkStore``), a chunk the store holds is loaded instead of run, and each chunk
+    run is saved there before the next starts, so that an interrupted run can resume."""
+    bounds = chunk_bounds(len(x_int), chunk)
     check_target(target)
-    parts = []
-    for start in range(0, len(x_int), chunk):
-        parts.append(run(net, x_int[start : start + chunk], target, record_state))
+    parts, done = [], 0
+    for k, (start, stop) in enumerate(bounds):
+        key = None if store is None else store.key(k)
+        if key is not None and store.has(key):
+            parts.append(store.load(key))
+            continue
+        parts.append(run(net, x_int[start:stop], target, record_state))
+        if key is not None:
+            store.save(key, parts[-1])
+        done += stop - start
         if on_chunk is not None:
-            on_chunk(min(start + chunk, len(x_int)))
+            on_chunk(done)
     return concatenate(parts)
 
 

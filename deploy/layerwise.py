@@ -97,10 +97,9 @@ def run(cfg, net: IntNetwork, reference: IntNetwork, data: data_source.RunData, 
     driven by and compared with the integer sim of ``reference``; (chunk, layer) results already in
     ``store`` are reused. Returns the report (without writing it)."""
     n = len(data.x_int)
-    bounds = [(start, min(start + cfg.chunk, n)) for start in range(0, n, cfg.chunk)]
+    bounds = lava_runner.chunk_bounds(n, cfg.chunk)
     total = n * len(layers)
-    reused = sum((stop - start) for k, (start, stop) in enumerate(bounds) for i in layers
-                 if store.has(store.key(k, i)))
+    reused = store.held(bounds, layers)
     done = reused
     if on_progress is not None:
         on_progress(done, total, reused)

@@ -20,7 +20,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,22 +159,11 @@ def _run_target(net: IntNetwork, x_int: np.ndarray, cfg: ValidationConfig, store
     """The target's output for every sample, chunk by chunk, reusing chunks a resumed run already has.
     Returns it and the number of samples reused."""
     n = len(x_int)
-    bounds = [(start, min(start + cfg.chunk, n)) for start in range(0, n, cfg.chunk)]
-    reused = sum(stop - start for k, (start, stop) in enumerate(bounds) if store.has(store.key(k)))
-    done = reused
+    reused = store.held(lava_runner.chunk_bounds(n, cfg.chunk))
     if on_progress is not None:
-        on_progress(done, n, reused)
-    parts = []
-    for k, (start, stop) in enumerate(bounds):
-        if store.has(store.key(k)):
-            parts.append(store.load(store.key(k)))
-            continue
-        parts.append(lava_runner.run(net, x_int[start:stop], cfg.target, cfg.states))
-        store.save(store.key(k), parts[-1])
-        done += stop - start
-        if on_progress is not None:
-            on_progress(done, n, reused)
-    return lava_runner.concatenate(parts), reused
+        on_progress(reused, n, reused)
+    progress = None if on_progress is None else (lambda done: on_progress(reused + done, n, reused))
+    return lava_runner.run_in_chunks(net, x_int, cfg.target, cfg.chunk, cfg.states, progress, store), reused
 
 
 def _float_predictions(checkpoint: Path, x: np.ndarray, reference: IntNetwork) -> np.ndarray:
@@ -229,6 +218,10 @@ class ChunkStore:
 
     def has(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def held(self, bounds: list[tuple[int, int]], layers: Sequence[int | None] = (None,)) -> int:
+        """How many samples of the chunks ``bounds`` (for each of ``layers``, in a layer-wise run) are held."""
+        return sum(stop - start for k, (start, stop) in enumerate(bounds) for i in layers if self.has(self.key(k, i)))
 
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()

@@ -5,7 +5,8 @@ compute on them.
 This module is the one place those equations are written. They take numpy arrays or torch tensors alike
 (int64; ``_ops`` supplies the three functions the two libraries spell differently), so ``spikefold.sim``
 runs this same code vectorised over samples on CPU or GPU; ``spikefold.deploy`` hands the same integers to
-Lava's stock processes and the tests check that both agree on every spike and state integer.
+Lava's processes and the tests check that both agree on every spike and state integer. What a layer needs beyond
+Loihi's basic neuron is said here as data (:attr:`Layer.needs`); which Lava process runs it is deploy's choice.
 
 A network is a directed acyclic graph of layers in topological order. Each layer is a population of LIF
 neurons fed by one or more :class:`Connection` s (Dense or Conv2d synapses from the encoded input or from an
@@ -235,6 +236,13 @@ def weight_step(mixed: bool, num_weight_bits: int) -> int:
     return 1 << (8 - num_weight_bits + int(mixed))
 
 
+def weight_range(mixed: bool, num_weight_bits: int) -> tuple[int, int]:
+    """The smallest and largest weight on the grid Lava keeps unchanged (multiples of :func:`weight_step`):
+    [-256, 256 - step] for a mixed-sign matrix, within +-(256 - step) otherwise."""
+    step = weight_step(mixed, num_weight_bits)
+    return (-256 if mixed else step - 256), 256 - step
+
+
 def lava_weights(weights: np.ndarray, num_weight_bits: int) -> np.ndarray:
     """What Lava's Dense keeps of integer weights: clipped to 8 bits ([-256, 255] for mixed sign), then
     truncated to multiples of :func:`weight_step` (toward minus infinity, on the magnitude for an all-negative
@@ -252,13 +260,12 @@ def lava_weights(weights: np.ndarray, num_weight_bits: int) -> np.ndarray:
 
 def integer_weights(w: Any, num_weight_bits: int) -> Any:
     """Real-valued integer-unit weights ``w`` (numpy array or torch tensor) rounded to the nearest values
-    :func:`lava_weights` keeps unchanged: multiples of :func:`weight_step` in [-256, 256 - step] for a
-    mixed-sign matrix, within +-(256 - step) otherwise. Export and QAT round with this."""
+    :func:`lava_weights` keeps unchanged: multiples of :func:`weight_step` within :func:`weight_range`. Export
+    and QAT round with this."""
     mixed = bool(w.min() < 0 < w.max())
     step = weight_step(mixed, num_weight_bits)
-    low = -256 if mixed else step - 256
     rounded = step * (np.rint(w / step) if isinstance(w, np.ndarray) else (w / step).round())
-    return _ops(w).clip(rounded, low, 256 - step)
+    return _ops(w).clip(rounded, *weight_range(mixed, num_weight_bits))
 
 
 @dataclasses.dataclass
@@ -308,6 +315,13 @@ def _correlate(maps: np.ndarray, kernel: np.ndarray, stride: int, padding: int) 
     return np.tensordot(windows, kernel, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
 
 
+# What a layer may need beyond Loihi's basic CUBA LIF neuron fed by binary spikes (Layer.needs).
+PER_TIMESTEP_THRESHOLD = "a per-timestep threshold"
+SUBTRACTIVE_RESET = "a subtractive reset"
+INITIAL_POTENTIAL = "an initial potential"
+GRADED_INPUT = "graded input"
+
+
 class LIFStep(NamedTuple):
     u: np.ndarray
     v: np.ndarray  # after the reset
@@ -330,8 +344,8 @@ class LIF:
 
     trunc0 rounds toward zero. Sums are int32 in Lava's CPU model and wrap there (only far outside the 24-bit
     range). A float LIF ``U(t) = beta U(t-1)(1 - S(t-1)) + I(t)`` is ``du = 4095``
-    (the current forgets every step, so u = a_in << 6), ``dv = 4096 (1 - beta)``. Lava's stock LIF has one
-    threshold and the zero reset; a schedule or the subtractive reset needs spikefold's ``ScheduledLIF``.
+    (the current forgets every step, so u = a_in << 6), ``dv = 4096 (1 - beta)``. Loihi's basic neuron has one
+    threshold and the zero reset; a schedule and the subtractive reset are :attr:`needs` beyond it.
     """
 
     du: int
@@ -342,9 +356,11 @@ class LIF:
     reset: str = "zero"  # or "subtract"
 
     @property
-    def stock(self) -> bool:
-        """Whether Lava's stock LIF/LIFReset computes this neuron exactly."""
-        return self.reset == "zero" and np.ndim(self.vth) == 0
+    def needs(self) -> tuple[str, ...]:
+        """What this neuron needs beyond Loihi's basic one (one threshold, reset to zero): a subset of
+        (:data:`PER_TIMESTEP_THRESHOLD`, :data:`SUBTRACTIVE_RESET`), in that order; empty for the basic neuron."""
+        return tuple(need for need, wanted in ((PER_TIMESTEP_THRESHOLD, np.ndim(self.vth) > 0),
+                                               (SUBTRACTIVE_RESET, self.reset == "subtract")) if wanted)
 
     def threshold(self, t: int) -> int:
         """vth at position t of a sample."""
@@ -405,7 +421,7 @@ class Layer:
     neurons: LIF
     scale: float
     readout: bool = False
-    # An initial potential (MP-Init), re-encoded for stock hardware: one spike at the first step of every
+    # An initial potential (MP-Init), re-encoded for Loihi's basic neuron: one spike at the first step of every
     # sample through these (n, 1) synapses, so a_in gains ``initial.forward([1])`` at timestep 0.
     initial: Dense | None = None
 
@@ -425,12 +441,12 @@ class Layer:
         return sum(c.synapses.shape[1] for c in self.inputs)
 
     @property
-    def process(self) -> str:
-        """How Lava runs the neurons: "stock (hardware-compatible)" or "custom (simulation only)", and why."""
-        if self.neurons.stock:
-            return "stock (hardware-compatible): LIFReset"
-        why = "a per-timestep threshold" if np.ndim(self.neurons.vth) else "a subtractive reset"
-        return f"custom (simulation only): ScheduledLIF for {why}"
+    def needs(self) -> tuple[str, ...]:
+        """What running the layer takes beyond Loihi's basic neuron fed by binary spikes: its neurons'
+        :attr:`LIF.needs`, then :data:`INITIAL_POTENTIAL` and :data:`GRADED_INPUT` where they apply."""
+        graded = any(c.synapses.num_message_bits > 0 for c in self.inputs)
+        return self.neurons.needs + tuple(need for need, wanted in ((INITIAL_POTENTIAL, self.initial is not None),
+                                                                    (GRADED_INPUT, graded)) if wanted)
 
     def initial_input(self) -> np.ndarray | None:
         """The synaptic input the initial-potential synapses add at a sample's first step, or None."""

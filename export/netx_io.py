@@ -19,7 +19,7 @@ What netx holds and how it maps (lava-dl 0.6.0, read from ``netx/hdf5.py`` and `
   (``reset_offset + 1 + i``), which with ``reset_offset = 1`` is the step spikefold's Lava runner resets a layer
   at depth ``i + 1``: the first step its sample reaches it.
 
-So an integer network is exact in netx when it is a chain of stock LIF layers (zero reset, one threshold, no
+So an integer network is exact in netx when it is a chain of basic LIF layers (zero reset, one threshold, no
 initial potential), every connection's ``shift(W_eff @ s, weight_exp)`` equals an integer matrix's product that
 Lava keeps without loss, and every effective bias is a multiple of 64. The shipped hw_config ``loihi2_netx``
 (weight exponent 0, bias exponent 6) makes ``spikefold export`` produce such integers. Anything else is refused
@@ -39,7 +39,7 @@ import numpy as np
 from spikefold.core.errors import ExportFormatError, NetxFileError
 from spikefold.export import hw_config
 from spikefold.export.intnet import (INPUT, LIF, STATE_MAX, Connection, Conv2d, Dense, InputEncoding, IntNetwork,
-                                     Layer, lava_weights, shift)
+                                     Layer, lava_weights, shift, weight_step)
 from spikefold.core.files import write_bytes
 
 NETX_BIAS_EXP = 6  # netx hands CUBA neurons bias_exp = 6 whatever the file says
@@ -77,11 +77,9 @@ def lossless_dense(matrix: np.ndarray, what: str) -> tuple[np.ndarray, int]:
     """(weights, weight_exp) for a spikefold ``Dense`` of 8-bit weights whose synaptic input is exactly
     ``matrix @ s``, as netx's re-encoding makes it in Lava; refused when no 8-bit form holds ``matrix``."""
     m = np.asarray(matrix, np.int64)
-    mixed = m.min(initial=0) < 0 < m.max(initial=0)
-    if mixed and m.min() >= -128 and m.max() <= 127:
-        candidates = [(2 * m, -1), (m, 0)]  # Lava drops a mixed-sign matrix's lowest bit: store it doubled
-    else:
-        candidates = [(m, 0)]
+    step = weight_step(bool(m.min(initial=0) < 0 < m.max(initial=0)), 8)
+    # Lava keeps multiples of `step` only (2 for a mixed-sign matrix): the matrix times step, shifted back, may fit.
+    candidates = [(m * step, -(step.bit_length() - 1)), (m, 0)] if step > 1 else [(m, 0)]
     for weights, exp in candidates:
         if np.array_equal(lava_weights(weights, 8), weights):
             return weights, exp
@@ -91,7 +89,7 @@ def lossless_dense(matrix: np.ndarray, what: str) -> tuple[np.ndarray, int]:
 
 
 def _check_chain(net: IntNetwork) -> None:
-    """Refuse, naming the layer and the feature, what netx's chain of stock CUBA layers cannot express."""
+    """Refuse, naming the layer and the feature, what netx's chain of basic CUBA layers cannot express."""
     for index, layer in enumerate(net.layers):
         expected = INPUT if index == 0 else net.layers[index - 1].name
         if [c.source for c in layer.inputs] != [expected]:
@@ -99,11 +97,10 @@ def _check_chain(net: IntNetwork) -> None:
                 f"layer '{layer.name}' takes input from {[c.source for c in layer.inputs]}; netx's layers form a "
                 f"chain (each reads only '{expected}'), so skip connections and residual sums need spikefold's "
                 "own runner (spikefold deploy)")
-        if not layer.neurons.stock:
-            why = "a per-timestep threshold" if np.ndim(layer.neurons.vth) else "a subtractive reset"
+        if layer.neurons.needs:
             raise ExportFormatError(
-                f"layer '{layer.name}' has {why}, which netx's CUBA neuron (Lava's LIF) cannot express; it needs "
-                "spikefold's ScheduledLIF (spikefold deploy)")
+                f"layer '{layer.name}' has {layer.neurons.needs[0]}, which netx's CUBA neuron (Lava's LIF) cannot "
+                "express; it needs spikefold's own Lava process (spikefold deploy)")
         if layer.initial is not None:
             raise ExportFormatError(
                 f"layer '{layer.name}' starts each sample from an initial potential (MP-Init), delivered through "

@@ -18,8 +18,8 @@ For a layer with scale S (v_int ~= v_float S) and decay dv: ``tau = DT 4096 / dv
 (dv S)``, with ``unit`` the float value of one integer input unit (the input encoding's scale for the input's
 synapses, 1 for a spike). The readout's synapses carry no gain. The exact integers ride in each node's
 ``metadata`` under ``spikefold.*`` keys, including what standard NIR cannot say (a per-timestep threshold
-schedule, the subtractive reset, MP-Init's initial-potential synapses, whether the layer runs on stock or custom
-Lava processes, and the layer's name and position in the network's order), and the graph's metadata holds the
+schedule, the subtractive reset, MP-Init's initial-potential synapses, what the layer needs beyond Loihi's basic
+neuron (``Layer.needs``, as words), and the layer's name and position in the network's order), and the graph's metadata holds the
 input encoding and timesteps, so reading gives back the identical integer network.
 """
 
@@ -120,7 +120,7 @@ def _neuron_metadata(layer: Layer, index: int) -> dict[str, Any]:
         "spikefold.bias_mant": np.asarray(neu.bias_mant, np.int32),
         "spikefold.bias_exp": np.asarray(neu.bias_exp, np.int32),
         "spikefold.readout": bool(layer.readout),
-        "spikefold.process": layer.process,
+        "spikefold.needs": ", ".join(layer.needs),  # for readers: read() derives them from the integers
     }
     if layer.initial is not None:
         meta |= {"spikefold.initial_weights": np.asarray(layer.initial.weights, np.int32),

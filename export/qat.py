@@ -32,7 +32,7 @@ from spikefold.core.errors import ConfigError
 from spikefold.export.float_net import FloatNetwork
 from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import (ACT_SHIFT, DECAY_UNITY, INPUT, VTH_SHIFT, IntNetwork, integer_weights, shift,
-                                     weight_step, wrap32)
+                                     weight_range, wrap32)
 from spikefold.export.quantise import layer_terms
 from spikefold.train.neurons import surrogates
 
@@ -89,8 +89,7 @@ class IntegerForward(nn.Module):
             it = iter(self.weights)
             for layer, bias in zip(self.net.layers, self.biases):
                 for c, w in zip(layer.inputs, it):
-                    step = weight_step(True, c.synapses.num_weight_bits)
-                    w.clamp_(-256, 256 - step)
+                    w.clamp_(*weight_range(True, c.synapses.num_weight_bits))
                 top = torch.as_tensor(self.mant_limit * 2.0 ** np.asarray(layer.neurons.bias_exp, np.float64),
                                       device=bias.device)
                 bias.copy_(torch.maximum(torch.minimum(bias, top), -top))

@@ -38,7 +38,7 @@ from spikefold.export.intnet import (
     Layer,
     integer_weights,
     shift,
-    weight_step,
+    weight_range,
 )
 from spikefold.train.neurons.base import InferenceForm
 
@@ -50,7 +50,7 @@ class LayerQuantisation:
     """What quantising one layer cost, and how much of the 24-bit state it uses on calibration data."""
 
     name: str
-    process: str  # "stock (hardware-compatible): ..." or "custom (simulation only): ..."
+    needs: list[str]  # what the layer needs beyond Loihi's basic neuron (intnet.Layer.needs)
     scale: float
     weight_exp: int | list[int]  # one per connection (a list when the layer has several)
     max_abs_weight: int
@@ -135,7 +135,7 @@ def _scale_and_exponents(lt: LayerTerms, s_max: float, weight_bits: int, e_lo: i
     weights fit, so each uses more than half its range."""
     lims, scale = [], s_max
     for w, unit in zip(lt.weights, lt.units):
-        w_lim = 256 - weight_step(bool(w.min() < 0 < w.max()), weight_bits)
+        w_lim = weight_range(bool(w.min() < 0 < w.max()), weight_bits)[1]
         max_w = float(np.abs(w).max())
         lims.append((w_lim, max_w, unit))
         if max_w == 0:
@@ -248,7 +248,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
         layers.append(layer)
         exact_w, w_all, exact_b = np.concatenate(exact), np.concatenate(rounded), neuron_bias * scale
         reports.append(LayerQuantisation(
-            name=fl.name, process=layer.process, scale=scale, weight_exp=exps[0] if len(exps) == 1 else exps,
+            name=fl.name, needs=list(layer.needs), scale=scale, weight_exp=exps[0] if len(exps) == 1 else exps,
             max_abs_weight=max_abs,
             weight_rel_error=float(np.linalg.norm(w_all - exact_w) / max(np.linalg.norm(exact_w), 1e-300)),
             vth=vth if np.ndim(vth) == 0 else [int(v) for v in vth],

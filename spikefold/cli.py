@@ -195,6 +195,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from spikefold.deploy.lava_runner import lava_process
     from spikefold.pipeline import export_checkpoint
 
     if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
@@ -211,7 +212,7 @@ def cmd_export(args) -> int:
                                                    description=f"QAT  loss {r['loss']:.4f}"))
     files.write_json(report_path, {
         "checkpoint": args.checkpoint, "nir": str(nir_path), "float_test_accuracy": float_acc,
-        "quantisation": dataclasses.asdict(report), "processes": {layer.name: layer.process for layer in net.layers},
+        "quantisation": dataclasses.asdict(report), "processes": {layer.name: lava_process(layer) for layer in net.layers},
         "run": files.run_metadata(args.argv)})
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
@@ -231,6 +232,7 @@ def cmd_import(args) -> int:
     import numpy as np
 
     from spikefold.core.errors import DataError, NIRFileError
+    from spikefold.deploy.lava_runner import lava_process
     from spikefold.export import hw_config, nir_io
     from spikefold.export.nir_import import import_graph
     from spikefold.sim.simulator import check_state_range
@@ -250,8 +252,8 @@ def cmd_import(args) -> int:
                                   args.weight_bits, source=args.graph)
     check_state_range(net, net.input.encode(x), report)
     nir_io.write(net, out)
-    rows = [(q.name, q.process.split(":")[0], q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
-             f"{q.bias_rel_error:.4f}", q.vth, f"{q.headroom_bits:.2f}") for q in report.layers]
+    rows = [(q.name, lava_process(layer).split(":")[0], q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
+             f"{q.bias_rel_error:.4f}", q.vth, f"{q.headroom_bits:.2f}") for q, layer in zip(report.layers, net.layers)]
     out_console.print(_table(f"imported {args.graph} -> {args.out} ({report.calibration_samples} calibration samples)",
                              rows, ("layer", "process", "weight_exp", "max |w|", "weight rel. error",
                                     "bias rel. error", "vth", "headroom bits")))

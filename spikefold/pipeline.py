@@ -162,6 +162,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
                      "test_samples": len(y_all), "lava_samples": n_lava},
         "agreement": dataclasses.asdict(agreement) | {"exact": agreement.exact},
         "quantisation": dataclasses.asdict(qreport),
+        "processes": {layer.name: lava_runner.lava_process(layer) for layer in net.layers},
         "spikes": spike_table(net, lava),
         "energy": report.to_dict(),
         "timings": timings,

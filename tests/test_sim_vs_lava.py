@@ -70,7 +70,7 @@ def test_demo_model_spikes_equal(exported, split):
 @pytest.mark.parametrize("seed", range(3))
 def test_schedules_subtractive_reset_and_initial_potentials(seed):
     net = featured_network(seed)
-    assert any(not layer.neurons.stock for layer in net.layers)
+    assert any(layer.neurons.needs for layer in net.layers)
     x = random_input(net, samples=5, seed=seed)
     _assert_identical(net, simulate(net, x, record_state=True), lava_runner.run(net, x, record_state=True))
 

@@ -78,7 +78,7 @@ def stage_export(ckpt: Path, nir_path: Path, calibration_samples: int) -> dict:
     from spikefold.export import hw_config, nir_io
     from spikefold.export.fold import fold
     from spikefold.export.quantise import quantise
-    from spikefold.sim.simulator import check_state_range
+    from spikefold.export.state_range import check_state_range
     from spikefold.train.loop import model_from_checkpoint
 
     hw = hw_config.load("loihi2")

@@ -25,7 +25,8 @@ from spikefold.export import hw_config, netx_io, onnx_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.export.qat import finetune
-from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import simulate
 from spikefold.train import data
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig

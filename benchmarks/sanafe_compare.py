@@ -22,7 +22,8 @@ from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.sim import energy, sanafe_engine
 from spikefold.sim.cores import map_onto_cores
-from spikefold.sim.simulator import align_to_synchronous, check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import align_to_synchronous, simulate
 from spikefold.train.data import digits
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig, batchnorm_from_data

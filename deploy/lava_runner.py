@@ -21,7 +21,7 @@ from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
 from spikefold.core.errors import ConfigError, TargetError
 from spikefold.export.intnet import INPUT, PER_TIMESTEP_THRESHOLD, SUBTRACTIVE_RESET, Conv2d, Dense, IntNetwork, Layer
-from spikefold.sim.simulator import SimResult, check_input
+from spikefold.sim.simulator import SimResult
 
 TARGETS = ("loihi2-sim", "loihi2")
 # What Lava's stock LIFReset cannot compute, of what a layer may need (Layer.needs): spikefold's ScheduledLIF
@@ -199,7 +199,7 @@ def _execute(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int],
 def run(net: IntNetwork, x_int: np.ndarray, target: str = "loihi2-sim", record_state: bool = False) -> SimResult:
     """Run ``x_int`` (samples, inputs), or (samples, T, inputs) for per-timestep input, through Lava; the
     result is aligned to the simulator's timing."""
-    x = check_input(net, x_int)
+    x = net.input.check(x_int, net.timesteps)
     recorded = _execute(net, {INPUT: x}, list(range(len(net.layers))), target, record_state)
     n, steps_per_sample = len(x), net.timesteps
     spikes = []
@@ -236,7 +236,7 @@ def run_layer(net: IntNetwork, index: int, inputs: dict[str, np.ndarray], target
     needed = {c.source for c in layer.inputs}
     if set(inputs) != needed:
         raise ConfigError(f"layer '{layer.name}' reads {sorted(needed)}; got spikes for {sorted(inputs)}")
-    sources = {name: (check_input(net, values) if name == INPUT else np.asarray(values))
+    sources = {name: (net.input.check(values, net.timesteps) if name == INPUT else np.asarray(values))
                for name, values in inputs.items()}
     recorded = _execute(net, sources, [index], target, record_state)
     n = len(next(iter(sources.values())))

@@ -150,6 +150,22 @@ class InputEncoding:
         """The shape one encoded sample has: (size,), or (T, size) for per-timestep input."""
         return (timesteps, self.size) if self.per_timestep else (self.size,)
 
+    def check(self, x_int: np.ndarray, timesteps: int) -> np.ndarray:
+        """Validate encoded input for a network of ``timesteps``: shape (samples, size), or (samples, T, size) per
+        timestep, integers within the encoding's range. Returns it as int64."""
+        x = np.asarray(x_int)
+        shape = self.sample_shape(timesteps)
+        if x.shape[1:] != shape or x.ndim != 1 + len(shape):
+            what = "per timestep" if self.per_timestep else "the same at every timestep"
+            raise DataError(f"input has shape {x.shape}; this network takes (samples, {', '.join(map(str, shape))}) "
+                            f"encoded integers (input {what})")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise DataError(f"input must be encoded integers (InputEncoding.encode), got dtype {x.dtype}")
+        hi = (1 << self.bits) - 1
+        if x.size and (x.min() < 0 or x.max() > hi):
+            raise DataError(f"input values span [{x.min()}, {x.max()}]; the encoding allows [0, {hi}]")
+        return x.astype(np.int64)
+
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
 FLOAT64_EXACT = 1 << 53

@@ -284,7 +284,7 @@ def import_graph(graph: nir.NIRGraph, hw: HwConfig, dt: float, timesteps: int, c
                  reset: str = "zero", weight_bits: int | None = None,
                  source: str = "<graph>") -> tuple[IntNetwork, QuantReport, FloatNetwork]:
     """Quantise a foreign graph for ``hw``: (integer network, per-layer quantisation report, float network).
-    Run ``spikefold.sim.simulator.check_state_range`` on the result to measure the state's headroom."""
+    Run ``spikefold.export.state_range.check_state_range`` on the result to measure the state's headroom."""
     fnet = float_network(graph, dt, timesteps, reset, source)
     x = check_calibration(calibration_x, fnet.input_shape, timesteps)
     fnet.temporal_input = x.ndim == 3  # input that changes every step: InputEncoding.per_timestep

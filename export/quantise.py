@@ -170,7 +170,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
     ``weight_bits`` (default: the hw_config's) sets Lava's ``num_weight_bits``: weights are then multiples of
     2**(8 - weight_bits), plus one bit for a mixed-sign matrix. Raises HardwareRangeError when a value cannot
     be represented. Whether the integer state stays in range on the calibration data is checked by running it
-    (``spikefold.sim.simulator.check_state_range``).
+    (:func:`spikefold.export.state_range.check_state_range`).
     """
     bits_in = hw.bits("message_bits")
     max_bits = hw.bits("weight_bits")

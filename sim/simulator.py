@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from spikefold.core.devices import resolve_device
-from spikefold.core.errors import ConfigError, DataError, HardwareRangeError, StateRangeError
-from spikefold.export.intnet import INPUT, STATE_MAX, Connection, IntNetwork, Layer, exact_dtype, wrap32
+from spikefold.core.errors import ConfigError, HardwareRangeError
+from spikefold.export.intnet import INPUT, Connection, IntNetwork, Layer, exact_dtype, wrap32
+from spikefold.export.state_range import LayerStats
 
 TIMINGS = ("synchronous", "lava")
 CPU_STATE_VALUES = 1 << 17  # a CPU pass keeps each layer's int64 state near 1 MiB, in cache (measured)
@@ -66,22 +67,6 @@ def matmul_plan(net: IntNetwork) -> list[MatmulPrecision]:
 
 
 @dataclasses.dataclass
-class LayerStats:
-    """Range use of one layer's 24-bit state over a run."""
-
-    max_abs_u: int = 0
-    max_abs_v: int = 0
-    u_wraps: int = 0
-    v_saturations: int = 0
-
-    def merge(self, other: LayerStats) -> None:
-        self.max_abs_u = max(self.max_abs_u, other.max_abs_u)
-        self.max_abs_v = max(self.max_abs_v, other.max_abs_v)
-        self.u_wraps += other.u_wraps
-        self.v_saturations += other.v_saturations
-
-
-@dataclasses.dataclass
 class SimResult:
     """What a run produced. Arrays are indexed (sample, timestep, neuron); with ``timing == "lava"`` the
     second axis is Lava's step (see the module docstring)."""
@@ -105,23 +90,6 @@ class SimResult:
     def spike_counts(self) -> np.ndarray:
         """Spikes per layer and timestep, summed over samples: shape (layers, T)."""
         return np.stack([s.sum(axis=(0, 2)) for s in self.spikes])
-
-
-def check_input(net: IntNetwork, x_int: np.ndarray) -> np.ndarray:
-    """Validate encoded input: shape (samples, input size), or (samples, T, input size) for per-timestep
-    input, integers within the encoding's range."""
-    x = np.asarray(x_int)
-    shape = net.input.sample_shape(net.timesteps)
-    if x.shape[1:] != shape or x.ndim != 1 + len(shape):
-        what = "per timestep" if net.input.per_timestep else "the same at every timestep"
-        raise DataError(f"input has shape {x.shape}; this network takes (samples, {', '.join(map(str, shape))}) "
-                        f"encoded integers (input {what})")
-    if not np.issubdtype(x.dtype, np.integer):
-        raise DataError(f"input must be encoded integers (InputEncoding.encode), got dtype {x.dtype}")
-    hi = (1 << net.input.bits) - 1
-    if x.size and (x.min() < 0 or x.max() > hi):
-        raise DataError(f"input values span [{x.min()}, {x.max()}]; the encoding allows [0, {hi}]")
-    return x.astype(np.int64)
 
 
 @contextlib.contextmanager
@@ -181,7 +149,7 @@ def simulate(net: IntNetwork, x_int: np.ndarray, record_state: bool = False, tim
     as many as keep the widest layer's state near 1 MiB, 1..1024; on GPU: as many as keep all layers' state
     within 1 GiB); ``threads``: CPU threads (default: torch's). Results depend on neither.
     """
-    x = check_input(net, x_int)
+    x = net.input.check(x_int, net.timesteps)
     n = x.shape[0]
     steps = net.timesteps + (max(net.depths()) if timing == "lava" else 0)
     spikes = [np.zeros((n, steps, layer.size), bool) for layer in net.layers]
@@ -335,35 +303,3 @@ def spike_table(net: IntNetwork, result: SimResult) -> list[dict]:
              "spikes_per_sample": float(result.spikes[i].sum()) / n,
              "per_timestep": (result.spikes[i].sum(axis=(0, 2)) / n).tolist()}
             for i, layer in enumerate(net.layers)]
-
-
-def check_state_range(net: IntNetwork, x_int: np.ndarray, report=None,
-                      batch_size: int | None = None) -> list[LayerStats]:
-    """Run calibration data batch by batch (memory bounded by a batch, whatever the number of samples) and
-    fail, naming the layer and by how much, if any state wraps or saturates or the readout fires. With a
-    ``QuantReport`` from export, fill in each layer's measured range use. Returns each layer's range use."""
-    x = check_input(net, x_int)
-    stats = [LayerStats() for _ in net.layers]
-    readout_spikes = 0
-    for _, _, run in _batches(net, x, False, "synchronous", "cpu", batch_size, None):
-        for total, part in zip(stats, run.stats):
-            total.merge(part.result())
-        readout_spikes += int(run.spikes[-1].sum())
-    for i, (layer, st) in enumerate(zip(net.layers, stats)):
-        if report is not None:
-            entry = report.layers[i]
-            entry.max_abs_u, entry.max_abs_v = st.max_abs_u, st.max_abs_v
-            entry.headroom_bits = float(np.log2(STATE_MAX / max(st.max_abs_u, st.max_abs_v, 1)))
-        problems = []
-        if st.u_wraps:
-            problems.append(f"its current wrapped {st.u_wraps} times (largest |u| {st.max_abs_u})")
-        if st.v_saturations:
-            problems.append(f"its voltage saturated {st.v_saturations} times (largest |v| {st.max_abs_v})")
-        if layer.readout and readout_spikes:
-            problems.append(f"the readout fired {readout_spikes} times")
-        if problems:
-            raise StateRangeError(
-                f"layer '{layer.name}' leaves the 24-bit state range (limit {STATE_MAX - 1}) on "
-                f"{len(x_int)} calibration samples: {'; '.join(problems)}. Calibrate on more of the data "
-                "(export's --calibration-samples; by default the whole training split) or retrain with weight decay")
-    return stats

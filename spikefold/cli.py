@@ -235,7 +235,7 @@ def cmd_import(args) -> int:
     from spikefold.deploy.lava_runner import lava_process
     from spikefold.export import hw_config, nir_io
     from spikefold.export.nir_import import import_graph
-    from spikefold.sim.simulator import check_state_range
+    from spikefold.export.state_range import check_state_range
 
     out = files.check_output_file(args.out, "--out", args.force)
     try:

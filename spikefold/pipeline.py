@@ -20,7 +20,8 @@ from spikefold.export.fold import fold
 from spikefold.export.quantise import QuantReport, quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
-from spikefold.sim.simulator import SimResult, check_state_range, simulate, spike_table
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import SimResult, simulate, spike_table
 from spikefold.train import data as datasets
 from spikefold.train.curve import training_curve
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train

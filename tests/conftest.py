@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 from spikefold.export import hw_config
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
-from spikefold.sim.simulator import check_state_range
+from spikefold.export.state_range import check_state_range
 from spikefold.train.data import digits
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig

@@ -21,7 +21,8 @@ from spikefold.core.errors import DataError  # noqa: E402
 from spikefold.export import hw_config, nir_io  # noqa: E402
 from spikefold.export.fold import fold  # noqa: E402
 from spikefold.export.quantise import quantise  # noqa: E402
-from spikefold.sim.simulator import check_state_range, simulate  # noqa: E402
+from spikefold.export.state_range import check_state_range  # noqa: E402
+from spikefold.sim.simulator import simulate  # noqa: E402
 from spikefold.train.data import cifar10_dvs  # noqa: E402
 from spikefold.train.loop import TrainConfig, train  # noqa: E402
 from spikefold.train.models import ModelConfig  # noqa: E402

@@ -18,7 +18,8 @@ from spikefold.export import nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.export.intnet import INPUT
-from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig
 from tests.cli_runs import interrupt_once_written, read_report, run_cli

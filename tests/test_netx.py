@@ -17,7 +17,8 @@ from spikefold.export import netx_io, nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Conv2d, Dense, InputEncoding, IntNetwork, Layer
-from spikefold.sim.simulator import SimResult, check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import SimResult, simulate
 from tests.lava_dl import import_netx
 from tests.random_nets import featured_network, random_input, residual_network
 

@@ -13,7 +13,8 @@ from spikefold.deploy import lava_runner
 from spikefold.core.errors import DataError, NIRFileError
 from spikefold.export import nir_io
 from spikefold.export.nir_import import import_graph
-from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import simulate
 
 snn = pytest.importorskip("snntorch")
 from snntorch.import_nir import import_from_nir  # noqa: E402

@@ -12,7 +12,8 @@ from spikefold.core.errors import ConfigError, HardwareRangeError
 from spikefold.export import nir_io
 from spikefold.export.quantise import quantise
 from spikefold.export.qat import IntegerForward, finetune
-from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import simulate
 from tests.random_nets import conv_network, featured_network, random_input, residual_network
 
 

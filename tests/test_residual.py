@@ -14,7 +14,8 @@ from spikefold.export import nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import layer_terms, quantise
 from spikefold.export.intnet import ACT_SHIFT, INPUT
-from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig, batchnorm_from_data
 from spikefold.train.neurons import NeuronConfig

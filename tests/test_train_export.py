@@ -14,7 +14,8 @@ from spikefold.core.errors import HardwareRangeError, StateRangeError
 from spikefold.export import nir_io
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
-from spikefold.sim.simulator import check_state_range, simulate
+from spikefold.export.state_range import check_state_range
+from spikefold.sim.simulator import simulate
 from spikefold.train import checkpoint
 from spikefold.train.loop import TrainConfig, evaluate, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig

@@ -23,10 +23,15 @@ from spikefold.deploy.scheduled_lif.process import ScheduledLIF  # noqa: E402
 class _ScheduledLIFModel(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
 
-    def _position(self) -> tuple[bool, int]:
-        """(is this the first step of a sample, the step's position in its sample)."""
+    def _start_step(self) -> tuple[np.ndarray, int]:
+        """Receive this step's input and clear u and v at a sample's first step; returns the input and the
+        step's position in its sample."""
+        a_in = self.a_in.recv()
         steps, offset = self.proc_params["timesteps"], self.proc_params["offset"]
-        return self.time_step % steps == offset, (self.time_step - offset) % steps
+        if self.time_step % steps == offset:
+            self.u[:] = 0
+            self.v[:] = 0
+        return a_in, (self.time_step - offset) % steps
 
 
 @implements(proc=ScheduledLIF, protocol=LoihiProtocol)
@@ -47,11 +52,7 @@ class PyScheduledLIFFixed(_ScheduledLIFModel):
         self._neuron = None  # the parameters are static (no learning): build the neuron and its bias once
 
     def run_spk(self) -> None:
-        a_in = self.a_in.recv()
-        first, t = self._position()
-        if first:
-            self.u[:] = 0
-            self.v[:] = 0
+        a_in, t = self._start_step()
         if self._neuron is None:
             self._neuron = intnet.LIF(du=int(self.du[0]), dv=int(self.dv[0]), vth=np.asarray(self.vth, np.int64),
                                       bias_mant=self.bias_mant, bias_exp=self.bias_exp,
@@ -77,11 +78,7 @@ class PyScheduledLIFFloat(_ScheduledLIFModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self) -> None:
-        a_in = self.a_in.recv()
-        first, t = self._position()
-        if first:
-            self.u[:] = 0.0
-            self.v[:] = 0.0
+        a_in, t = self._start_step()
         unity = float(intnet.DECAY_UNITY)
         self.u[:] = self.u * (1.0 - (self.du[0] + 1.0) / unity) + a_in * 2.0**intnet.ACT_SHIFT
         self.v[:] = self.v * (1.0 - self.dv[0] / unity) + self.u + self.bias_mant * 2.0**self.bias_exp

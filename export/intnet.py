@@ -349,7 +349,7 @@ class LIFStep(NamedTuple):
 
 @dataclasses.dataclass
 class LIF:
-    """Loihi CUBA leaky integrate-and-fire neuron (Lava ``LIF``/``LIFReset``, ``PyLifModelBitAcc``).
+    """Loihi CUBA leaky integrate-and-fire neuron, as Lava's bit-accurate ``PyLifModelBitAcc`` computes it.
 
     Every timestep, in this order::
 

@@ -493,3 +493,17 @@ def test_auto_falls_back_with_one_warning_for_float64_on_gpu(monkeypatch):
         ref(x)  # once only
     ref.backend = "eager"
     torch.testing.assert_close(out, ref(x))
+
+
+def test_kernels_import_without_the_neurons():
+    """The neurons use the kernels, never the other way round: the kernels (their custom ops too, where Triton is
+    installed) import neither the neuron package nor any neuron type."""
+    code = ("import sys, importlib.util\n"
+            "import spikefold.train.kernels\n"
+            "if importlib.util.find_spec('triton'):\n"
+            "    import spikefold.train.kernels.ops\n"
+            "print(sorted(m for m in sys.modules if m.startswith('spikefold.train.neurons')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

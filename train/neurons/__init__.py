@@ -1,5 +1,6 @@
 """Spiking neuron types. A model config names one (``kind``) and its options; :func:`build` validates them and
-makes the layer. Each type's module states its equations once; export folds them from the same module.
+makes the layer. Each type's module states its dynamics once, as a ``RecurrenceForm`` (see ``base``); training, the fused
+kernels and export all derive from it.
 
     lif           LIF / PLIF, hard or soft reset, fixed threshold, four surrogate shapes
     atgo          DS-ATGO: adaptive per-timestep threshold + threshold-driven surrogate width
@@ -14,11 +15,11 @@ import dataclasses
 from typing import Any
 
 from spikefold.core.errors import ConfigError
-from spikefold.train.neurons import surrogates
+from spikefold.train import surrogates
 from spikefold.train.neurons.agl import AGL, AGLOptions
 from spikefold.train.neurons.atgo import ATGO, TGO_VARIANTS, ATGOOptions
 from spikefold.train.neurons.base import SpikingNeuron
-from spikefold.train.neurons.lif import LIF, LIFOptions, lif_step
+from spikefold.train.neurons.lif import LIF, LIFOptions
 from spikefold.train.neurons.mpinit_trsg import MPInitTrSG, MPInitTrSGOptions
 from spikefold.train.neurons.psg_pda import PSGPDA, PSGPDAOptions
 
@@ -30,7 +31,7 @@ NEURONS = {
     "psg_pda": (PSGPDA, PSGPDAOptions),
 }
 
-__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build", "lif_step", "surrogates"]
+__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build", "surrogates"]
 
 
 @dataclasses.dataclass

@@ -20,8 +20,7 @@ import dataclasses
 import torch
 
 from spikefold.core.errors import ConfigError
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron, decay_parameter
 
 MIN_WIDTH = 1e-3
 
@@ -61,20 +60,9 @@ class AGL(SpikingNeuron):
                               "its width rule reads that BatchNorm's gamma")
         return self._norm.weight.detach().mean()
 
-    def step(self, u, current, t):
-        o = self.options
-        tau = self.tau
-        h = tau * u + current
-        width = agl_width(t, self.gbar(), tau.detach(), o.vth)
-        s = surrogates.spike(h - o.vth, width, "rectangular")
-        return StepOutput(h * (1.0 - s), s, s, h, o.vth, width)
-
     def recurrence_form(self, steps: int) -> RecurrenceForm:
         gbar, tau = self.gbar(), self.tau
         first, later = (agl_width(t, gbar, tau.detach(), self.options.vth).reshape(1) for t in (0, 1))
         width = torch.cat([first, later.expand(steps - 1)])
         return RecurrenceForm(decay=tau, threshold=self.options.vth, width=width, reset="hard",
                               surrogate="rectangular")
-
-    def inference_form(self) -> InferenceForm:
-        return InferenceForm(decay=float(self.tau.detach()), input_gain=1.0, threshold=self.options.vth, reset="zero")

@@ -22,8 +22,8 @@ import torch
 from torch.nn import functional as F
 
 from spikefold.train import kernels
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, global_sum
+from spikefold.train.distributed import global_sum
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron
 
 
 @dataclasses.dataclass
@@ -58,31 +58,6 @@ class MPInitTrSG(SpikingNeuron):
     @property
     def vthr(self) -> torch.Tensor:
         return F.softplus(self.vthr_raw)
-
-    def initial_state(self, current):
-        if not self.options.mp_init:
-            return torch.zeros_like(current)
-        return torch.full_like(current, float(self.initial_potential))
-
-    def step(self, u, current, t):
-        o = self.options
-        k, vthr = self.inv_tau, self.vthr
-        m = (1.0 - k) * u + k * current
-        if o.relative:
-            s = surrogates.spike(m / vthr - 1.0, o.width, o.surrogate)
-            out, window = vthr * s, o.width * vthr.detach()
-        else:
-            s = surrogates.spike(m - vthr, o.width, o.surrogate)
-            out, window = s, o.width
-        u = m - vthr * s if o.reset == "soft" else m * (1.0 - s)
-        return StepOutput(u, out, s, m, vthr.detach(), window)
-
-    def inference_form(self) -> InferenceForm:
-        o, k, vthr = self.options, float(self.inv_tau.detach()), float(self.vthr.detach())
-        return InferenceForm(decay=1.0 - k, input_gain=k, threshold=vthr,
-                             reset="subtract" if o.reset == "soft" else "zero",
-                             initial=float(self.initial_potential) if o.mp_init else 0.0,
-                             output_scale=vthr if o.relative else 1.0)
 
     def recurrence_form(self, steps: int) -> RecurrenceForm:
         o, k, vthr = self.options, self.inv_tau, self.vthr

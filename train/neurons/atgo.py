@@ -1,7 +1,7 @@
 """``atgo``: DS-ATGO's forward adaptive threshold (AT) and backward threshold-driven surrogate (TGO).
 
-    H(t) = tau U(t-1) + I(t),    tau = sigmoid(w) learned per layer (PLIF, starts at 0.2)
-    S(t) = Heaviside(H(t) - thr(t)),    U(t) = H(t) (1 - S(t))          (hard reset)
+    H(t) = beta U(t-1) + I(t),    beta = sigmoid(w) learned per layer (PLIF, starts at 0.2)
+    S(t) = Heaviside(H(t) - thr(t)),    U(t) = H(t) (1 - S(t))          (reset to zero)
 
 AT, training: thr(t) = f_c (mean H(t) + std H(t)), one scalar per layer and timestep over the whole batch and
 all neurons (over all processes when distributed), on detached H. For Gaussian H this fires 1 - Phi(1) =
@@ -30,8 +30,8 @@ TGO_VARIANTS = ("threshold", "std", "off")
 @dataclasses.dataclass
 class ATGOOptions:
     timesteps: int = 4
-    tau: float = 0.2
-    learn_tau: bool = True
+    beta: float = 0.2  # membrane decay per step (starts here; learned unless learn_beta is off)
+    learn_beta: bool = True
     fc: float = 1.0
     momentum: float = 0.1
     initial_threshold: float = 1.0
@@ -56,12 +56,12 @@ class ATGO(SpikingNeuron):
 
     def __init__(self, options: ATGOOptions):
         super().__init__(options)
-        self.tau_logit = decay_parameter(options.tau, options.learn_tau)
+        self.beta_logit = decay_parameter(options.beta, options.learn_beta)
         self.register_buffer("running_threshold", torch.full((options.timesteps,), float(options.initial_threshold)))
 
     @property
-    def tau(self) -> torch.Tensor:
-        return torch.sigmoid(self.tau_logit)
+    def beta(self) -> torch.Tensor:
+        return torch.sigmoid(self.beta_logit)
 
     @property
     def schedule_length(self) -> int:
@@ -105,14 +105,14 @@ class ATGO(SpikingNeuron):
         # tgo="std" takes its width from H (see step); the kernels run it only without gradients, where the width
         # is never used
         width = surrogates.tgo_width("off" if o.tgo == "std" else o.tgo, threshold, None, o.k0, o.v_ref)
-        return RecurrenceForm(decay=self.tau, threshold=threshold, width=width, reset="hard", surrogate="rectangular")
+        return RecurrenceForm(decay=self.beta, threshold=threshold, width=width, reset="zero", surrogate="rectangular")
 
     def forward_fused(self, currents):
         if not self.training:
             return super().forward_fused(currents)
         o = self.options
         self._check_schedule(currents.shape[0])
-        spikes, thresholds = kernels.atgo_training_sequence(currents, self.tau, o.fc, o.tgo, o.k0, o.v_ref)
+        spikes, thresholds = kernels.atgo_training_sequence(currents, self.beta, o.fc, o.tgo, o.k0, o.v_ref)
         with torch.no_grad():
             self.running_threshold[: currents.shape[0]].lerp_(thresholds, o.momentum)
         return spikes

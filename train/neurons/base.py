@@ -23,6 +23,10 @@ from torch import nn
 
 from spikefold.train import kernels, surrogates
 
+# The one reset vocabulary, from training to Lava: "zero" sets the potential to 0 after a spike (Lava's LIF,
+# snnTorch's "zero", elsewhere "hard"); "subtract" takes the threshold off it (snnTorch's "subtract", "soft").
+RESETS = ("zero", "subtract")
+
 class StepOutput(NamedTuple):
     """One timestep: the new state, what the layer sends on, and what probes look at."""
 
@@ -43,7 +47,9 @@ class InferenceForm:
         U(t) = H(t) (1 - S(t))   reset "zero",   or   H(t) - threshold[t] S(t)   reset "subtract"
         the layer sends output_scale * S(t)
 
-    Export maps it onto Loihi's integer LIF (``spikefold.export.intnet``)."""
+    A type's :class:`RecurrenceForm` with every value frozen (:meth:`RecurrenceForm.inference`); TrSG's relative
+    argument H/threshold - 1 > 0 decides as H > threshold (IEEE division, threshold > 0). Export maps it onto
+    Loihi's integer LIF (``spikefold.export.intnet``), whose resets carry the same two names."""
 
     decay: float
     input_gain: float
@@ -72,7 +78,7 @@ class RecurrenceForm:
         H(t) = decay U(t-1) + input_gain I(t),     U(0) = initial
         x(t) = H(t) / threshold[t] - 1   if relative,   else   H(t) - threshold[t]
         S(t) = Heaviside(x(t)),   dS/dx = f'(x(t); width[t])   (surrogates.derivative of shape ``surrogate``)
-        U(t) = H(t) (1 - S(t))   reset "hard",   or   H(t) - threshold[t] S(t)   reset "soft"
+        U(t) = H(t) (1 - S(t))   reset "zero",   or   H(t) - threshold[t] S(t)   reset "subtract"
         the layer sends output_scale S(t)   (S(t) when output_scale is None)
 
     Tensors keep their autograd graph, so gradients reach each that requires one, except the initial potential
@@ -93,8 +99,8 @@ class RecurrenceForm:
     smooth_width: bool = False
 
     def __post_init__(self):
-        if self.reset not in ("hard", "soft"):
-            raise ValueError(f"a RecurrenceForm's reset is 'hard' or 'soft', got {self.reset!r}")
+        if self.reset not in RESETS:
+            raise ValueError(f"a RecurrenceForm's reset is one of {', '.join(RESETS)}, got {self.reset!r}")
 
     def initial_state(self, like: torch.Tensor) -> torch.Tensor:
         """U(0), shaped like one timestep's input."""
@@ -116,7 +122,7 @@ class RecurrenceForm:
             s = (x > 0).to(h.dtype) + (smooth - smooth.detach())  # exactly 0 + exactly the Heaviside value
         else:
             s = surrogates.spike(x, width, self.surrogate)
-        u = h * (1.0 - s) if self.reset == "hard" else h - threshold * s
+        u = h * (1.0 - s) if self.reset == "zero" else h - threshold * s
         output = s if self.output_scale is None else self.output_scale * s
         window = width * threshold if self.relative else width  # in the potential's units
         return StepOutput(u, output, s.detach(), h, _value(threshold), _value(window))
@@ -133,7 +139,7 @@ class RecurrenceForm:
             decay=float(_value(self.decay)),
             input_gain=1.0 if self.input_gain is None else float(_value(self.input_gain)),
             threshold=[float(v) for v in threshold.detach()] if per_step else float(_value(threshold)),
-            reset="zero" if self.reset == "hard" else "subtract",
+            reset=self.reset,
             initial=0.0 if self.initial is None else float(self.initial),
             output_scale=1.0 if self.output_scale is None else float(_value(self.output_scale)))
 

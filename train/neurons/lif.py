@@ -2,9 +2,9 @@
 
     H(t) = beta U(t-1) + I(t)
     S(t) = Heaviside(H(t) - Vth)                      (strict: fires on H > Vth)
-    U(t) = H(t) (1 - S(t))  hard reset,   or   H(t) - Vth S(t)  soft reset
+    U(t) = H(t) (1 - S(t))  reset "zero",   or   H(t) - Vth S(t)  reset "subtract"
 
-On Loihi 2 (hard reset): du = 4095, so the current is I(t) each step; dv = 4096 (1 - beta); Vth and I are scaled
+On Loihi 2 (reset "zero"): du = 4095, so the current is I(t) each step; dv = 4096 (1 - beta); Vth and I are scaled
 together into vth and the weights; Lava's LIF resets v to zero after a spike.
 """
 
@@ -22,7 +22,7 @@ class LIFOptions:
     beta: float = 0.5  # membrane decay per step
     learn_beta: bool = False  # PLIF: beta = sigmoid(w) learned per layer
     vth: float = 1.0
-    reset: str = "hard"  # "hard" (to zero) or "soft" (subtract the threshold)
+    reset: str = "zero"  # "zero" (to zero) or "subtract" (the threshold)
     surrogate: str = "rectangular"
     width: float = 1.0
 

@@ -2,11 +2,11 @@
 
     M[t] = (1 - 1/tau) U[t-1] + (1/tau) I[t]      tau = 1/sigmoid(w), learned per layer (starts at 2)
     S[t] = Heaviside(M[t] - Vthr)                 Vthr = softplus(k), learned per layer (starts at 1)
-    U[t] = M[t] - Vthr S[t]                       soft reset (default), or U[t] = M[t] (1 - S[t]) hard
+    U[t] = M[t] - Vthr S[t]                       reset "subtract" (default), or U[t] = M[t] (1 - S[t]) "zero"
 
 MP-Init: U[0] = u0 at the start of every sample, in training and inference. u0 is a running mean (EMA, 0.9
 old + 0.1 new) of U[T] over the neurons that spiked at least once in the sample; it settles near Vthr/2 with
-soft reset and Vthr/4 with hard reset.
+reset "subtract" and Vthr/4 with reset "zero".
 
 TrSG: the surrogate acts on the relative argument x = M/Vthr - 1 and the layer sends O = Vthr S, so
 dO/dM = f'(x) whatever Vthr is, while the window scales with Vthr. ``relative=False`` gives the absolute-scale
@@ -30,7 +30,7 @@ from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron
 class MPInitTrSGOptions:
     tau: float = 2.0
     vthr: float = 1.0
-    reset: str = "soft"
+    reset: str = "subtract"
     surrogate: str = "rectangular"
     width: float = 1.0  # in units of the relative argument x
     relative: bool = True  # TrSG; False: absolute-scale surrogate

@@ -2,7 +2,7 @@
 
 RECONSTRUCTION: the paper (arXiv 2304.13289) gives neither code nor equations; this is spikefold's reading.
 
-Dynamics are the baseline LIF with hard reset: H(t) = beta U(t-1) + I(t), S = Heaviside(H - Vth),
+Dynamics are the baseline LIF with reset "zero": H(t) = beta U(t-1) + I(t), S = Heaviside(H - Vth),
 U(t) = H(t) (1 - S(t)).
 
 PSG: the surrogate's width w = softplus(rho) is one learnable scalar per layer. A width used only in the
@@ -79,7 +79,7 @@ class PSGPDA(SpikingNeuron):
 
     def recurrence_form(self, steps: int) -> RecurrenceForm:
         o = self.options
-        return RecurrenceForm(decay=torch.sigmoid(self.beta_logit), threshold=o.vth, width=self.width, reset="hard",
+        return RecurrenceForm(decay=torch.sigmoid(self.beta_logit), threshold=o.vth, width=self.width, reset="zero",
                               surrogate=o.surrogate, smooth_width=True)
 
     def forward_fused(self, currents):

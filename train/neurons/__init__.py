@@ -1,15 +1,15 @@
 """Spiking neuron types. A model config names one (``kind``) and its options; :func:`build` validates them and
-makes the layer. Each type's module states its dynamics once, as a ``RecurrenceForm`` (see ``base``); training, the fused
-kernels and export all derive from it.
+makes the layer. Each type's module states its dynamics once, as a ``RecurrenceForm`` (see ``base``); training,
+the fused kernels and export all derive from it.
 
     lif           LIF / PLIF, reset to zero or by subtraction, fixed threshold, four surrogate shapes
     atgo          DS-ATGO: adaptive per-timestep threshold + threshold-driven surrogate width
     agl           MPD-AGL: surrogate width from the preceding BatchNorm's gamma
     mpinit_trsg   MP-Init learned initial potential + threshold-robust surrogate, learnable tau and Vthr
+    psg_pda       PSG learnable surrogate width + PDA regulariser (reconstructions)
 
 One name means one thing in every type: ``beta`` is the decay factor per step (H = beta U + I), ``tau`` a time
 constant (decay 1 - 1/tau), ``reset`` is "zero" or "subtract" (the integer network's and Lava's words, too).
-    psg_pda       PSG learnable surrogate width + PDA regulariser (reconstructions)
 """
 
 from __future__ import annotations

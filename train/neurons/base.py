@@ -66,7 +66,7 @@ def _at(value: torch.Tensor | float, t: int) -> torch.Tensor | float:
     return value
 
 
-def _value(value: torch.Tensor | float) -> torch.Tensor | float:
+def _detached(value: torch.Tensor | float) -> torch.Tensor | float:
     return value.detach() if torch.is_tensor(value) else value
 
 
@@ -125,7 +125,7 @@ class RecurrenceForm:
         u = h * (1.0 - s) if self.reset == "zero" else h - threshold * s
         output = s if self.output_scale is None else self.output_scale * s
         window = width * threshold if self.relative else width  # in the potential's units
-        return StepOutput(u, output, s.detach(), h, _value(threshold), _value(window))
+        return StepOutput(u, output, s.detach(), h, _detached(threshold), _detached(window))
 
     def step(self, u: torch.Tensor, current: torch.Tensor, t: int) -> StepOutput:
         """Timestep t of the equations above."""
@@ -136,12 +136,12 @@ class RecurrenceForm:
         threshold = self.threshold
         per_step = torch.is_tensor(threshold) and threshold.dim() > 0
         return InferenceForm(
-            decay=float(_value(self.decay)),
-            input_gain=1.0 if self.input_gain is None else float(_value(self.input_gain)),
-            threshold=[float(v) for v in threshold.detach()] if per_step else float(_value(threshold)),
+            decay=float(_detached(self.decay)),
+            input_gain=1.0 if self.input_gain is None else float(_detached(self.input_gain)),
+            threshold=[float(v) for v in threshold.detach()] if per_step else float(_detached(threshold)),
             reset=self.reset,
             initial=0.0 if self.initial is None else float(self.initial),
-            output_scale=1.0 if self.output_scale is None else float(_value(self.output_scale)))
+            output_scale=1.0 if self.output_scale is None else float(_detached(self.output_scale)))
 
 
 class SpikingNeuron(nn.Module, abc.ABC):

@@ -271,6 +271,8 @@ def training_figure(history: list[dict]):
     loss.set(xlabel="epoch (1 .. E)", ylabel="training loss (cross-entropy, nats)", title="loss")
     acc.plot(epochs, [100 * r["test_accuracy"] for r in history], marker=".", color="tab:green")
     acc.set(xlabel="epoch (1 .. E)", ylabel="test accuracy (%)", title="accuracy")
+    for ax in (loss, acc):
+        ax.xaxis.get_major_locator().set_params(integer=True)  # no epoch 1.5
     return fig
 
 

@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from spikefold.core.errors import ConfigError
-from spikefold.train import kernels
+from spikefold.train import kernels, surrogates
 from spikefold.train.loop import TrainConfig, join_torchrun, train
 from spikefold.train.models import ModelConfig, build_model
-from spikefold.train.neurons import NeuronConfig, SpikingNeuron, build, surrogates
+from spikefold.train.neurons import NeuronConfig, SpikingNeuron, build
 from spikefold.train.neurons.base import RecurrenceForm
 from spikefold.train.probes import ActivityProbe
 from tests import ddp

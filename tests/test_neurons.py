@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from spikefold.core.errors import ConfigError
-from spikefold.train.neurons import NeuronConfig, build, surrogates
+from spikefold.train import surrogates
+from spikefold.train.neurons import NeuronConfig, build
 from spikefold.train.probes import ActivityProbe
 
 

@@ -34,7 +34,7 @@ NEURONS = {
     "psg_pda": (PSGPDA, PSGPDAOptions),
 }
 
-__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build", "surrogates"]
+__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build"]
 
 # Names that changed when every type came to say one thing one way (config and checkpoint format 1 used them):
 # a config that still says one gets a named error with the new name; a checkpoint is mapped (old_names_mapped).

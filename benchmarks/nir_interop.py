@@ -1,9 +1,10 @@
 """NIR both ways, with the real tools, on digits (static input every step).
 
 Import: networks built, trained and exported by snnTorch 1.0 (MLP 64-48-10, on static input and on binary
-input spikes that change every step), SpikingJelly 2.0 (conv 8, 2x2 average pooling, 10) and Norse 1.1 (MLP
-64-48-10) are imported with ``spikefold.export.nir_import`` at 8-bit
-weights, simulated by spikefold's integer simulator and run in Lava. Reported: the tool's own float accuracy, the
+input spikes that change every step; of Synaptic neurons, exported as CubaLIF), SpikingJelly 2.0 (conv 8, 2x2
+average pooling, 10) and Norse 1.1 (MLP 64-48-10, ending in spiking neurons or in an LI readout), and a hand-built
+CubaLI readout (the Synaptic graph's last layer made one, its float run an Euler reading of the graph) are
+imported with ``spikefold.export.nir_import`` at 8-bit weights, simulated by spikefold's integer simulator and run in Lava. Reported: the tool's own float accuracy, the
 integer simulator's, Lava's (on --lava-samples samples, with whether every spike and voltage equals the
 simulator's), the share of each layer's spike slots where the simulator and the tool agree, and the share of
 predictions.
@@ -45,24 +46,30 @@ from spikefold.train.models import ModelConfig  # noqa: E402
 from tests import nir_tool_nets  # noqa: E402
 
 
-def _lava(net, x_int: np.ndarray, golden) -> tuple[bool, np.ndarray]:
-    lava = lava_runner.run(net, x_int)
-    same = all(np.array_equal(a, b) for a, b in zip(golden.spikes, lava.spikes)) and \
-        np.array_equal(golden.readout_v, lava.readout_v)
+def _lava(net, x_int: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Whether Lava equals the simulator on every spike, current and voltage; Lava's predictions."""
+    lava, golden = lava_runner.run(net, x_int, record_state=True), simulate(net, x_int, record_state=True)
+    same = all(np.array_equal(a, b) for a, b in zip(golden.spikes + golden.u + golden.v,
+                                                    lava.spikes + lava.u + lava.v))
     return same, lava.predictions
 
 
 def import_direction(split, hw, epochs: int, lava_samples: int) -> list[dict]:
     rows = []
+    def synaptic(*a, **k):
+        return nir_tool_nets.snntorch_mlp(*a, **k, synaptic=True)
+
     builds = (nir_tool_nets.snntorch_mlp, lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, spike_input=True),
-              nir_tool_nets.spikingjelly_cnn, nir_tool_nets.norse_mlp)
+              synaptic, lambda *a, **k: nir_tool_nets.cuba_readout(synaptic(*a, **k)),
+              nir_tool_nets.spikingjelly_cnn, nir_tool_nets.norse_mlp,
+              lambda *a, **k: nir_tool_nets.norse_mlp(*a, **k, leaky_readout=True))
     for build in builds:
         tool_net = build(split, epochs=epochs)
         net, report, _ = import_graph(tool_net.graph, hw, tool_net.dt, tool_net.timesteps, tool_net.x_train)
         check_state_range(net, net.input.encode(tool_net.x_train), report)
         x = net.input.encode(tool_net.x_test)
         sim = simulate(net, x)
-        lava_equal, lava_pred = _lava(net, x[:lava_samples], simulate(net, x[:lava_samples]))
+        lava_equal, lava_pred = _lava(net, x[:lava_samples])
         rows.append({
             "tool": tool_net.tool, "network": tool_net.network, "timesteps": tool_net.timesteps,
             "tool_float_accuracy": float((tool_net.predictions == split.y_test).mean()),
@@ -87,7 +94,7 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
     path = nir_io.write(net, out / "model.nir")
     x_int = net.input.encode(split.x_test)
     sim = simulate(net, x_int)
-    lava_equal, lava_pred = _lava(net, x_int[:lava_samples], simulate(net, x_int[:lava_samples]))
+    lava_equal, lava_pred = _lava(net, x_int[:lava_samples])
     base = {"network": "spikefold MLP 64-48-10", "timesteps": net.timesteps,
             "int_sim_accuracy": float((sim.predictions == split.y_test).mean()),
             "lava_accuracy": float((lava_pred == split.y_test[:lava_samples]).mean()),
@@ -140,11 +147,11 @@ def main() -> None:
     imported = import_direction(split, hw, args.epochs, args.lava_samples)
     with tempfile.TemporaryDirectory() as work:  # the trained model and its NIR file are not results
         exported = export_direction(split, hw, args.lava_samples, Path(work))
-    print(f"{'import':8} {'tool':13} {'network':34} {'tool float':>10} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} "
+    print(f"{'import':8} {'tool':13} {'network':42} {'tool float':>10} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} "
           f"{'spike slots':>16} {'predictions':>11}")
     for r in imported:
         slots = "/".join(f"{s * 100:.2f}" for s in r["spike_slot_agreement"])
-        print(f"{'':8} {r['tool']:13} {r['network']:34} {r['tool_float_accuracy'] * 100:9.2f}% "
+        print(f"{'':8} {r['tool']:13} {r['network']:42} {r['tool_float_accuracy'] * 100:9.2f}% "
               f"{r['int_sim_accuracy'] * 100:7.2f}% {r['lava_accuracy'] * 100:7.2f}% {str(r['lava_equals_sim']):>8} "
               f"{slots:>15}% {r['prediction_agreement'] * 100:10.2f}%")
     print(f"\n{'export':8} {'tool':13} {'network':22} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} {'tool':>8} "

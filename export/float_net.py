@@ -55,6 +55,10 @@ class FloatLayer:
     inputs: list[FloatInput]
     bias: np.ndarray  # (out channels,)
     neuron: SpikingNeuron | None
+    # A synaptic current that carries over (an imported CubaLIF's 1 - dt / tau_syn): what the neuron receives is
+    # I(t) = current_decay I(t-1) + (synapses + bias)(t), as Loihi's u with du + 1 = 4096 (1 - current_decay).
+    current_decay: float = 0.0
+    readout_decay: float = 1.0  # the readout's voltage decay per step: 1 integrates (dv = 0), below 1 leaks (LI)
 
     @property
     def readout(self) -> bool:
@@ -64,10 +68,20 @@ class FloatLayer:
         """Input currents I(t), given every earlier layer's (T, batch, ...) output by name."""
         total = sum(fi.current(outputs[fi.source]) for fi in self.inputs)
         bias = torch.as_tensor(self.bias)
-        return total + bias.reshape(-1, *([1] * (total.dim() - 3)))
+        total = total + bias.reshape(-1, *([1] * (total.dim() - 3)))
+        return _leaky_sum(total, self.current_decay) if self.current_decay else total
 
     def output_size(self) -> int:
         return int(np.prod(self.inputs[0].output_shape()))
+
+
+def _leaky_sum(x: torch.Tensor, decay: float) -> torch.Tensor:
+    """y(t) = decay y(t-1) + x(t) over the first (time) axis, y(-1) = 0."""
+    y, carried = torch.empty_like(x), torch.zeros_like(x[0])
+    for t in range(len(x)):
+        carried = decay * carried + x[t]
+        y[t] = carried
+    return y
 
 
 class _Peaks:
@@ -93,7 +107,8 @@ class FloatNetwork:
     def run(self, x: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, list[float]]:
         """Time-averaged logits for x (samples, features), or (samples, T, ...) for temporal input, and, per
         layer, the largest |state| reached in state units: the neuron's potential or its current (input gain
-        included), whichever is larger; for the readout, its running sum of currents.
+        included), whichever is larger; for the readout, its voltage (the running sum of currents, leaky for
+        a leaky readout) or its current.
 
         Samples run ``batch_size`` at a time (default: as many as keep every layer's float64 output for all
         timesteps within :data:`FLOAT_RUN_VALUES`), so memory is bounded whatever the number of samples."""
@@ -118,9 +133,10 @@ class FloatNetwork:
         peaks = []
         for i, layer in enumerate(self.layers):
             current = layer.currents(outputs)
-            if layer.readout:
-                peaks.append(float(current.flatten(2).cumsum(0).abs().max()))
-                return current.flatten(2).mean(0).numpy(), peaks
+            if layer.readout:  # its voltage after the last step (over T: an integrator's mean input) is the logit
+                voltage = _leaky_sum(current.flatten(2), layer.readout_decay)
+                peaks.append(max(float(voltage.abs().max()), float(current.abs().max())))
+                return (voltage[-1] / self.timesteps).numpy(), peaks
             neuron = layer.neuron.double().eval()
             form = neuron.inference_form()
             recorder = _Peaks()

@@ -5,9 +5,13 @@ as forward Euler at that dt, the discretisation snnTorch, SpikingJelly and Norse
 
     LIF   tau dv/dt = (v_leak - v) + r I   ->  v(t) = (1 - dt/tau) v(t-1) + (dt r / tau) I(t)
     IF    dv/dt = r I                      ->  v(t) = v(t-1) + dt r I(t)
-    CubaLIF with tau_syn = dt (the current does not carry over): an LIF fed w_in I
+    CubaLIF tau_syn dI/dt = -I + w_in x    ->  I(t) = (1 - dt/tau_syn) I(t-1) + (dt w_in / tau_syn) x(t), then
+          the LIF's voltage reads the stepped current (snnTorch's Synaptic; Norse's importer): Loihi's u with
+          du + 1 = 4096 dt / tau_syn (du = 4095 for tau_syn = dt: the current does not carry over)
     I after the last synapses (NIR 1.0.8's integrator; it has no separate Integrator), or synapses feeding the
     Output directly: the non-firing readout (v(t) = v(t-1) + dt r I(t), the logits its final voltage)
+    LI, CubaLI: a readout that leaks, the LIF's or CubaLIF's equations without a threshold (dv, du as above);
+    the logits are its voltage after the last step
 
 A neuron spikes when v > v_threshold and resets to v_reset = 0 (NIR's reset; ``reset="subtract"`` for a tool
 that subtracts the threshold instead, as snnTorch does by default without saying so in the file). The input
@@ -19,10 +23,9 @@ cost. A graph ending in spiking neurons keeps a spiking last layer: its spike co
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
 synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is one layer's synapses. Calibration
 data with a time axis (samples, T, features) makes the input per-timestep (``InputEncoding.per_timestep``; plain
-spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a leaky readout, a voltage leak towards
-v_leak != 0, a reset to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs,
-recurrence, ...) is a :class:`~spikefold.core.errors.NIRFileError` naming the node, the parameter and what is
-accepted.
+spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a voltage leak towards v_leak != 0, a reset
+to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs, recurrence, ...) is a
+:class:`~spikefold.core.errors.NIRFileError` naming the node, the parameter and what is accepted.
 """
 
 from __future__ import annotations
@@ -46,16 +49,17 @@ SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d)
 PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale)
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, nir.I, nir.LI, nir.CubaLI)
 ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, LIF, IF, CubaLIF, " \
-           "I"
+           "I, LI, CubaLI"
 
 
 @dataclasses.dataclass
 class _Neuron:
     """A neuron node read at dt: its float form and the gain its input carries."""
 
-    decay: float
+    decay: float  # the voltage's, per step
     gain: float
-    threshold: float | None  # None: the non-firing readout
+    threshold: float | None  # None: a readout, which never fires
+    current_decay: float = 0.0  # the synaptic current's carry-over per step (CubaLIF, CubaLI)
 
 
 def _uniform(node: nir.NIRNode, name: str, param: str, source: str) -> float:
@@ -76,45 +80,44 @@ def _zero(node: nir.NIRNode, name: str, param: str, source: str, why: str) -> No
                            f"{np.asarray(value).ravel()[0]:.6g}; only {param} = 0 is accepted: {why}")
 
 
-def _decay(tau: float, dt: float, name: str, node: nir.NIRNode, source: str) -> float:
+def _decay(tau: float, dt: float, name: str, node: nir.NIRNode, source: str, param: str = "tau") -> float:
     if not dt <= tau:
         raise NIRFileError(
-            f"{source}: node '{name}' ({type(node).__name__}) has tau = {tau:.6g} s, shorter than dt = {dt:.6g} s: "
-            f"forward Euler would decay by more than the whole state each step; the dt is implausible for this "
-            f"graph. Tools' conventions: {DT_CONVENTIONS}")
+            f"{source}: node '{name}' ({type(node).__name__}) has {param} = {tau:.6g} s, shorter than dt = "
+            f"{dt:.6g} s: forward Euler would decay by more than the whole state each step; the dt is implausible "
+            f"for this graph. Tools' conventions: {DT_CONVENTIONS}")
     return 1.0 - dt / tau
 
 
 def _neuron(node: nir.NIRNode, name: str, dt: float, source: str) -> _Neuron:
-    """The float form of one neuron node at ``dt``; refuses by name what Loihi's LIF cannot run."""
-    kind = type(node).__name__
-    if isinstance(node, (nir.LI, nir.CubaLI)):
-        raise NIRFileError(f"{source}: node '{name}' is a leaky readout ({kind}), which the integer network's "
-                           "readout (an integrator, dv = 0) cannot run; export the readout as I or "
-                           "read the output layer's spikes")
-    if isinstance(node, nir.I):
-        r = _uniform(node, name, "r", source)
-        return _Neuron(decay=1.0, gain=dt * r, threshold=None)
+    """The float form of one neuron node at ``dt``; refuses by name what Loihi's LIF cannot run.
+
+    A CubaLIF / CubaLI's current steps ``I(t) = (1 - dt/tau_syn) I(t-1) + (dt/tau_syn) w_in x(t)`` and its voltage
+    reads the updated current (as snnTorch's Synaptic, Norse's importer and Loihi's u then v do); the input's
+    whole gain ``(dt/tau_syn) w_in (dt r/tau_mem)`` is folded into the synapses."""
     if isinstance(node, nir.Threshold):
         raise NIRFileError(f"{source}: node '{name}' (Threshold) forgets its state every step, which needs "
                            "dv = 4096, one more than Loihi's 12-bit dv holds; export it as an LIF with tau = dt")
-    _zero(node, name, "v_reset", source, "Loihi's LIF resets the voltage to 0")
-    threshold = _uniform(node, name, "v_threshold", source)
+    if isinstance(node, nir.I):
+        return _Neuron(decay=1.0, gain=dt * _uniform(node, name, "r", source), threshold=None)
+    _zero(node, name, "v_leak", source, "Loihi's LIF decays towards 0 (fold a constant leak into the bias)")
+    threshold = None
+    if not isinstance(node, (nir.LI, nir.CubaLI)):
+        _zero(node, name, "v_reset", source, "Loihi's LIF resets the voltage to 0")
+        threshold = _uniform(node, name, "v_threshold", source)
     if isinstance(node, nir.IF):
         return _Neuron(decay=1.0, gain=dt * _uniform(node, name, "r", source), threshold=threshold)
-    _zero(node, name, "v_leak", source, "Loihi's LIF decays towards 0 (fold a constant leak into the bias)")
-    if isinstance(node, nir.CubaLIF):
+    current_decay, in_gain = 0.0, 1.0
+    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
         tau_syn = _uniform(node, name, "tau_syn", source)
-        if not np.isclose(tau_syn, dt, rtol=1e-6):
-            raise NIRFileError(
-                f"{source}: node '{name}' (CubaLIF) has tau_syn = {tau_syn:.6g} s; the importer takes a CubaLIF "
-                f"only when its current does not carry over (tau_syn = dt = {dt:.6g}); export it as an LIF")
+        current_decay = _decay(tau_syn, dt, name, node, source, "tau_syn")
+        in_gain = dt / tau_syn * _uniform(node, name, "w_in", source)
         tau = _uniform(node, name, "tau_mem", source)
-        w_in = _uniform(node, name, "w_in", source)
     else:
-        tau, w_in = _uniform(node, name, "tau", source), 1.0
-    decay = _decay(tau, dt, name, node, source)
-    return _Neuron(decay=decay, gain=dt * _uniform(node, name, "r", source) * w_in / tau, threshold=threshold)
+        tau = _uniform(node, name, "tau", source)
+    decay = _decay(tau, dt, name, node, source, "tau_mem" if hasattr(node, "tau_mem") else "tau")
+    return _Neuron(decay=decay, gain=in_gain * dt * _uniform(node, name, "r", source) / tau, threshold=threshold,
+                   current_decay=current_decay)
 
 
 def _lif_module(neuron: _Neuron, reset: str) -> LIF:
@@ -200,17 +203,20 @@ class _Reader:
                                 "every neuron layer needs an Affine, Linear or Conv2d")
             output = isinstance(node, nir.Output)
             neuron = None if output else _neuron(node, name, self.dt, self.source)
-            gain = 1.0 if neuron is None else neuron.gain
-            spiking = neuron is not None and neuron.threshold is not None
+            neuron = neuron or _Neuron(decay=1.0, gain=1.0, threshold=None)  # synapses feeding the Output
+            spiking = neuron.threshold is not None
             layer_name = f"layer{len(layers)}"
-            module = _lif_module(neuron, self.reset) if spiking else None
-            layers.append(FloatLayer(layer_name, [FloatInput(source, weight * gain, conv)], bias * gain, module))
+            layers.append(FloatLayer(
+                layer_name, [FloatInput(source, weight * neuron.gain, conv)], bias * neuron.gain,
+                _lif_module(neuron, self.reset) if spiking else None, current_decay=neuron.current_decay,
+                readout_decay=1.0 if spiking else neuron.decay))
             if output:
                 return layers, input_shape
-            if not spiking:  # an I readout must feed the Output
+            if not spiking:  # a readout (I, LI, CubaLI) must feed the Output
                 nxt = self.next(name)
                 if not isinstance(self.graph.nodes[nxt], nir.Output):
-                    raise self.fail(f"the integrator '{name}' never fires, so only the Output may read it")
+                    raise self.fail(f"the readout '{name}' ({type(node).__name__}) never fires, so only the Output "
+                                    "may read it")
                 return layers, input_shape
             source = layer_name
             if isinstance(self.graph.nodes[self.succ[name][0]] if self.succ[name] else None, nir.Output):

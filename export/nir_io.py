@@ -9,7 +9,8 @@ that reads a map); a layer with several connections is a node where edges merge,
 non-firing readout is no neuron at all: its synapses feed the ``Output`` directly, and since the readout
 integrates without leak, the sum of the Output over the timesteps is its final voltage over S (the logits). A
 chain reads ``Input -> ((Flatten ->) Affine or Conv2d -> LIF)* -> (Flatten ->) Affine -> Output``; a spiking
-last layer ends ``-> LIF -> Output`` and its spike counts are the prediction.
+last layer ends ``-> LIF -> Output`` and its spike counts are the prediction; a readout that leaks (imported
+from an ``LI`` or ``CubaLI``) ends ``-> LI -> Output`` (or ``CubaLI``), and its final voltage is the logit.
 
 For a layer with scale S (v_int ~= v_float S) and decay dv: ``tau = DT 4096 / dv``, ``r = 1``,
 ``v_threshold = vth 64 / S``, ``v_leak = v_reset = 0``. NIR's LIF ``tau dv/dt = -v + r I`` steps
@@ -55,8 +56,9 @@ from spikefold.export.intnet import (
 )
 
 FORMAT = "spikefold-intnet-1"
-SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "I", "Flatten", "Output")
-NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.I)  # I: the readout of files written before the Output form
+SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "LI", "CubaLI", "I", "Flatten", "Output")
+# I: the readout of files written before the Output form; LI, CubaLI: a readout that leaks
+NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI, nir.I)
 DT = 1e-4  # seconds per timestep in the graphs written here
 # The dt each tool's graphs mean (NIR stores none), for `spikefold import`'s help and errors.
 DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0: the dt given to its exporter "
@@ -76,9 +78,8 @@ MAX_TIMESTEPS = 1 << 16
 
 def _gain(layer: Layer) -> float:
     """What the float synapses into ``layer`` carry beyond the integer weights' own value: NIR's neurons take in
-    dt / tau of their input per step where the integer LIF takes it all (see the module docstring)."""
-    if layer.readout:
-        return 1.0
+    dt / tau of their input per step where the integer LIF takes it all (see the module docstring); the
+    integrating readout's synapses carry none (du = 4095, dv = 0)."""
     neu = layer.neurons
     membrane = DECAY_UNITY / neu.dv if neu.dv else 1.0  # an IF's r = 1 / DT already adds the whole input
     return membrane * DECAY_UNITY / (neu.du + 1)  # the current's own Euler step (1 for du = 4095)
@@ -87,9 +88,12 @@ def _gain(layer: Layer) -> float:
 def _synapse(layer: Layer, syn: Dense, input_unit: float) -> nir.NIRNode:
     neu = layer.neurons
     gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) * input_unit * _gain(layer) / layer.scale
-    # NIR sums what arrives at the neuron, so the bias rides on the layer's first connection only.
-    bias = (neu.effective_bias() * _gain(layer) / layer.scale if syn is layer.inputs[0].synapses
-            else np.zeros(neu.size))
+    # NIR sums what arrives at the neuron, so the bias rides on the layer's first connection only. Where the
+    # current carries over (du < 4095), a bias in NIR's synapses builds up in it to 4096 / (du + 1) times its
+    # value, as the integer network's voltage bias does together with its first-step pulse into u (export's
+    # quantise): so the bias carries the membrane's gain alone.
+    bias = (neu.effective_bias() * _gain(layer) * (neu.du + 1) / DECAY_UNITY / layer.scale
+            if syn is layer.inputs[0].synapses else np.zeros(neu.size))
     meta = {
         "spikefold.weights": np.asarray(syn.weights, np.int32),
         "spikefold.weight_exp": int(syn.weight_exp),
@@ -128,11 +132,28 @@ def _neuron_metadata(layer: Layer, index: int) -> dict[str, Any]:
     return meta
 
 
+def _leaky_readout(layer: Layer) -> bool:
+    """A readout whose voltage or current leaks (an imported LI or CubaLI): written as that node, not as
+    synapses feeding the Output."""
+    return layer.readout and (layer.neurons.dv > 0 or layer.neurons.du + 1 < DECAY_UNITY)
+
+
 def _neuron(layer: Layer, index: int) -> nir.NIRNode:
-    """A firing layer's neuron node (the readout has none: its synapses feed the Output)."""
+    """A firing layer's neuron node, or a leaky readout's (the integrating readout has none: its synapses feed
+    the Output)."""
     neu = layer.neurons
     shape = layer.output_shape
     meta = _neuron_metadata(layer, index)
+    if layer.readout:
+        if neu.dv == 0:
+            raise NIRFileError(f"layer '{layer.name}': a readout whose current carries over (du = {neu.du}) but "
+                               "whose voltage does not leak (dv = 0) has no NIR node; give it a voltage leak")
+        leak = dict(tau=np.full(shape, DT * DECAY_UNITY / neu.dv), r=np.ones(shape), v_leak=np.zeros(shape),
+                    metadata=meta)
+        if neu.du + 1 == DECAY_UNITY:
+            return nir.LI(**leak)
+        return nir.CubaLI(tau_syn=np.full(shape, DT * DECAY_UNITY / (neu.du + 1)), tau_mem=leak.pop("tau"),
+                          w_in=np.ones(shape), **leak)
     # NIR's neurons have one threshold and a reset to v_reset: a schedule's first value stands in for it and
     # the subtractive reset is only in the metadata, which is what deploy reads.
     common = dict(v_threshold=np.full(shape, neu.threshold(0) * (1 << VTH_SHIFT) / layer.scale),
@@ -154,7 +175,7 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
     nodes: dict[str, nir.NIRNode] = {INPUT: nir.Input(input_type={"input": np.array(shapes[INPUT])})}
     edges = []
     for i, layer in enumerate(net.layers):
-        if layer.readout:
+        if layer.readout and not _leaky_readout(layer):
             neuron = "output"
             nodes[neuron] = nir.Output(output_type={"output": np.array(layer.output_shape)},
                                        metadata=_neuron_metadata(layer, i))
@@ -172,7 +193,7 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
             nodes[synapse] = _synapse(layer, c.synapses, net.input.scale if c.source == INPUT else 1.0)
             edges += [(sender, synapse), (synapse, neuron)]
         shapes[layer.name] = layer.output_shape
-    if not net.readout.readout:  # a spiking last layer: the Output carries its spikes
+    if "output" not in nodes:  # a spiking last layer (the Output carries its spikes) or a leaky readout
         nodes["output"] = nir.Output(output_type={"output": np.array(net.readout.output_shape)})
         edges.append((f"{net.readout.name}.neuron", "output"))
     metadata: dict[str, Any] = {

@@ -18,7 +18,7 @@ from spikefold.sim.simulator import check_state_range, simulate
 snn = pytest.importorskip("snntorch")
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
-from tests import nir_tool_nets  # noqa: E402
+from tests import nir_euler, nir_tool_nets  # noqa: E402
 
 STEPS = 6
 
@@ -35,21 +35,22 @@ def snntorch_untrained(split):
 
 def _import_and_check(tool_net, split, loihi2):
     """Import, then: the simulator against the tool's own spikes (>= 98 % of each layer's spike slots, >= 95 % of
-    predictions at 8-bit weights), and Lava against the simulator on every spike and voltage of a few samples."""
+    predictions at 8-bit weights), and Lava against the simulator on every spike, current and voltage of a few
+    samples."""
     x_train, x_test = tool_net.x_train, tool_net.x_test
     net, report, _ = import_graph(tool_net.graph, loihi2, dt=tool_net.dt, timesteps=tool_net.timesteps,
                                   calibration_x=x_train)
     check_state_range(net, net.input.encode(x_train), report)
-    assert not net.readout.readout, "the tool's last spiking layer stays a spiking layer"
+    assert net.readout.readout == (tool_net.readout is not None), "a spiking last layer stays one, a readout too"
     assert all(layer.max_abs_weight == 254 for layer in report.layers)  # mixed-sign 8-bit, even
     sim = simulate(net, net.input.encode(x_test))
     slots = [float((a == b).mean()) for a, b in zip(tool_net.spikes, sim.spikes)]
-    assert min(slots) >= 0.98, slots
+    assert len(slots) == len(tool_net.spikes) and min(slots) >= 0.98, slots
     assert (sim.predictions == tool_net.predictions).mean() >= 0.95
     x = net.input.encode(x_test[:6])
-    lava = lava_runner.run(net, x)
-    golden = simulate(net, x)
-    for a, b in zip(golden.spikes, lava.spikes):
+    lava = lava_runner.run(net, x, record_state=True)
+    golden = simulate(net, x, record_state=True)
+    for a, b in zip(golden.spikes + golden.u + golden.v, lava.spikes + lava.u + lava.v):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(golden.readout_v, lava.readout_v)
     np.testing.assert_array_equal(golden.predictions, lava.predictions)
@@ -69,6 +70,42 @@ def test_snntorch_mlp_with_spike_input_changing_every_step(split, loihi2):
     assert net.input.per_timestep and net.input.bits == 1
 
 
+@pytest.fixture(scope="module")
+def snntorch_synaptic(split):
+    return nir_tool_nets.snntorch_mlp(split, epochs=1, timesteps=STEPS, synaptic=True)
+
+
+def test_snntorch_synaptic_imports_with_its_current_decay(snntorch_synaptic, split, loihi2):
+    """snnTorch's Synaptic (exported as CubaLIF, tau_syn = 2.5 dt): the current's decay 0.6 becomes Loihi's du
+    (du + 1 = round(4096 * 0.4)), the Affine's bias a voltage bias plus a first-step pulse into u (the bias
+    carried in the current); Lava's stock LIF runs it exactly."""
+    net = _import_and_check(snntorch_synaptic, split, loihi2)
+    assert [(layer.neurons.du, layer.neurons.dv) for layer in net.layers] == [(1637, 819)] * 2
+    assert all(layer.initial is not None and layer.initial.shape == (layer.size, 1) for layer in net.layers)
+
+
+def test_hand_built_cuba_readout_against_euler(snntorch_synaptic, split, loihi2, tmp_path):
+    """A CubaLI readout (no tool writes one): snnTorch's Synaptic graph with its last CubaLIF made a CubaLI of
+    the same constants. The integer readout (du and dv both leaking, never firing) predicts what an independent
+    Euler reading of the graph (tests/nir_euler.py) predicts from its final voltage, and Lava equals the
+    simulator on every spike and state. Written back, the graph holds a CubaLIF and a CubaLI whose Euler reading
+    predicts what the simulator does (bar the rounding of the bias's first-step pulse), and spikefold reads the
+    identical integer network from it."""
+    tool_net = nir_tool_nets.cuba_readout(snntorch_synaptic)
+    net = _import_and_check(tool_net, split, loihi2)
+    assert net.readout.readout and (net.readout.neurons.du, net.readout.neurons.dv) == (1637, 819)
+    path = nir_io.write(net, tmp_path / "cuba.nir")
+    written = nir.read(path)
+    assert [type(n).__name__ for n in written.nodes.values()].count("CubaLIF") == 1
+    assert [type(n).__name__ for n in written.nodes.values()].count("CubaLI") == 1
+    x = net.input.encode(split.x_test)
+    golden, back = simulate(net, x, record_state=True), simulate(nir_io.read(path), x, record_state=True)
+    for a, b in zip(golden.spikes + golden.u + golden.v, back.spikes + back.u + back.v):
+        np.testing.assert_array_equal(a, b)
+    final = nir_euler.run(written, split.x_test, STEPS, nir_io.DT)[-1]
+    assert (final.argmax(1) == golden.predictions).mean() >= 0.98
+
+
 @pytest.mark.slow
 def test_spikingjelly_cnn_with_pooling_imports_and_runs_exactly_in_lava(split, loihi2):
     _import_and_check(nir_tool_nets.spikingjelly_cnn(split, epochs=2, timesteps=STEPS), split, loihi2)
@@ -77,6 +114,14 @@ def test_spikingjelly_cnn_with_pooling_imports_and_runs_exactly_in_lava(split, l
 @pytest.mark.slow
 def test_norse_mlp_imports_and_runs_exactly_in_lava(split, loihi2):
     _import_and_check(nir_tool_nets.norse_mlp(split, epochs=3, timesteps=STEPS), split, loihi2)
+
+
+def test_norse_leaky_readout_imports(split, loihi2):
+    """Norse's LIBoxCell as the last layer (exported as LI): a readout that leaks (dv = 4096 dt / tau = 1024) and
+    never fires; its final voltage predicts what Norse's does."""
+    net = _import_and_check(nir_tool_nets.norse_mlp(split, epochs=3, timesteps=STEPS, leaky_readout=True), split,
+                            loihi2)
+    assert net.readout.readout and (net.readout.neurons.du, net.readout.neurons.dv) == (4095, 1024)
 
 
 def test_tools_load_spikefolds_export_and_predict_alike(exported, split, tmp_path):

@@ -27,9 +27,12 @@ class FloatInput:
     source: str  # INPUT or a layer name
     weight: np.ndarray  # (out, in) or (out, in, kh, kw); BatchNorm and pooling folded in
     conv: dict | None = None  # input_shape, stride, padding for a convolution
+    delay: int = 0  # timesteps the activity takes to arrive (an imported NIR Delay)
 
     def current(self, h: torch.Tensor) -> torch.Tensor:
         """Synaptic current (no bias) for (T, batch, ...) presynaptic activity."""
+        if self.delay:
+            h = torch.cat([torch.zeros_like(h[: self.delay]), h[: len(h) - self.delay]])
         steps, batch = h.shape[:2]
         flat, w = h.flatten(0, 1), torch.as_tensor(self.weight)
         if self.conv is None:
@@ -64,12 +67,37 @@ class FloatLayer:
     def readout(self) -> bool:
         return self.neuron is None
 
-    def currents(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Input currents I(t), given every earlier layer's (T, batch, ...) output by name."""
-        total = sum(fi.current(outputs[fi.source]) for fi in self.inputs)
+    @property
+    def recurrent(self) -> list[FloatInput]:
+        """The synapses from the layer's own output (of the previous timestep)."""
+        return [fi for fi in self.inputs if fi.source == self.name]
+
+    def feed(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the other sources and the bias send, given every earlier layer's (T, batch, ...) output by name."""
+        total = sum(fi.current(outputs[fi.source]) for fi in self.inputs if fi.source != self.name)
         bias = torch.as_tensor(self.bias)
-        total = total + bias.reshape(-1, *([1] * (total.dim() - 3)))
+        return total + bias.reshape(-1, *([1] * (total.dim() - 3)))
+
+    def currents(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Input currents I(t) of a layer without recurrence."""
+        total = self.feed(outputs)
         return _leaky_sum(total, self.current_decay) if self.current_decay else total
+
+    def run_recurrent(self, feed: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Step a layer that reads its own output: each step's current is ``feed`` plus the recurrent synapses'
+        share of the previous step's output (carried over as the current decays); returns the (T, batch, ...)
+        output and the largest |potential| or |current| reached."""
+        neuron = self.neuron
+        state, current = neuron.initial_state(feed[0]), torch.zeros_like(feed[0])
+        sent, outputs, peak = torch.zeros_like(feed[0]), [], 0.0
+        for t in range(len(feed)):
+            recurrent = sum(fi.current(sent.unsqueeze(0))[0] for fi in self.recurrent)
+            current = self.current_decay * current + feed[t] + recurrent
+            out = neuron.step(state, current, t)
+            state, sent = out.state, out.output
+            outputs.append(sent)
+            peak = max(peak, float(out.potential.abs().max()), float(current.abs().max()))
+        return torch.stack(outputs), peak
 
     def output_size(self) -> int:
         return int(np.prod(self.inputs[0].output_shape()))
@@ -139,6 +167,13 @@ class FloatNetwork:
                 return (voltage[-1] / self.timesteps).numpy(), peaks
             neuron = layer.neuron.double().eval()
             form = neuron.inference_form()
+            if layer.recurrent:  # (imported graphs only: input gain 1, no initial potential)
+                try:
+                    outputs[layer.name], peak = layer.run_recurrent(layer.feed(outputs))
+                finally:
+                    neuron.float()
+                peaks.append(peak)
+                continue
             recorder = _Peaks()
             neuron.probe, neuron.probe_name = recorder, str(i)
             try:

@@ -99,6 +99,10 @@ def _check_chain(net: IntNetwork) -> None:
                 f"layer '{layer.name}' takes input from {[c.source for c in layer.inputs]}; netx's layers form a "
                 f"chain (each reads only '{expected}'), so skip connections and residual sums need spikefold's "
                 "own runner (spikefold deploy)")
+        if layer.inputs[0].delay:
+            raise ExportFormatError(f"layer '{layer.name}': its synapses delay by {layer.inputs[0].delay} steps, "
+                                    "which spikefold does not write to netx; use spikefold's own runner (spikefold "
+                                    "deploy)")
         if not layer.neurons.stock:
             why = "a per-timestep threshold" if np.ndim(layer.neurons.vth) else "a subtractive reset"
             raise ExportFormatError(

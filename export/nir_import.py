@@ -21,7 +21,8 @@ LIF neuron of ``spikefold.train.neurons``), and export's calibration-driven quan
 cost. A graph ending in spiking neurons keeps a spiking last layer: its spike counts are the prediction.
 
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
-synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is one layer's synapses. Calibration
+synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` / ``Conv1d`` (unpadded: a Conv2d of height 1), ``Scale``
+(after it) and ``Delay`` (whole timesteps: the connection's synaptic delay) is one layer's synapses. Calibration
 data with a time axis (samples, T, features) makes the input per-timestep (``InputEncoding.per_timestep``; plain
 spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a voltage leak towards v_leak != 0, a reset
 to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs, recurrence, ...) is a
@@ -45,10 +46,11 @@ from spikefold.export.nir_io import DT_CONVENTIONS
 from spikefold.export.quantise import QuantReport, quantise
 from spikefold.train.neurons.lif import LIF, LIFOptions
 
-SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d)
-PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale)
+SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d, nir.Conv1d)
+PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale, nir.Delay)
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, nir.I, nir.LI, nir.CubaLI)
-ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, LIF, IF, CubaLIF, " \
+ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Conv1d (unpadded), Flatten, AvgPool2d, SumPool2d, Scale, " \
+           "Delay (whole timesteps), LIF, IF, CubaLIF, " \
            "I, LI, CubaLI"
 
 
@@ -96,8 +98,10 @@ def _neuron(node: nir.NIRNode, name: str, dt: float, source: str) -> _Neuron:
     reads the updated current (as snnTorch's Synaptic, Norse's importer and Loihi's u then v do); the input's
     whole gain ``(dt/tau_syn) w_in (dt r/tau_mem)`` is folded into the synapses."""
     if isinstance(node, nir.Threshold):
-        raise NIRFileError(f"{source}: node '{name}' (Threshold) forgets its state every step, which needs "
-                           "dv = 4096, one more than Loihi's 12-bit dv holds; export it as an LIF with tau = dt")
+        raise NIRFileError(f"{source}: node '{name}' (Threshold) forgets its voltage every step, which needs "
+                           "dv = 4096, one more than Loihi's 12-bit dv holds (dv = 4095 keeps 1/4096 of it, which "
+                           "can tip a later comparison): export the layer as an LIF "
+                           "(tau >= 4096/4095 dt, dv = 4095, keeps that 1/4096)")
     if isinstance(node, nir.I):
         return _Neuron(decay=1.0, gain=dt * _uniform(node, name, "r", source), threshold=None)
     _zero(node, name, "v_leak", source, "Loihi's LIF decays towards 0 (fold a constant leak into the bias)")
@@ -136,6 +140,17 @@ class _Reader:
         self.graph, self.dt, self.reset, self.source = graph, dt, reset, source
         self.succ = {n: [b for a, b in graph.edges if a == n] for n in graph.nodes}
         self.pred = {n: [a for a, b in graph.edges if b == n] for n in graph.nodes}
+        # A neuron's recurrent synapses: an Affine or Linear that reads the neuron and feeds only it back (as
+        # snnTorch writes RLeaky / RSynaptic). Taken out of the chain, they join the layer's own inputs.
+        self.recurrent: dict[str, list[str]] = {}
+        for name, node in graph.nodes.items():
+            back = self.pred[name]
+            if isinstance(node, (nir.Affine, nir.Linear)) and len(back) == 1 and self.succ[name] == back and \
+                    isinstance(graph.nodes[back[0]], NEURON_NODES):
+                self.recurrent.setdefault(back[0], []).append(name)
+                self.succ[back[0]].remove(name)
+                self.pred[back[0]].remove(name)
+                self.pred[name] = self.succ[name] = []
 
     def fail(self, message: str) -> NIRFileError:
         return NIRFileError(f"{self.source}: {message}")
@@ -149,8 +164,11 @@ class _Reader:
                 raise self.fail(f"node '{name}' has type {type(node).__name__}, which the importer cannot map to "
                                 f"Loihi 2; accepted: {ACCEPTED}")
             if len(self.pred[name]) > 1 or len(self.succ[name]) > 1:
-                raise self.fail(f"node '{name}' has {len(self.pred[name])} inputs and {len(self.succ[name])} "
-                                "outputs; the importer takes a chain (no branches, merges or recurrent edges)")
+                raise self.fail(
+                    f"node '{name}' has {len(self.pred[name])} inputs and {len(self.succ[name])} outputs; the "
+                    "importer takes a chain (no branches or merges); a neuron may read itself only through its own "
+                    "recurrent Affine or Linear (a feedback from a later layer would reach it too late on Lava's "
+                    "pipeline)")
         shape = tuple(int(v) for v in np.ravel(next(iter(self.graph.nodes[inputs[0]].input_type.values()))))
         return inputs[0], shape
 
@@ -159,7 +177,9 @@ class _Reader:
             raise self.fail(f"node '{name}' leads nowhere; every node must lie on the path to the Output")
         nxt = self.succ[name][0]
         if nxt in self.seen:
-            raise self.fail(f"the graph has a cycle through '{nxt}'; recurrent edges are not imported yet")
+            raise self.fail(f"the graph has a cycle through '{nxt}'; the importer takes recurrent edges only as a "
+                            "neuron's own Affine or Linear back to itself (a feedback from a later layer would reach "
+                            "it too late on Lava's pipeline)")
         self.seen.add(nxt)
         return nxt
 
@@ -168,14 +188,19 @@ class _Reader:
         self.seen = {name}
         shape, source, layers = input_shape, INPUT, []
         while True:
-            weight, bias, conv, pool, synapse_seen = None, None, None, None, None
+            weight, bias, conv, pool, synapse_seen, delay = None, None, None, None, None, 0
             name = self.next(name)
             node = self.graph.nodes[name]
             while isinstance(node, SYNAPSE_NODES + PASSING_NODES):
-                if isinstance(node, nir.Flatten):
+                if isinstance(node, nir.Delay):
+                    if bias is not None and np.any(bias):
+                        raise self.fail(f"Delay '{name}' follows synapses with a bias, which it would hold back too, "
+                                        "but Loihi adds a bias every step; put the Delay before the synapses")
+                    delay += self.delay_steps(node, name)
+                elif isinstance(node, nir.Flatten):
                     pass  # a weight matrix reads (C, H, W) maps flattened in that order anyway
                 elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-                    if synapse_seen or pool or len(shape) != 3:
+                    if synapse_seen or pool or len(shape) != 3 or min(shape[1:]) < 2:
                         raise self.fail(f"pooling node '{name}' must come between a neuron layer's (C, H, W) maps "
                                         "and the next synapses (one pooling per layer)")
                     for param in ("kernel_size", "stride"):
@@ -206,10 +231,17 @@ class _Reader:
             neuron = neuron or _Neuron(decay=1.0, gain=1.0, threshold=None)  # synapses feeding the Output
             spiking = neuron.threshold is not None
             layer_name = f"layer{len(layers)}"
+            inputs = [FloatInput(source, weight * neuron.gain, conv, delay)]
+            for rname in self.recurrent.get(name, []):
+                if conv is not None:
+                    raise self.fail(f"recurrent synapses '{rname}' feed the convolution layer '{name}' back; the "
+                                    "importer takes recurrence on Affine / Linear layers only")
+                w_rec, b_rec = self.recurrent_synapse(rname, name, int(np.prod(shape)), spiking)
+                inputs.append(FloatInput(layer_name, w_rec * neuron.gain))
+                bias = bias + b_rec
             layers.append(FloatLayer(
-                layer_name, [FloatInput(source, weight * neuron.gain, conv)], bias * neuron.gain,
-                _lif_module(neuron, self.reset) if spiking else None, current_decay=neuron.current_decay,
-                readout_decay=1.0 if spiking else neuron.decay))
+                layer_name, inputs, bias * neuron.gain, _lif_module(neuron, self.reset) if spiking else None,
+                current_decay=neuron.current_decay, readout_decay=1.0 if spiking else neuron.decay))
             if output:
                 return layers, input_shape
             if not spiking:  # a readout (I, LI, CubaLI) must feed the Output
@@ -222,11 +254,44 @@ class _Reader:
             if isinstance(self.graph.nodes[self.succ[name][0]] if self.succ[name] else None, nir.Output):
                 return layers, input_shape  # a spiking last layer
 
+    def delay_steps(self, node: nir.Delay, name: str) -> int:
+        """A Delay's whole number of timesteps at dt (one for every neuron: Loihi's delay is per connection)."""
+        seconds = _uniform(node, name, "delay", self.source)
+        steps = round(seconds / self.dt)
+        if steps < 0 or not np.isclose(steps * self.dt, seconds, rtol=1e-6, atol=1e-12 * self.dt):
+            raise self.fail(f"Delay '{name}' holds {seconds:.6g} s, not a whole number of timesteps of dt = "
+                            f"{self.dt:.6g} s; Loihi delays by whole timesteps")
+        return steps
+
+    def recurrent_synapse(self, name: str, neuron: str, size: int, spiking: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias per neuron) of the Affine or Linear ``name`` that feeds ``neuron`` its own spikes."""
+        node = self.graph.nodes[name]
+        weight = np.asarray(node.weight, np.float64)
+        if not spiking:
+            raise self.fail(f"'{name}' feeds the readout '{neuron}' its own output, but a readout never fires")
+        if weight.shape != (size, size):
+            raise self.fail(f"recurrent synapses '{name}' have weights {weight.shape}; the neuron '{neuron}' has "
+                            f"{size} neurons, so they must be ({size}, {size})")
+        bias = np.asarray(getattr(node, "bias", 0.0), np.float64) * np.ones(size)
+        return weight, bias
+
     def synapse(self, node, name: str, shape: tuple[int, ...], pool: str | None):
         """(weight, bias per output channel, conv geometry or None, output shape) of one synapse node, with a
         preceding pooling folded in."""
         weight = np.asarray(node.weight, np.float64)
         bias = np.asarray(getattr(node, "bias", 0.0), np.float64) * np.ones(weight.shape[0])
+        if isinstance(node, nir.Conv1d):
+            # A Conv2d over maps of height 1 with a kernel of height 1 is the same sum, exactly; padding would
+            # pad the height too (one padding for both axes), so only an unpadded Conv1d maps.
+            if len(shape) not in (2, 3) or len(shape) == 3 and shape[1] != 1:
+                raise self.fail(f"Conv1d '{name}' reads a {shape} input; it needs (C, L) signals")
+            for param, accepted in (("padding", 0), ("dilation", 1), ("groups", 1)):
+                if isinstance(getattr(node, param), str) or np.any(np.asarray(getattr(node, param)) != accepted):
+                    raise self.fail(f"Conv1d '{name}': {param} = {getattr(node, param)}; only {accepted} is accepted "
+                                    "(it runs as a Conv2d of height 1, whose padding would pad the height too)")
+            conv = {"input_shape": (shape[0], 1, shape[-1]), "stride": int(np.ravel(node.stride)[0]), "padding": 0}
+            weight = weight[:, :, None, :]
+            return weight, bias, conv, FloatInput(INPUT, weight, conv).output_shape()
         if isinstance(node, nir.Conv2d):
             if len(shape) != 3:
                 raise self.fail(f"Conv2d '{name}' reads a {shape} input; it needs (C, H, W) maps")

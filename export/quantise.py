@@ -95,9 +95,9 @@ def layer_terms(fnet: FloatNetwork, input_scale: float) -> list[LayerTerms]:
     for fl in fnet.layers:
         form = fl.neuron.inference_form() if fl.neuron is not None else None
         gain = form.input_gain if form else 1.0
+        sent_scale[fl.name] = form.output_scale if form else 1.0  # (a recurrent connection reads it too)
         terms.append(LayerTerms(fl, form, [fi.weight * gain * sent_scale[fi.source] for fi in fl.inputs],
                                 [input_scale if fi.source == INPUT else 1.0 for fi in fl.inputs], fl.bias * gain))
-        sent_scale[fl.name] = form.output_scale if form else 1.0
     return terms
 
 
@@ -257,7 +257,7 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
                                   padding=fi.conv["padding"])
             else:
                 synapses = Dense(**common)
-            inputs.append(Connection(fi.source, synapses))
+            inputs.append(Connection(fi.source, synapses, delay=fi.delay))
             exact.append(w_exact.ravel() * 2.0**exp)  # integer units of the same size across connections
             rounded.append(w_int.ravel() * 2.0**exp)
             max_abs = max(max_abs, int(np.abs(w_int).max()))

@@ -1,7 +1,7 @@
 """An independent float reading of a NIR graph: NIR's continuous-time equations stepped by forward Euler at a
 given dt, with numpy, written from NIR's node definitions (not from spikefold's writer or importer). Chains and
-graphs whose nodes merge by summation; Input, Affine, Linear, Flatten, LIF, IF, CubaLIF, LI, CubaLI and Output
-nodes. A synaptic current (CubaLIF, CubaLI) steps first and the voltage reads the stepped current, the order
+graphs whose nodes merge by summation; Input, Affine, Linear, Flatten, Delay (whole steps), LIF, IF, CubaLIF,
+LI, CubaLI and Output nodes. A synaptic current (CubaLIF, CubaLI) steps first and the voltage reads the stepped current, the order
 snnTorch's Synaptic and Norse's importer use."""
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def run(graph: nir.NIRGraph, x: np.ndarray, timesteps: int, dt: float) -> list[n
                 out = inp @ np.asarray(node.weight).T + (node.bias if isinstance(node, nir.Affine) else 0)
             elif isinstance(node, nir.Flatten):
                 out = inp.reshape(len(inp), -1)
+            elif isinstance(node, nir.Delay):  # what arrived delay / dt steps before (zero before the first)
+                held = state.setdefault(name, [])
+                held.append(inp)
+                steps = int(round(float(np.ravel(node.delay)[0]) / dt))
+                out = held[-1 - steps] if len(held) > steps else np.zeros_like(inp)
             elif isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI)):
                 v = state.get(name, np.zeros_like(inp))
                 if isinstance(node, (nir.CubaLIF, nir.CubaLI)):  # tau_syn dI/dt = -I + w_in x

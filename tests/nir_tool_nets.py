@@ -48,11 +48,13 @@ def spike_trains(x: np.ndarray, timesteps: int, seed: int = 0) -> np.ndarray:
 
 
 def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0, spike_input: bool = False,
-                 synaptic: bool = False) -> ToolNet:
+                 synaptic: bool = False, recurrent: bool = False) -> ToolNet:
     """64-48-10 of snnTorch Leaky neurons, reset to zero in the step they fire (what its NIR file says). With
     ``spike_input`` the input is :func:`spike_trains` of the digits (samples, T, 64), not the static features.
     With ``synaptic``, Synaptic neurons (a current that carries over, alpha = 0.6: exported as CubaLIF with
-    tau_syn = 2.5 dt), whose zero reset with ``reset_delay=False`` keeps the current, as Loihi's does."""
+    tau_syn = 2.5 dt), whose zero reset with ``reset_delay=False`` keeps the current, as Loihi's does. With
+    ``recurrent``, the hidden layer is an RLeaky with a 48 x 48 recurrent Linear (exported as an Affine from the
+    LIF back to itself), which adds the previous step's spikes."""
     import snntorch as snn
     from snntorch import utils
     from snntorch.export_nir import export_to_nir
@@ -66,7 +68,9 @@ def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0, spike_in
         return snn.Leaky(beta=torch.full((n,), 0.8), threshold=torch.ones(n), init_hidden=True,
                          reset_mechanism="zero", reset_delay=False)
 
-    net = torch.nn.Sequential(torch.nn.Linear(64, 48), leaky(48), torch.nn.Linear(48, 10), leaky(10))
+    hidden = snn.RLeaky(beta=torch.full((48,), 0.8), threshold=torch.ones(48), linear_features=48,
+                        init_hidden=True, reset_mechanism="zero", reset_delay=False) if recurrent else leaky(48)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 48), hidden, torch.nn.Linear(48, 10), leaky(10))
 
     def run(x):
         utils.reset(net)
@@ -87,7 +91,7 @@ def snntorch_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0, spike_in
     graph = export_to_nir(net, torch.tensor(split.x_train[:1], dtype=torch.float32), model_name="snntorch",
                           ignore_dims=[0])
     network = "MLP 64-48-10" + (", Synaptic (CubaLIF, tau_syn = 2.5 dt)" if synaptic else "") + \
-        (", spike input" if spike_input else "")
+        (", RLeaky hidden layer (recurrent)" if recurrent else "") + (", spike input" if spike_input else "")
     return ToolNet("snntorch", network, graph, 1e-4, timesteps, spikes, x.numpy().astype(np.float64),
                    inputs(split.x_test).numpy().astype(np.float64))
 
@@ -107,9 +111,25 @@ def cuba_readout(synaptic: ToolNet) -> ToolNet:
                                graph=graph, spikes=synaptic.spikes[:1], readout=final)
 
 
-def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> ToolNet:
+def delayed(tool_net: ToolNet, steps: int) -> ToolNet:
+    """A hand-built Delay (no tool writes one): :func:`snntorch_mlp`'s graph with a Delay of ``steps`` timesteps
+    between the hidden LIF and the output layer's Affine. The hidden layer's spikes stay snnTorch's; the output
+    layer's come from an independent Euler reading of the graph (tests/nir_euler.py)."""
+    from tests import nir_euler
+
+    hidden = tool_net.graph.nodes["1"]
+    nodes = dict(tool_net.graph.nodes, delay=nir.Delay(delay=np.full(np.shape(hidden.tau), steps * tool_net.dt)))
+    edges = [e for e in tool_net.graph.edges if e != ("1", "2")] + [("1", "delay"), ("delay", "2")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    out = nir_euler.run(graph, tool_net.x_test, tool_net.timesteps, tool_net.dt)
+    return dataclasses.replace(tool_net, tool="hand-built", network=f"MLP 64-48-10, Delay of {steps} steps",
+                               graph=graph, spikes=[tool_net.spikes[0], np.stack(out, 1) > 0])
+
+
+def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0, conv1d: bool = False) -> ToolNet:
     """Conv 3x3 (8 maps) -> LIF -> 2x2 average pooling -> Linear -> LIF on 8 x 8 digits, SpikingJelly's hard
-    reset to 0 and ``decay_input=False`` (v = (1 - 1/tau) v + x)."""
+    reset to 0 and ``decay_input=False`` (v = (1 - 1/tau) v + x). With ``conv1d``: Conv1d (8 channels, kernel 5,
+    stride 2, unpadded) -> LIF -> Linear -> LIF on the digits as one 64-long signal."""
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
     from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
 
@@ -119,8 +139,14 @@ def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> T
         return neuron.LIFNode(tau=2.0, decay_input=False, v_reset=0.0, v_threshold=1.0,
                               surrogate_function=surrogate.ATan())
 
-    net = torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), lif(), layer.AvgPool2d(2), layer.Flatten(),
-                              layer.Linear(8 * 4 * 4, 10), lif())
+    if conv1d:
+        net = torch.nn.Sequential(layer.Conv1d(1, 8, 5, stride=2), lif(), layer.Flatten(), layer.Linear(8 * 30, 10),
+                                  lif())
+        shape = (1, 64)
+    else:
+        net = torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), lif(), layer.AvgPool2d(2), layer.Flatten(),
+                                  layer.Linear(8 * 4 * 4, 10), lif())
+        shape = (1, 8, 8)
 
     def run(x):
         functional.reset_net(net)
@@ -128,17 +154,18 @@ def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0) -> T
         for _ in range(timesteps):
             hidden = net[1](net[0](x))
             spikes[0].append(hidden.flatten(1))
-            spikes[1].append(net[5](net[4](net[3](net[2](hidden)))))
+            spikes[1].append(net[2:](hidden))
         return [torch.stack(s, 1) for s in spikes]
 
-    x = torch.tensor(split.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    x = torch.tensor(split.x_train, dtype=torch.float32).reshape(-1, *shape)
     _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
     with torch.no_grad():
         spikes = [s.numpy().astype(bool)
-                  for s in run(torch.tensor(split.x_test, dtype=torch.float32).reshape(-1, 1, 8, 8))]
+                  for s in run(torch.tensor(split.x_test, dtype=torch.float32).reshape(-1, *shape))]
     functional.reset_net(net)
     dt = 1e-4
-    return ToolNet("spikingjelly", "CNN conv8-pool-10", export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes,
+    network = "CNN conv1d8 (k5, s2)-10" if conv1d else "CNN conv8-pool-10"
+    return ToolNet("spikingjelly", network, export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes,
                    split.x_train, split.x_test)
 
 

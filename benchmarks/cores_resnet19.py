@@ -18,7 +18,7 @@ import numpy as np
 from spikefold.export import hw_config
 from spikefold.export.intnet import INPUT, LIF, VTH_NEVER, Connection, Conv2d, Dense, InputEncoding, IntNetwork, Layer
 from spikefold.sim.cores import map_onto_cores
-from spikefold.sim.plots import cores_per_layer
+from spikefold.reporting import cores_per_layer_figure, save_figure
 from spikefold.train.models import RESNET19_STAGES
 
 
@@ -73,7 +73,7 @@ def main() -> None:
         boards = list(summary["boards"].values())
         print(f"{name:<14} {summary['cores']:>8,} {summary['chips']:>6,} {boards[0]:>13,} {boards[1]:>11,} "
               f"{summary['seconds']:>6.1f}")
-        cores_per_layer(summary, out / f"cores_resnet19_{name}.png")
+        save_figure(cores_per_layer_figure(summary), out / f"cores_resnet19_{name}.png")
     (out / "cores_resnet19.json").write_text(json.dumps(results, indent=1))
 
 

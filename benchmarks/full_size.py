@@ -142,14 +142,14 @@ def stage_lava(nir_path: Path, samples: int) -> dict:
         report = run_validation(ValidationConfig(model=nir_path, data=str(data), samples=samples, layers="each",
                                                  chunk=samples, out=Path(work) / "validate"))
         elapsed = time.perf_counter() - start
-    rows = report["layers"]
+    rows = report.layers
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     return {"lava_samples": samples, "lava_layers": len(rows), "lava_layerwise_s": elapsed,
-            "lava_layerwise_s_per_layer": [round(r["target_s"], 2) for r in rows],
+            "lava_layerwise_s_per_layer": [round(r.target_s, 2) for r in rows],
             "lava_children_peak_gb": children,
-            "spikes_compared": sum(r["spikes_compared"] for r in rows),
-            "spikes_differing": sum(r["spikes_differing"] for r in rows),
-            "spikes_equal": all(r["spikes_differing"] == 0 for r in rows)}
+            "spikes_compared": sum(r.spikes_compared for r in rows),
+            "spikes_differing": sum(r.spikes_differing for r in rows),
+            "spikes_equal": all(r.spikes_differing == 0 for r in rows)}
 
 
 def _child(args: list[str], timeout: float) -> dict:

@@ -360,6 +360,12 @@ def summary(records: dict, dry_run: bool) -> str:
         fused = seconds.get((shape, "spikefold-triton:lif"))
         if contender == "snntorch-leaky" and fused:
             lines.append(f"| LIF vs snnTorch 1.0 Leaky (no target) | {shape} | lif | {s / fused:.1f}x | - | - |")
+    profiled = [r for r in kernels.get("results", []) if (r.get("profile") or {}).get("kernel_seconds")]
+    for r in profiled:
+        p = r["profile"]
+        lines.append(f"| fused call: GPU kernel time of the call's time (no target) | {r['shape']} | "
+                     f"{r['kind']} | {_pct(p['kernel_seconds'] / r['seconds'])} ({p['kernels']} kernels, "
+                     f"{p['kernel_seconds'] * 1e3:.3f} of {r['seconds'] * 1e3:.3f} ms) | - | - |")
     for key, v in verdicts.get("fraction_of_peak_bandwidth", {}).items():
         shape, kind = key.split("/")
         lines.append(f"| memory bandwidth, of peak | {shape} | {kind} | {_pct(v['fraction'])} "

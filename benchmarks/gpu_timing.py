@@ -61,6 +61,31 @@ def median_seconds(run: Callable[[], object], device: torch.device, warmup: int,
     return statistics.median(times)
 
 
+def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int = 4) -> dict:
+    """Where one call of ``run()`` spends its time, from torch's profiler: on a GPU, the kernels it launched
+    (how many, their summed device time, the longest by name), so that a caller can set that against the call's
+    CUDA-event time (the rest is host work and gaps between launches); on the CPU (a dry run), the operators it
+    ran. One extra untimed call first, so nothing compiles inside the profile."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
+    averages = list(prof.key_averages())
+    if not cuda:
+        return {"operators": sum(a.count for a in averages), "kernels": None, "kernel_seconds": None}
+    # self device time counts each kernel once, under its own name (an operator's total would count it again)
+    kernels = [(a.key, a.count, a.self_device_time_total / 1e6) for a in averages if a.self_device_time_total > 0]
+    kernels.sort(key=lambda k: -k[2])
+    return {"kernels": sum(count for _, count, _ in kernels), "kernel_seconds": sum(t for _, _, t in kernels),
+            "longest": [{"name": name[:120], "count": count, "seconds": t} for name, count, t in kernels[:top]]}
+
+
 def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
     """(bytes/s, where the figure comes from): the data-sheet figure for the device's name, else the memory clock
     and bus width from NVML when it is installed. The data sheet first: for the H200's HBM3e, NVML's clock times

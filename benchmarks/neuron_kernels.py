@@ -8,7 +8,10 @@ Input currents (T, batch, ...), fp32, every layer in training mode, a random ups
     seq-16384   T = 500, B = 16, N = 16384
     cifar-T2/4/6  T = 2/4/6, B = 128, 128 x 32 x 32   a ResNet-19 stem layer on CIFAR-10
 
-Timing: CUDA events around one forward + backward, after warm-up; the median of --repeats. Bandwidth: the
+Timing: CUDA events around one forward + backward, after warm-up; the median of --repeats. For spikefold's
+fused rows, one more call under torch's profiler records the kernels it launched and their summed GPU time
+(``profile`` in the JSON): where that falls well short of the call's time, host work or launch gaps cost the
+rest. Bandwidth: the
 bytes the fused kernel of that type moves (``fused_bytes``) over the time, the same count for every contender
 of a type so that the column compares like with like, against the GPU's peak (gpu_timing.peak_bandwidth,
 which records where the figure comes from). SpikingJelly picks its implementation when imported, so each one
@@ -95,8 +98,8 @@ def snntorch_layer():
     return run
 
 
-def time_layer(layer, shape, device, warmup, repeats, reset=None) -> float:
-    """Median seconds of one forward + backward of ``layer`` on random currents of ``shape``."""
+def layer_call(layer, shape, device, reset=None):
+    """One forward + backward of ``layer`` on random currents of ``shape``, as a function to time."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     currents = (torch.randn(shape, generator=gen) + 0.5).to(device).requires_grad_()
     upstream = torch.randn(shape, generator=gen).to(device)
@@ -107,7 +110,12 @@ def time_layer(layer, shape, device, warmup, repeats, reset=None) -> float:
         currents.grad = None
         layer(currents).backward(upstream)
 
-    return gpu_timing.median_seconds(run, device, warmup, repeats)
+    return run
+
+
+def time_layer(layer, shape, device, warmup, repeats, reset=None) -> float:
+    """Median seconds of one forward + backward of ``layer`` on random currents of ``shape``."""
+    return gpu_timing.median_seconds(layer_call(layer, shape, device, reset), device, warmup, repeats)
 
 
 def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=None) -> list[dict]:
@@ -117,13 +125,19 @@ def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=No
         try:
             layer = make(shape)
             reset = reset_of(layer) if reset_of else None
-            row["seconds"] = time_layer(layer, shape, device, args.warmup, args.repeats, reset)
+            call = layer_call(layer, shape, device, reset)
+            row["seconds"] = gpu_timing.median_seconds(call, device, args.warmup, args.repeats)
+            if name.startswith("spikefold-triton"):  # is the fused call's time its kernels', or host work?
+                row["profile"] = gpu_timing.kernel_breakdown(call, device)
         except Exception as exc:  # a contender that cannot run here is reported, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        profile = row.get("profile") or {}
         print(f"  {shape_name:10s} {name:28s} " + (f"{row['seconds'] * 1e3:10.3f} ms" if "seconds" in row
-                                                   else row["error"][:90]), flush=True)
+                                                   else row["error"][:90])
+              + (f"  ({profile['kernels']} kernels, {profile['kernel_seconds'] * 1e3:.3f} ms on the GPU)"
+                 if profile.get("kernel_seconds") is not None else ""), flush=True)
         rows.append(row)
     return rows
 

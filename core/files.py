@@ -123,29 +123,3 @@ def check_output_folder(path: str | Path, flag: str, force: bool, results: Itera
         raise ConfigError(f"{flag} {path} already holds results of an earlier run ({', '.join(found)}); pass "
                           "--force to overwrite them, or choose another folder")
     return path
-
-
-def run_metadata(command: list[str] | None = None, seed: int | None = None) -> dict[str, Any]:
-    """What a reader of a report needs to rerun it: the command line, the seed, the versions and the machine."""
-    import platform
-    import sys
-    from importlib import metadata
-
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    return {
-        "command": " ".join(command if command is not None else ["spikefold", *sys.argv[1:]]),
-        "seed": seed,
-        "versions": {"python": platform.python_version()}
-        | {name: version(name) for name in ("spikefold", "torch", "numpy", "nir", "lava-nc")},
-        "machine": {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-                    "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
-    }

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spikefold.core import files
 from spikefold.deploy import data_source, lava_runner
-from spikefold.deploy.validation_report import divergence_per_layer_and_timestep, first_divergence_sentence
-from spikefold.deploy.validation import (Check, Divergence, LayerAgreement, first_difference, layer_spikes,
+from spikefold.deploy.validation import (Check, Chunks, Divergence, LayerAgreement, first_difference, layer_spikes,
                                          merge_layer_spikes)
 from spikefold.core.errors import ConfigError
 from spikefold.export.intnet import INPUT, IntNetwork
 from spikefold.sim.simulator import simulate
+
+if TYPE_CHECKING:  # validation_run imports this module
+    from spikefold.deploy.validation_run import Tolerances
 
 # Above this many neurons a network is validated layer by layer unless --layers says otherwise: Lava's CPU
 # simulation of a whole 90,122-neuron ResNet-19 took about 14 GB (issue 13), far beyond a shared machine.
@@ -91,8 +92,47 @@ class LayerResult:
         self.target_s += seconds
 
 
+@dataclasses.dataclass
+class LayerwiseRow:
+    """One layer's verdict in a layer-wise validation."""
+
+    name: str
+    index: int
+    neurons: int
+    sources: list[str]
+    samples: int
+    spikes_compared: int
+    spikes_differing: int
+    states_compared: int | None  # u and v integers, with --states
+    states_differing: int | None
+    spikes: LayerAgreement
+    first_divergence: Divergence | None
+    target_s: float
+
+
+@dataclasses.dataclass
+class LayerwiseReport:
+    """A layer-wise validation: every layer's verdict, the checks, and the earliest layer that diverges."""
+
+    passed: bool
+    mode: str  # "layerwise"
+    model: str
+    reference: str
+    target: str
+    data: str
+    samples: int
+    timesteps: int
+    states: bool
+    layers: list[LayerwiseRow]
+    chunks: Chunks
+    tolerances: Tolerances
+    checks: list[Check]
+    first_divergence: Divergence | None
+    timings: dict[str, float]
+
+
 def run(cfg, net: IntNetwork, reference: IntNetwork, data: data_source.RunData, layers: list[int], store,
-        on_progress=None) -> dict[str, Any]:
+        on_progress=None) -> LayerwiseReport:
     """Validate ``layers`` of ``net`` on ``cfg.target`` chunk by chunk (``cfg``: a ValidationConfig), each
     driven by and compared with the integer sim of ``reference``; (chunk, layer) results already in
     ``store`` are reused. Returns the report (without writing it)."""
@@ -136,7 +176,7 @@ def run(cfg, net: IntNetwork, reference: IntNetwork, data: data_source.RunData, 
 
 
 def _report(cfg, net: IntNetwork, data: data_source.RunData, layers: list[int], results: dict[int, LayerResult],
-            reused: int, bounds: list, sim_s: float) -> dict[str, Any]:
+            reused: int, bounds: list, sim_s: float) -> LayerwiseReport:
     checks, rows = [], []
     tol = cfg.tolerances
     for i in layers:
@@ -152,67 +192,17 @@ def _report(cfg, net: IntNetwork, data: data_source.RunData, layers: list[int], 
         if cfg.states:
             checks.append(Check(f"neuron states (u, v) {layer.name}", r.states_differing == 0, r.states_differing, 0,
                                 f"{r.states_differing:,} of {r.states_compared:,} u and v integers differ"))
-        rows.append({
-            "name": layer.name, "index": i, "neurons": layer.size, "sources": [c.source for c in layer.inputs],
-            "samples": r.samples, "spikes_compared": r.spikes.slots * len(r.spikes.differing),
-            "spikes_differing": differing, "states_compared": r.states_compared if cfg.states else None,
-            "states_differing": r.states_differing if cfg.states else None,
-            "spikes": dataclasses.asdict(r.spikes),
-            "first_divergence": dataclasses.asdict(r.first[1]) if r.first else None, "target_s": r.target_s,
-        })
+        rows.append(LayerwiseRow(
+            name=layer.name, index=i, neurons=layer.size, sources=[c.source for c in layer.inputs],
+            samples=r.samples, spikes_compared=r.spikes.slots * len(r.spikes.differing), spikes_differing=differing,
+            states_compared=r.states_compared if cfg.states else None,
+            states_differing=r.states_differing if cfg.states else None, spikes=r.spikes,
+            first_divergence=r.first[1] if r.first else None, target_s=r.target_s))
     diverging = [results[i].first[1] for i in layers if results[i].first is not None]
     first: Divergence | None = diverging[0] if diverging else None  # layers are in network order
-    n = len(data.x_int)
-    return {
-        "passed": all(c.passed for c in checks),
-        "mode": "layerwise",
-        "model": str(cfg.model),
-        "reference": str(cfg.reference or cfg.model),
-        "target": cfg.target,
-        "data": data.source,
-        "samples": n,
-        "timesteps": net.timesteps,
-        "states": cfg.states,
-        "layers": rows,
-        "chunks": {"size": cfg.chunk, "count": len(bounds), "reused_samples": reused},
-        "tolerances": dataclasses.asdict(tol),
-        "checks": [dataclasses.asdict(c) for c in checks],
-        "first_divergence": dataclasses.asdict(first) if first else None,
-        "timings": {"target_s": sum(r.target_s for r in results.values()), "int_sim_s": sim_s},
-        "files": ["report.json", "report.md", "divergence.png"],
-    }
-
-
-def write(out, report: dict[str, Any]) -> None:
-    """report.json, report.md and divergence.png (slots differing per layer and timestep) in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    divergence_per_layer_and_timestep([LayerAgreement(**row["spikes"]) for row in report["layers"]], report,
-                                      out / "divergence.png")
-    files.write_json(out / "report.json", report)
-    files.write_text(out / "report.md", markdown(report))
-
-
-def markdown(report: dict[str, Any]) -> str:
-    verdict = "PASS" if report["passed"] else "FAIL"
-    lines = [f"# spikefold validate, layer by layer: {verdict}", "",
-             f"Target `{report['target']}` running each of {len(report['layers'])} layers of `{report['model']}` "
-             f"on its own, driven by the spikes the integer sim of `{report['reference']}` recorded for its "
-             f"sources, on {report['samples']} samples of `{report['data']}` (T = {report['timesteps']}), in "
-             f"{report['chunks']['count']} chunks of {report['chunks']['size']}"
-             + (f" ({report['chunks']['reused_samples']} layer-samples resumed from an earlier run)"
-                if report["chunks"]["reused_samples"] else "") + ".", "",
-             f"**{first_divergence_sentence(report).capitalize()}.**", "",
-             "| layer | sources | neurons | samples | spikes compared | differing | u, v differing | first divergence "
-             "| target time (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in report["layers"]:
-        f = row["first_divergence"]
-        where = "-" if f is None else f"timestep {f['timestep']} ({f['what']}), sample {f['sample']}, neuron {f['neuron']}"
-        states = "-" if row["states_differing"] is None else f"{row['states_differing']:,} of {row['states_compared']:,}"
-        lines.append(f"| {row['name']} | {', '.join(row['sources'])} | {row['neurons']:,} | {row['samples']} | "
-                     f"{row['spikes_compared']:,} | {row['spikes_differing']:,} | {states} | {where} | "
-                     f"{row['target_s']:.1f} |")
-    lines += ["", "| check | measured | limit | result | detail |", "| --- | --- | --- | --- | --- |"]
-    for c in report["checks"]:
-        lines.append(f"| {c['name']} | {c['measured']:.6g} | {c['limit']:.6g} | "
-                     f"{'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |")
-    return "\n".join(lines + ["", "![divergence](divergence.png)", ""])
+    return LayerwiseReport(
+        passed=all(c.passed for c in checks), mode="layerwise", model=str(cfg.model),
+        reference=str(cfg.reference or cfg.model), target=cfg.target, data=data.source, samples=len(data.x_int),
+        timesteps=net.timesteps, states=cfg.states, layers=rows, chunks=Chunks(cfg.chunk, len(bounds), reused),
+        tolerances=cfg.tolerances, checks=checks, first_divergence=first,
+        timings={"target_s": sum(r.target_s for r in results.values()), "int_sim_s": sim_s})

@@ -66,6 +66,27 @@ class Agreement:
         return self.spikes_differing == 0 and self.readout_equal and not self.states_differing
 
 
+@dataclasses.dataclass
+class Chunks:
+    """How a validation's samples were cut into target runs, and how many samples a resumed run reused."""
+
+    size: int
+    count: int
+    reused_samples: int
+
+
+@dataclasses.dataclass
+class DeployReport:
+    """``spikefold deploy``'s result: the target's accuracy and spikes, and its agreement with the integer sim."""
+
+    target: str
+    data: str
+    samples: int
+    accuracy: float | None  # None for data without labels
+    spikes: list[dict]  # per layer: spikes per sample and per timestep (simulator.spike_table)
+    agreement: Agreement
+
+
 def first_difference(net: IntNetwork, index: int, what: str, ref: np.ndarray, got: np.ndarray, sample_offset: int = 0):
     """The earliest (timestep, sample, neuron) where ``ref`` and ``got`` differ, keyed for ordering; samples
     are numbered from ``sample_offset`` (a chunk's first sample)."""

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from spikefold.core import files
-from spikefold.deploy import data_source, layerwise, lava_runner, validation_report
-from spikefold.deploy.validation import Agreement, Check, compare
+from spikefold.deploy import data_source, layerwise, lava_runner
+from spikefold.deploy.validation import Agreement, Check, Chunks, Divergence, compare
 from spikefold.core.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
@@ -76,6 +76,37 @@ class ValidationConfig:
     tolerances: Tolerances = dataclasses.field(default_factory=Tolerances)
 
 
+@dataclasses.dataclass
+class PredictionAgreement:
+    agreement_with_int_sim: float  # share of samples the target predicts as the integer sim does
+    agreement_with_float: float | None  # the same against the float model, when given
+    per_sample: dict[str, list[int] | None]  # each run's predictions, and the labels
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    """A whole-network validation: every check, where target and reference first part, the agreement per
+    layer and timestep, accuracies, per-sample predictions, and energy and latency from the target's spikes."""
+
+    passed: bool
+    model: str
+    reference: str
+    float_model: str | None
+    target: str
+    data: str
+    samples: int
+    timesteps: int
+    chunks: Chunks
+    tolerances: Tolerances
+    checks: list[Check]
+    first_divergence: Divergence | None
+    agreement: Agreement
+    accuracy: dict[str, float | None]  # per run (target, int_sim, float); None without labels
+    predictions: PredictionAgreement
+    energy: energy.EnergyReport
+    timings: dict[str, float]
+
+
 ProgressCallback = Callable[[int, int, int], None]  # (samples done, samples in all, samples reused)
 
 
@@ -83,9 +114,10 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run the whole validation and write its report (report.json, report.md, PNGs) to ``cfg.out``.
-    Returns the report; ``report["passed"]`` says whether every check held."""
+def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None = None
+                   ) -> ValidationReport | layerwise.LayerwiseReport:
+    """Run the whole validation (its chunks kept in ``cfg.out / "chunks"``) and return its report; ``passed``
+    says whether every check held. ``spikefold.reporting`` writes it."""
     cfg.tolerances.check()
     if cfg.chunk < 1:
         raise ConfigError(f"--chunk must be >= 1 sample, got {cfg.chunk}")
@@ -121,13 +153,11 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     agreement = compare(reference, golden, target)
     hw = hw_config.load(cfg.hw_config or net.hw_config)
     estimate = energy.estimate(net, data.x_int, target, hw, hw_config.load("ann_45nm"))
-    report = _report(cfg, net, data, reused, agreement, golden, target, float_predictions, estimate, timings)
-    validation_report.write(cfg.out, net, report, target, agreement, estimate)
-    return report
+    return _report(cfg, net, data, reused, agreement, golden, target, float_predictions, estimate, timings)
 
 
 def _run_layerwise(cfg: ValidationConfig, net: IntNetwork, reference: IntNetwork, data: data_source.RunData,
-                   layers: list[int], on_progress: ProgressCallback | None) -> dict[str, Any]:
+                   layers: list[int], on_progress: ProgressCallback | None) -> layerwise.LayerwiseReport:
     if cfg.float_model is not None:
         raise ConfigError("--float-model compares the whole network's predictions, which a layer-wise run does not "
                           "produce; validate with --layers whole, or drop --float-model")
@@ -135,9 +165,7 @@ def _run_layerwise(cfg: ValidationConfig, net: IntNetwork, reference: IntNetwork
         "model_sha256": file_digest(Path(cfg.model)), "target": cfg.target, "data": data.source,
         "data_fingerprint": data.fingerprint, "samples": len(data.x_int), "chunk": cfg.chunk,
         "states": cfg.states, "layers": [net.layers[i].name for i in layers]}, cfg.resume)
-    report = layerwise.run(cfg, net, reference, data, layers, store, on_progress)
-    layerwise.write(cfg.out, report)
-    return report
+    return layerwise.run(cfg, net, reference, data, layers, store, on_progress)
 
 
 def _check_same_shape(net: IntNetwork, reference: IntNetwork, model: Path, reference_path: Path) -> None:
@@ -282,7 +310,7 @@ def _checks(tol: Tolerances, agreement: Agreement, accuracy: dict, float_agreeme
 
 def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, reused: int,
             agreement: Agreement, golden: SimResult, target: SimResult, float_predictions: np.ndarray | None,
-            estimate: energy.EnergyReport, timings: dict[str, float]) -> dict[str, Any]:
+            estimate: energy.EnergyReport, timings: dict[str, float]) -> ValidationReport:
     predictions = {"target": target.predictions, "int_sim": golden.predictions}
     if float_predictions is not None:
         predictions["float"] = float_predictions
@@ -292,29 +320,14 @@ def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, r
                        if float_predictions is not None else None)
     checks = _checks(cfg.tolerances, agreement, accuracy, float_agreement)
     n = len(data.x_int)
-    return {
-        "passed": all(c.passed for c in checks),
-        "model": str(cfg.model),
-        "reference": str(cfg.reference or cfg.model),
-        "float_model": str(cfg.float_model) if cfg.float_model else None,
-        "target": cfg.target,
-        "data": data.source,
-        "samples": n,
-        "timesteps": net.timesteps,
-        "chunks": {"size": cfg.chunk, "count": -(-n // cfg.chunk), "reused_samples": reused},
-        "tolerances": dataclasses.asdict(cfg.tolerances),
-        "checks": [dataclasses.asdict(c) for c in checks],
-        "first_divergence": dataclasses.asdict(agreement.first) if agreement.first else None,
-        "agreement": dataclasses.asdict(agreement) | {"exact": agreement.exact},
-        "accuracy": accuracy,
-        "predictions": {
-            "agreement_with_int_sim": agreement.predictions_equal,
-            "agreement_with_float": float_agreement,
-            "per_sample": {name: p.tolist() for name, p in predictions.items()}
-            | {"labels": data.labels.tolist() if data.labels is not None else None},
-        },
-        "energy": estimate.to_dict(),
-        "timings": timings,
-        "files": ["report.json", "report.md", *validation_report.PNGS],
-        "run": files.run_metadata(),
-    }
+    return ValidationReport(
+        passed=all(c.passed for c in checks), model=str(cfg.model), reference=str(cfg.reference or cfg.model),
+        float_model=str(cfg.float_model) if cfg.float_model else None, target=cfg.target, data=data.source,
+        samples=n, timesteps=net.timesteps, chunks=Chunks(cfg.chunk, -(-n // cfg.chunk), reused),
+        tolerances=cfg.tolerances, checks=checks, first_divergence=agreement.first, agreement=agreement,
+        accuracy=accuracy,
+        predictions=PredictionAgreement(
+            agreement_with_int_sim=agreement.predictions_equal, agreement_with_float=float_agreement,
+            per_sample={name: p.tolist() for name, p in predictions.items()}
+            | {"labels": data.labels.tolist() if data.labels is not None else None}),
+        energy=estimate, timings=timings)

@@ -117,11 +117,12 @@ class _Folder:
         weight, bias = _bn_fold(block.weight.weight, block.bn)
         return self.add(name, self.inputs(signal, weight, self.geometry(block.weight)), bias, block.neuron)
 
-    def residual(self, name: str, x: _Signal, block: ResidualBlock) -> _Signal:
-        h = self.block(f"{name}_conv1", x, block.conv1)
+    def residual(self, names: dict[str, str], path: str, x: _Signal, block: ResidualBlock) -> _Signal:
+        """The block at module ``path``, its layers named as the model names them (``names``)."""
+        h = self.block(names[f"{path}.conv1"], x, block.conv1)
         if block.sew:  # SN(BN(conv2 h)) + shortcut: the sum stays a sum of binary spike sources
-            out = self.block(f"{name}_conv2", h, block.conv2)
-            shortcut = x if block.down is None else self.block(f"{name}_down", x, block.down)
+            out = self.block(names[f"{path}.conv2"], h, block.conv2)
+            shortcut = x if block.down is None else self.block(names[f"{path}.down"], x, block.down)
             return _Signal(out.sources + shortcut.sources, out.shape)
         # Standard block: SN(BN(conv2 h) + shortcut x), the shortcut a 1x1 conv + BN or the identity.
         weight, bias = _bn_fold(block.conv2.weight.weight, block.conv2.bn)
@@ -134,12 +135,12 @@ class _Folder:
             down_weight, down_bias = _bn_fold(conv.weight, norm)
             inputs += self.inputs(x, down_weight, self.geometry(conv))
             bias = bias + down_bias
-        return self.add(f"{name}_conv2", inputs, bias, block.neuron)
+        return self.add(names[f"{path}.conv2"], inputs, bias, block.neuron)
 
-    def readout(self, signal: _Signal, linear: nn.Linear) -> None:
+    def readout(self, name: str, signal: _Signal, linear: nn.Linear) -> None:
         weight = linear.weight.detach().cpu().double().numpy()
         bias = linear.bias.detach().cpu().double().numpy() if linear.bias is not None else np.zeros(linear.out_features)
-        self.add("readout", self.inputs(signal, weight, None), bias, None)
+        self.add(name, self.inputs(signal, weight, None), bias, None)
 
 
 def fold(model: SpikingModel) -> FloatNetwork:
@@ -151,24 +152,25 @@ def fold(model: SpikingModel) -> FloatNetwork:
     # On the CPU, where the float reference network runs (a model trained on a GPU stays there, untouched).
     model = copy.deepcopy(model).cpu().eval()
     folder = _Folder()
+    names = model.layer_names()  # the layers keep the model's names, as the training probes report them
     signal = _Signal([INPUT], tuple(cfg.input_shape))
     if cfg.arch == "mlp":
         for k, block in enumerate(model.hidden):
-            signal = folder.block(f"hidden{k}", signal, block)
+            signal = folder.block(names[f"hidden.{k}"], signal, block)
     elif cfg.arch == "vgg":
-        for item in model.features:
+        for i, item in enumerate(model.features):
             if isinstance(item, nn.AvgPool2d):
                 if item.kernel_size not in (2, (2, 2)) or item.stride not in (2, (2, 2)):
                     raise ConfigError("export folds 2x2 average pooling (stride 2) only")
                 signal = signal.pooled("avg2")
             else:
-                signal = folder.block(f"conv{len(folder.layers)}", signal, item)
+                signal = folder.block(names[f"features.{i}"], signal, item)
     else:
-        signal = folder.block("stem", signal, model.stem)
+        signal = folder.block(names["stem"], signal, model.stem)
         for k, block in enumerate(model.blocks):
-            signal = folder.residual(f"block{k}", signal, block)
+            signal = folder.residual(names, f"blocks.{k}", signal, block)
         signal = signal.pooled("global")
         if model.head is not None:
-            signal = folder.block("head", signal, model.head)
-    folder.readout(signal, model.readout)
+            signal = folder.block(names["head"], signal, model.head)
+    folder.readout(names["readout"], signal, model.readout)
     return FloatNetwork(folder.layers, cfg.timesteps, tuple(cfg.input_shape), bool(cfg.temporal_input))

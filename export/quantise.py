@@ -63,12 +63,35 @@ class LayerQuantisation:
 
 
 @dataclasses.dataclass
+class QatReport:
+    """Fine-tuning through the integer forward (spikefold.export.qat): per epoch, and the integer network's test
+    accuracy before and after."""
+
+    epochs: int
+    lr: float
+    history: list[dict]
+    integer_test_accuracy_before: float
+    integer_test_accuracy_after: float
+
+
+@dataclasses.dataclass
 class QuantReport:
     layers: list[LayerQuantisation]
     calibration_samples: int
     weight_bits: int = 8  # Lava's num_weight_bits of every connection
     float_int_agreement: float = 0.0  # share of calibration samples whose prediction the two agree on
-    qat: dict | None = None  # fine-tuning through the integer forward, when run (spikefold.export.qat)
+    qat: QatReport | None = None  # when fine-tuned
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """``spikefold export``'s result (MODEL.report.json): the quantisation and the Lava process of each layer."""
+
+    checkpoint: str
+    nir: str
+    float_test_accuracy: float
+    quantisation: QuantReport
+    processes: dict[str, str]  # layer name -> the process that runs it
 
 
 @dataclasses.dataclass

@@ -77,6 +77,7 @@ class LayerActivity:
     spikes_per_timestep: list[float]
     energy_j: float  # dynamic energy of the layer's cores
     energy_by_operation_j: dict[str, float]
+    readout: bool = False  # the readout integrates and never spikes
 
 
 @dataclasses.dataclass
@@ -109,6 +110,19 @@ class EnergyReport:
         d = dataclasses.asdict(self)
         d["total_j"] = self.total_j
         return d
+
+
+@dataclasses.dataclass
+class SimReport:
+    """``spikefold sim``'s result: the integer simulator's accuracy on the data, the energy and latency estimated
+    from its spikes, and, when asked for, SANA-FE's run beside it (``sanafe_engine.compare``)."""
+
+    model: str
+    data: str
+    samples: int
+    accuracy: float | None  # None for data without labels
+    energy: EnergyReport
+    sanafe: dict | None = None
 
 
 def _figures(hw: HwConfig, reference: HwConfig) -> tuple[dict[str, Figure], list[str]]:
@@ -216,7 +230,7 @@ def estimate(net: IntNetwork, x_int: np.ndarray, result: SimResult, hw: HwConfig
             neuron_updates=float(layer.size * steps), spikes=float(spikes_t.sum()),
             messages_out=sum(c.messages_out for c in mine), firing_rate=float(spikes_t.sum()) / (layer.size * steps),
             spikes_per_timestep=spikes_t.tolist(), energy_j=sum(c.energy_j for c in mine),
-            energy_by_operation_j=by_op))
+            energy_by_operation_j=by_op, readout=layer.readout))
     step = busy.max(axis=0) + t["barrier_sync"]
     # Streaming back to back, every layer is in some sample's window at every step: T steps at full load.
     window_busy = np.stack([busy[c.core, depths[net.index(c.layer)]:depths[net.index(c.layer)] + steps]
@@ -296,40 +310,3 @@ def nonzero_fan(synapses: Dense, weights: np.ndarray) -> np.ndarray:
         rows, cols = rows[(rows >= 0) & (rows < h)], cols[(cols >= 0) & (cols < w)]
         fan[:, rows[:, None], cols[None, :]] += nonzero[:, i, j][:, None, None]
     return fan.ravel()
-
-
-def markdown_lines(e: dict, accuracy: float | None = None) -> list[str]:
-    """An energy report (as ``to_dict`` gives it) as Markdown: the totals, NeuroBench's metrics, the per-core
-    table, the steps, the figures with their sources, and the notes."""
-    by_op = e["energy_by_operation_j"]
-    nb = e["neurobench"]
-    lines = ["", f"## Totals ({e['hw_config']}, per inference, mean of {e['samples']} samples)", "",
-             "| quantity | value |", "| --- | --- |",
-             f"| energy per inference | {e['total_j'] * 1e6:.3f} uJ (dynamic {e['dynamic_j'] * 1e6:.3f} uJ, "
-             f"static {e['static_j'] * 1e6:.3f} uJ) |",
-             "| dynamic by operation | " + ", ".join(f"{k} {v * 1e9:.1f} nJ" for k, v in by_op.items()) + " |",
-             f"| latency (T + D = {len(e['step_s'])} steps) | {e['latency_s'] * 1e6:.2f} us |",
-             f"| period (samples back to back) | {e['period_s'] * 1e6:.2f} us |",
-             f"| cores / chips | {len(e['cores'])} / {e['chips']} |"]
-    if accuracy is not None:
-        lines.append(f"| accuracy | {accuracy * 100:.2f} % |")
-    lines += ["", "## NeuroBench metrics (per inference)", "",
-              f"ActivationSparsity {nb['ActivationSparsity']:.4f}; Effective_MACs {nb['Effective_MACs']:.1f}; "
-              f"Effective_ACs {nb['Effective_ACs']:.1f}.", "",
-              "| layer | Effective_MACs | Effective_ACs | synaptic operations |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['layer']} | {r['Effective_MACs']:.1f} | {r['Effective_ACs']:.1f} | {r['synaptic_operations']:.1f} |"
-              for r in nb["layers"]]
-    lines += ["", f"## Cores ({e['hw_config']}, per inference)", "",
-              "| core | layer | neurons | synapses | synaptic ops | spikes | messages out | busiest step (us) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for c in e["cores"]:
-        lines.append(f"| {c['core']} | {c['layer']} | {c['neurons']} | {c['synapses']} | {c['synaptic_ops']:.0f} | "
-                     f"{c['spikes']:.1f} | {c['messages_out']:.1f} | {max(c['busy_s']) * 1e6:.2f} |")
-    lines += ["", "## Steps (Lava's schedule: busiest core + barrier, dynamic energy)", "",
-              "| step | time (us) | energy (nJ) |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {s * 1e6:.2f} | {j * 1e9:.2f} |" for k, (s, j) in enumerate(zip(e["step_s"], e["step_energy_j"]))]
-    lines += ["", "## Figures used", "", "| figure | value | source | proxy |", "| --- | --- | --- | --- |"]
-    for name, f in e["figures"].items():
-        lines.append(f"| {name} | {f['value']:g} {f['unit']} | {f['source']} | {'yes' if f['proxy'] else 'no'} |")
-    lines += [""] + [f"- {note}" for note in e["notes"]]
-    return lines

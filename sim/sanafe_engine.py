@@ -308,18 +308,3 @@ def compare(run: SanaFeRun, lava_timed: SimResult, report: EnergyReport) -> dict
                       "messages": sum(layer.messages_out for layer in report.layers),
                       "hw_config": report.hw_config},
     }
-
-
-def markdown_lines(side: dict) -> list[str]:
-    """The comparison as Markdown."""
-    a, b = side["sanafe"], side["spikefold"]
-    return ["", f"## SANA-FE ({side['release']}) beside spikefold ({b['hw_config']}), per inference", "",
-            f"Spikes equal: {side['spikes_equal']}; readout voltages equal: {side['readout_equal']}.", "",
-            "| engine | dynamic energy (uJ) | latency (us) | synaptic ops | messages | breakdown (nJ) |",
-            "| --- | --- | --- | --- | --- | --- |",
-            f"| SANA-FE | {a['energy_j'] * 1e6:.3f} | {a['latency_s'] * 1e6:.2f} | {a['synaptic_ops']:.1f} | "
-            f"{a['messages']:.1f} | " + ", ".join(f"{k} {v * 1e9:.1f}" for k, v in a["by_unit_j"].items()) + " |",
-            f"| spikefold | {b['energy_j'] * 1e6:.3f} | {b['latency_s'] * 1e6:.2f} | {b['synaptic_ops']:.1f} | "
-            f"{b['messages']:.1f} | " + ", ".join(f"{k} {v * 1e9:.1f}" for k, v in b["by_operation_j"].items()) + " |",
-            "", "Step times (us), SANA-FE: " + ", ".join(f"{s * 1e6:.2f}" for s in a["step_s"])
-            + "; spikefold: " + ", ".join(f"{s * 1e6:.2f}" for s in b["step_s"]) + "."]

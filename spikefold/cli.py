@@ -6,7 +6,6 @@ Errors a user can act on print one line (no traceback) and exit with status 2; a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import signal
 import sys
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spikefold import __version__
+from spikefold import __version__, reporting
 from spikefold.core import files
 from spikefold.core.errors import ConfigError, SpikefoldError
 
@@ -182,19 +181,18 @@ def cmd_train(args) -> int:
                        after_backward=gradients)
     if distributed_rank() != 0:  # under torchrun, rank 0 alone reports and writes files
         return 0
-    from spikefold.pipeline import training_curve
-
-    training_curve(result.history, Path(args.out) / "training.png")
+    reporting.write_training_curve(result.history, Path(args.out) / "training.png")
     out_console.print(f"test accuracy {result.test_accuracy * 100:.2f} %; checkpoint {Path(args.out) / 'model.pt'}; "
                       "training curve training.png")
     if args.probes:
-        written = probes.write(Path(args.out) / "probes", probes.observe(result.model, split.x_test),
-                               gradients.summary())
+        written = reporting.write_probes(Path(args.out) / "probes", probes.observe(result.model, split.x_test),
+                                         gradients.summary())
         out_console.print(f"probes: {', '.join(str(p) for p in written)}")
     return 0
 
 
 def cmd_export(args) -> int:
+    from spikefold.export.quantise import ExportReport
     from spikefold.pipeline import export_checkpoint
 
     if args.qat_epochs < 0 or not args.qat_lr > 0 or not math.isfinite(args.qat_lr):
@@ -209,10 +207,9 @@ def cmd_export(args) -> int:
             args.input_scale, args.weight_bits, args.qat_epochs, args.qat_lr, data_root=args.data_root,
             on_qat_epoch=lambda r: progress.update(task, completed=r["epoch"],
                                                    description=f"QAT  loss {r['loss']:.4f}"))
-    files.write_json(report_path, {
-        "checkpoint": args.checkpoint, "nir": str(nir_path), "float_test_accuracy": float_acc,
-        "quantisation": dataclasses.asdict(report), "processes": {layer.name: layer.process for layer in net.layers},
-        "run": files.run_metadata(args.argv)})
+    reporting.write_export(report_path, ExportReport(
+        checkpoint=args.checkpoint, nir=str(nir_path), float_test_accuracy=float_acc, quantisation=report,
+        processes={layer.name: layer.process for layer in net.layers}), reporting.run_metadata(args.argv))
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
     out_console.print(_table(f"exported {nir_path} and {report_path.name} (float test accuracy "
@@ -220,8 +217,8 @@ def cmd_export(args) -> int:
                              ("layer", "weight_exp", "max |w|", "weight rel. error", "vth", "headroom bits")))
     if report.qat:
         q = report.qat
-        out_console.print(f"QAT, {q['epochs']} epochs: integer test accuracy {q['integer_test_accuracy_before'] * 100:.2f}"
-                          f" % -> {q['integer_test_accuracy_after'] * 100:.2f} %")
+        out_console.print(f"QAT, {q.epochs} epochs: integer test accuracy {q.integer_test_accuracy_before * 100:.2f}"
+                          f" % -> {q.integer_test_accuracy_after * 100:.2f} %")
     return 0
 
 
@@ -294,7 +291,7 @@ def _run_data(args, net):
 
 def cmd_deploy(args) -> int:
     from spikefold.deploy import lava_runner
-    from spikefold.deploy.validation import compare
+    from spikefold.deploy.validation import DeployReport, compare
     from spikefold.sim.simulator import matmul_plan, simulate, spike_table
 
     if args.report:
@@ -309,19 +306,18 @@ def cmd_deploy(args) -> int:
                                            on_chunk=lambda done: progress.update(task, completed=done))
     agreement = compare(net, simulate(net, data.x_int), result)
     accuracy = float((result.predictions == data.labels).mean()) if data.labels is not None else None
+    report = DeployReport(target=args.target, data=data.source, samples=len(data.x_int), accuracy=accuracy,
+                          spikes=spike_table(net, result), agreement=agreement)
     rows = [(r["layer"], r["neurons"], f"{r['spikes_per_sample']:.1f}",
-             " ".join(f"{v:.1f}" for v in r["per_timestep"])) for r in spike_table(net, result)]
+             " ".join(f"{v:.1f}" for v in r["per_timestep"])) for r in report.spikes]
     title = f"{args.target} on {len(data.x_int)} samples of {data.source}"
     if accuracy is not None:
         title += f": accuracy {accuracy * 100:.2f} %"
-    out_console.print(_table(title, rows, ("layer", "neurons", "spikes / sample", "per timestep")))
+    out_console.print(_table(title, rows, ("layer", "neurons", "spikes / sample", "per timestep (0 .. T-1)")))
     out_console.print(f"spike agreement with spikefold sim: {agreement.spikes_compared - agreement.spikes_differing:,}"
                       f" / {agreement.spikes_compared:,} equal; readout equal: {agreement.readout_equal}")
     if args.report:
-        files.write_json(Path(args.report), {
-            "target": args.target, "data": data.source, "samples": len(data.x_int), "accuracy": accuracy,
-            "spikes": spike_table(net, result), "agreement_exact": agreement.exact,
-            "run": files.run_metadata(args.argv)})
+        reporting.write_deploy(Path(args.report), report, reporting.run_metadata(args.argv))
     return 0
 
 
@@ -336,38 +332,24 @@ def cmd_sim(args) -> int:
     data = _run_data(args, net)
     result = simulate(net, data.x_int, device=args.device, batch_size=args.batch_size, threads=args.threads)
     hw = hw_config.load(args.hw_config or net.hw_config)
-    report = energy.estimate(net, data.x_int, result, hw, hw_config.load("ann_45nm"))
-    rows = [(r.name, r.neurons, r.cores, f"{r.spikes:.1f}", f"{r.firing_rate:.3f}", f"{r.synaptic_ops:.0f}",
-             f"{r.energy_j * 1e9:.2f}") for r in report.layers]
+    estimate = energy.estimate(net, data.x_int, result, hw, hw_config.load("ann_45nm"))
     accuracy = float((result.predictions == data.labels).mean()) if data.labels is not None else None
+    report = energy.SimReport(model=str(args.model), data=data.source, samples=len(data.x_int), accuracy=accuracy,
+                              energy=estimate)
+    rows = [(r.name, r.neurons, r.cores, f"{r.spikes:.1f}", f"{r.firing_rate:.3f}", f"{r.synaptic_ops:.0f}",
+             reporting.uJ(r.energy_j)) for r in estimate.layers]
     title = f"integer sim on {len(data.x_int)} samples of {data.source}"
     if accuracy is not None:
         title += f": accuracy {accuracy * 100:.2f} %"
     out_console.print(_table(
-        f"{title}; {report.total_j * 1e6:.2f} uJ and {report.latency_s * 1e6:.1f} us per inference on "
-        f"{report.hw_config}", rows, ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic nJ")))
-    summary = report.to_dict()
+        f"{title}; {reporting.uJ(estimate.total_j)} uJ and {reporting.us(estimate.latency_s)} us per inference on "
+        f"{estimate.hw_config}", rows,
+        ("layer", "neurons", "cores", "spikes", "rate", "synaptic ops", "dynamic energy (uJ)")))
     if args.energy_engine == "sanafe":
-        summary["sanafe"] = _sanafe_beside(net, data.x_int, report)
+        report.sanafe = _sanafe_beside(net, data.x_int, estimate)
     if args.out:
-        from spikefold.sim import plots
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        plots.firing_per_layer_and_timestep(net, result, out / "firing.png")
-        plots.energy_per_layer(report, out / "energy.png")
-        plots.cores_used(report, out / "cores.png")
-        summary["accuracy"] = accuracy
-        files.write_json(out / "energy.json", summary | {"run": files.run_metadata(args.argv)})
-        lines = [f"# Energy and latency of {args.model} on {report.hw_config}", ""]
-        lines += energy.markdown_lines(summary, accuracy)
-        if "sanafe" in summary:
-            from spikefold.sim import sanafe_engine
-
-            lines += sanafe_engine.markdown_lines(summary["sanafe"])
-        files.write_text(out / "energy.md", "\n".join(
-            lines + ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)", ""]))
-        out_console.print(f"report: {out} (energy.json, energy.md, firing.png, energy.png, cores.png)")
+        out = reporting.write_sim(Path(args.out), report, reporting.run_metadata(args.argv))
+        out_console.print(f"report: {out} ({', '.join(reporting.SIM_FILES)})")
     return 0
 
 
@@ -383,14 +365,15 @@ def _sanafe_beside(net, x_int, report) -> dict:
     # whatever --hw-config chose for spikefold's estimate.
     run = sanafe_engine.run(net, x_int, map_onto_cores(net, hw_config.load("loihi1_sanafe")), lava_timed)
     side = sanafe_engine.compare(run, lava_timed, report)
-    out_console.print(f"SANA-FE ({run.release}): {run.energy_j * 1e6:.3f} uJ, {run.latency_s * 1e6:.1f} us per inference; "
-                      f"spikefold: {report.dynamic_j * 1e6:.3f} uJ dynamic, {report.latency_s * 1e6:.1f} us; "
+    out_console.print(f"SANA-FE ({run.release}): {reporting.uJ(run.energy_j)} uJ, {reporting.us(run.latency_s)} us per "
+                      f"inference; spikefold: {reporting.uJ(report.dynamic_j)} uJ dynamic, "
+                      f"{reporting.us(report.latency_s)} us; "
                       f"spikes equal: {side['spikes_equal']}")
     return side
 
 
 def cmd_validate(args) -> int:
-    from spikefold.deploy import validation_report
+    from spikefold.deploy.layerwise import LayerwiseReport
     from spikefold.deploy.validation_run import Tolerances, ValidationConfig, run_validation
 
     # A run folder with finished chunks is kept: it is resumed (--resume) or, with --force, started over.
@@ -420,19 +403,20 @@ def cmd_validate(args) -> int:
             console.print(f"interrupted: finished chunks are kept in {cfg.out / 'chunks'}; "
                           "rerun with --resume to continue from the last one")
             raise
-    rows = [(c["name"], f"{c['measured']:.6g}", f"{c['limit']:.6g}", "pass" if c["passed"] else "FAIL")
-            for c in report["checks"]]
-    verdict = "PASS" if report["passed"] else "FAIL"
+    write = reporting.write_layerwise if isinstance(report, LayerwiseReport) else reporting.write_validation
+    written = write(cfg.out, report, reporting.run_metadata(args.argv))
+    rows = [(c.name, f"{c.measured:.6g}", f"{c.limit:.6g}", "pass" if c.passed else "FAIL") for c in report.checks]
+    verdict = "PASS" if report.passed else "FAIL"
     out_console.print(_table(f"{verdict}: {args.target} running {cfg.model} vs golden references, "
-                             f"{report['samples']} samples of {report['data']}", rows,
+                             f"{report.samples} samples of {report.data}", rows,
                              ("check", "measured", "limit", "result")))
-    out_console.print(f"{verdict}: {validation_report.first_divergence_sentence(report)}")
-    out_console.print(f"report: {cfg.out} ({', '.join(report['files'])})")
-    return 0 if report["passed"] else 1
+    out_console.print(f"{verdict}: {reporting.first_divergence_sentence(report.first_divergence)}")
+    out_console.print(f"report: {cfg.out} ({', '.join(written['files'])})")
+    return 0 if report.passed else 1
 
 
 def cmd_pipeline(args) -> int:
-    from spikefold.pipeline import PipelineConfig, run_pipeline, summary_rows
+    from spikefold.pipeline import PipelineConfig, run_pipeline
 
     files.check_output_folder(args.out, "--out", args.force, PIPELINE_RESULTS)
     cfg = PipelineConfig(out=Path(args.out), dataset=args.dataset, data_root=args.data_root,
@@ -440,10 +424,10 @@ def cmd_pipeline(args) -> int:
                          target=args.target, lava_samples=args.samples, chunk=args.chunk, argv=args.argv)
     with _progress() as progress:
         summary = run_pipeline(cfg, progress)
-    out_console.print(_table("spikefold pipeline", summary_rows(summary)))
-    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, training.png, firing.png, "
-                      "energy.png, cores.png)")
-    return 0 if summary["agreement"]["exact"] else 1
+    out_console.print(_table("spikefold pipeline", reporting.pipeline_rows(summary)))
+    out_console.print(f"run folder: {cfg.out} (model.pt, model.nir, report.json, report.md, "
+                      f"{', '.join(reporting.PIPELINE_PNGS)})")
+    return 0 if summary.agreement.exact else 1
 
 
 def cmd_convert(args) -> int:

@@ -11,16 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from spikefold.core import files
+from spikefold import reporting
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import Agreement, compare
 from spikefold.core.errors import ConfigError, DataError
 from spikefold.export import hw_config, nir_io, qat
 from spikefold.export.fold import fold
-from spikefold.export.quantise import QuantReport, quantise
+from spikefold.export.quantise import QatReport, QuantReport, quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
-from spikefold.sim.simulator import SimResult, check_state_range, simulate, spike_table
+from spikefold.sim.simulator import check_state_range, simulate, spike_table
 from spikefold.train import data as datasets
 from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig
@@ -67,8 +67,7 @@ def export_checkpoint(checkpoint: Path, nir_path: Path, hw_name: str = "loihi2",
                              on_epoch=on_qat_epoch)
         net = tuned.net
         after = float((simulate(net, x_test).predictions == split.y_test).mean())
-        report.qat = {"epochs": qat_epochs, "lr": qat_lr, "history": tuned.history,
-                      "integer_test_accuracy_before": before, "integer_test_accuracy_after": after}
+        report.qat = QatReport(qat_epochs, qat_lr, tuned.history, before, after)
     check_state_range(net, net.input.encode(calib), report)
     logits, _ = fnet.run(split.x_test)
     float_acc = float((logits.argmax(1) == split.y_test).mean())
@@ -109,7 +108,36 @@ class PipelineConfig:
     argv: list[str] | None = None  # the command line, for the report's run metadata
 
 
-def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
+@dataclasses.dataclass
+class PipelineAccuracy:
+    float: float  # the float model, whole test split
+    int_sim: float  # the integer simulator, whole test split
+    lava: float  # Lava, on its samples (the first lava_samples of the test split)
+    int_sim_on_lava_samples: float  # the integer simulator on Lava's samples
+    test_samples: int
+    lava_samples: int
+
+
+@dataclasses.dataclass
+class PipelineReport:
+    """Everything a pipeline run measured, stage by stage (report.json)."""
+
+    dataset: str
+    model: dict[str, Any]  # ModelConfig.to_dict()
+    target: str
+    hw_config: str
+    accuracy: PipelineAccuracy
+    agreement: Agreement  # Lava vs the integer sim on Lava's samples
+    quantisation: QuantReport
+    spikes: list[dict]  # Lava's, per layer (simulator.spike_table)
+    energy: energy.EnergyReport
+    timings: dict[str, float]
+    history: list[dict]  # training, per epoch
+    files: dict[str, str]
+    run: dict[str, Any]  # reporting.run_metadata
+
+
+def run_pipeline(cfg: PipelineConfig, progress) -> PipelineReport:
     """Run every stage; ``progress`` is a rich Progress (or anything with add_task/update/advance)."""
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -155,98 +183,13 @@ def run_pipeline(cfg: PipelineConfig, progress) -> dict[str, Any]:
     hw = hw_config.load(cfg.hw_config)
     report = energy.estimate(net, x, lava, hw, hw_config.load("ann_45nm"))
 
-    summary = {
-        "dataset": cfg.dataset,
-        "model": model_cfg.to_dict(),
-        "target": cfg.target,
-        "hw_config": cfg.hw_config,
-        "accuracy": {"float": float_acc, "int_sim": sim_acc, "lava": lava_acc,
-                     "int_sim_on_lava_samples": float((sim_sub.predictions == y).mean()),
-                     "test_samples": len(y_all), "lava_samples": n_lava},
-        "agreement": dataclasses.asdict(agreement) | {"exact": agreement.exact},
-        "quantisation": dataclasses.asdict(qreport),
-        "spikes": spike_table(net, lava),
-        "energy": report.to_dict(),
-        "timings": timings,
-        "history": result.history,
-        "files": {"checkpoint": "model.pt", "nir": "model.nir"},
-        "run": files.run_metadata(cfg.argv, cfg.train.seed),
-    }
-    write_reports(out, net, summary, report, lava, agreement)
+    summary = PipelineReport(
+        dataset=cfg.dataset, model=model_cfg.to_dict(), target=cfg.target, hw_config=cfg.hw_config,
+        accuracy=PipelineAccuracy(float=float_acc, int_sim=sim_acc, lava=lava_acc,
+                                  int_sim_on_lava_samples=float((sim_sub.predictions == y).mean()),
+                                  test_samples=len(y_all), lava_samples=n_lava),
+        agreement=agreement, quantisation=qreport, spikes=spike_table(net, lava), energy=report, timings=timings,
+        history=result.history, files={"checkpoint": "model.pt", "nir": "model.nir"},
+        run=reporting.run_metadata(cfg.argv, cfg.train.seed))
+    reporting.write_pipeline(out, summary)
     return summary
-
-
-def write_reports(out: Path, net: IntNetwork, summary: dict, report: energy.EnergyReport, run: SimResult,
-                  agreement: Agreement) -> None:
-    from spikefold.sim import plots
-
-    plots.firing_per_layer_and_timestep(net, run, out / "firing.png")
-    plots.energy_per_layer(report, out / "energy.png")
-    plots.cores_used(report, out / "cores.png")
-    training_curve(summary["history"], out / "training.png")
-    files.write_json(out / "report.json", summary)
-    files.write_text(out / "report.md", markdown(summary))
-
-
-def summary_rows(summary: dict) -> list[tuple[str, str]]:
-    """The headline figures, as (what, value) rows, for the terminal table and report.md."""
-    acc, agree, e = summary["accuracy"], summary["agreement"], summary["energy"]
-    spikes = f"{agree['spikes_compared'] - agree['spikes_differing']:,} / {agree['spikes_compared']:,}"
-    per_layer_cores = ", ".join(f"{row['name']} {row['cores']}" for row in e["layers"])
-    return [
-        ("float model accuracy (test)", f"{acc['float'] * 100:.2f} % ({acc['test_samples']} samples)"),
-        ("integer sim accuracy (test)", f"{acc['int_sim'] * 100:.2f} % ({acc['test_samples']} samples)"),
-        (f"Lava {summary['target']} accuracy", f"{acc['lava'] * 100:.2f} % ({acc['lava_samples']} samples)"),
-        ("integer sim accuracy, Lava's samples", f"{acc['int_sim_on_lava_samples'] * 100:.2f} % (the same "
-                                                 f"{acc['lava_samples']} samples)"),
-        ("spikes equal, sim vs Lava", f"{spikes} ({'every spike' if agree['exact'] else 'MISMATCH'})"),
-        ("readout voltages equal", "yes" if agree["readout_equal"] else "no"),
-        (f"{e['hw_config']} cores", f"{len(e['cores'])} ({per_layer_cores})"),
-        (f"{e['hw_config']} energy / inference", f"{e['total_j'] * 1e6:.2f} uJ (dynamic {e['dynamic_j'] * 1e9:.1f} nJ, "
-                                                 f"static {e['static_j'] * 1e6:.2f} uJ)"),
-        (f"{e['hw_config']} latency / inference", f"{e['latency_s'] * 1e6:.1f} us ({e['timesteps']} steps + "
-                                                  f"{len(e['step_s']) - e['timesteps']} of Dense delay, each its own "
-                                                  "busiest core + barrier)"),
-        ("same net as ANN, 45 nm", f"{e['ann_45nm_j'] * 1e9:.1f} nJ (SNN at 45 nm: {e['snn_45nm_j'] * 1e9:.1f} nJ)"),
-    ]
-
-
-def markdown(summary: dict) -> str:
-    lines = ["# spikefold run", "", f"Data set `{summary['dataset']}`, {summary['model']['arch']} {summary['model']['hidden']} with "
-             f"'{summary['model']['neuron']['kind']}' neurons, "
-             f"T = {summary['model']['timesteps']}, target `{summary['target']}`, hw_config "
-             f"`{summary['hw_config']}`.", "", "| what | value |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]
-    lines += ["", "## Per layer (Lava run, per inference)", "",
-              "| layer | neurons | cores | weight exp | vth | headroom (bits) | spikes | synaptic ops | energy (nJ) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for q, e in zip(summary["quantisation"]["layers"], summary["energy"]["layers"]):
-        lines.append(f"| {q['name']} | {e['neurons']} | {e['cores']} | {q['weight_exp']} | {q['vth']} | "
-                     f"{q['headroom_bits']:.2f} | {e['spikes']:.1f} | {e['synaptic_ops']:.0f} | "
-                     f"{e['energy_j'] * 1e9:.2f} |")
-    lines += energy.markdown_lines(summary["energy"])
-    lines += ["", "![training curve](training.png)", "", "![firing rate per layer and timestep](firing.png)", "",
-              "![energy per layer](energy.png)", "", "![cores used](cores.png)", ""]
-    run = summary["run"]
-    lines += ["## Run", "", f"- command: `{run['command']}`", f"- seed: {run['seed']}",
-              "- versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
-              "- machine: " + ", ".join(f"{k} {v}" for k, v in run["machine"].items()), ""]
-    return "\n".join(lines)
-
-
-def training_curve(history: list[dict], path: Path) -> Path:
-    """Loss and test accuracy per epoch, one panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (loss, acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    loss.plot(epochs, [r["loss"] for r in history], marker=".")
-    loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="loss")
-    acc.plot(epochs, [100 * r["test_accuracy"] for r in history], marker=".", color="tab:green")
-    acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

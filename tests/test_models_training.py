@@ -184,7 +184,9 @@ def test_recipe_training_writes_probes(tmp_path, capsys):
                       "train: {epochs: 2, optimiser: sgd, lr: 0.05, label_smoothing: 0.1}\n")
     assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "probes" / "probes.json").read_text())
-    assert set(report["activity"]) == {"hidden.0.neuron"} and report["gradients"]
+    # The probes name layers as export does: the spiking layers, and every weight layer for the gradients.
+    assert set(report["activity"]) == {"hidden0"} and set(report["gradients"]) == {"hidden0", "readout"}
+    assert all(0 <= g["p10"] <= g["median"] <= g["p90"] for g in report["gradients"].values())
     for png in ("firing_rate.png", "window_share.png", "potentials.png", "gradients.png"):
         assert (tmp_path / "run" / "probes" / png).stat().st_size > 1000
     assert checkpoint.load(tmp_path / "run" / "model.pt")["model_config"]["neuron"]["kind"] == "mpinit_trsg"

@@ -133,8 +133,24 @@ class SpikingModel(nn.Module):
         super().__init__()
         self.cfg = cfg
 
+    def layer_names(self) -> dict[str, str]:
+        """The name each weight layer keeps through export, the integer network and every report (``hidden0``,
+        ``conv3``, ``block2_conv1``, ``readout``), keyed by the module path of what makes it up."""
+        raise NotImplementedError
+
+    def layer_of(self, path: str) -> str:
+        """The layer name of the module or parameter at ``path`` (say ``hidden.1.weight.weight``: ``hidden1``)."""
+        names = self.layer_names()
+        parts = path.split(".")
+        for end in range(len(parts), 0, -1):
+            name = names.get(".".join(parts[:end]))
+            if name is not None:
+                return name
+        raise KeyError(f"{path} belongs to no layer of the {self.cfg.arch} model")
+
     def neurons(self) -> list[tuple[str, SpikingNeuron]]:
-        return [(name, m) for name, m in self.named_modules() if isinstance(m, SpikingNeuron)]
+        """Every neuron module, with the name of its layer."""
+        return [(self.layer_of(name), m) for name, m in self.named_modules() if isinstance(m, SpikingNeuron)]
 
     def set_backend(self, name: str) -> None:
         """Run every neuron layer on ``name``: "auto", "eager" or "triton" (see spikefold.train.kernels)."""
@@ -169,6 +185,9 @@ class SpikingMLP(SpikingModel):
                                     for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = nn.Linear(sizes[-1], cfg.classes)
 
+    def layer_names(self) -> dict[str, str]:
+        return {f"hidden.{k}": f"hidden{k}" for k in range(len(self.hidden))} | {"readout": "readout"}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, features) -> logits (batch, classes)."""
         h = self.repeat(x)
@@ -195,6 +214,10 @@ class VGGSNN(SpikingModel):
                               "poolings; give a shorter 'plan'")
         self.features = nn.ModuleList(layers)
         self.readout = nn.Linear(channels * height * width, cfg.classes)
+
+    def layer_names(self) -> dict[str, str]:
+        blocks = [i for i, item in enumerate(self.features) if isinstance(item, SpikingBlock)]
+        return {f"features.{i}": f"conv{k}" for k, i in enumerate(blocks)} | {"readout": "readout"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, static = self.repeat(x), self.static_input
@@ -250,6 +273,16 @@ class ResNet19(SpikingModel):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = SpikingBlock(nn.Linear(cin, 256, bias=False), cfg, 256, 1) if sew else None
         self.readout = nn.Linear(256 if sew else cin, cfg.classes)
+
+    def layer_names(self) -> dict[str, str]:
+        names = {"stem": "stem", "readout": "readout"} | ({"head": "head"} if self.head is not None else {})
+        for k, block in enumerate(self.blocks):
+            names |= {f"blocks.{k}.conv1": f"block{k}_conv1", f"blocks.{k}.conv2": f"block{k}_conv2"}
+            # A standard block's shortcut and neuron belong to its second layer (it fires once, after the sum);
+            # SEW's downsampling shortcut is a layer of its own.
+            names |= ({f"blocks.{k}.down": f"block{k}_down"} if block.sew else
+                      {f"blocks.{k}.down": f"block{k}_conv2", f"blocks.{k}.neuron": f"block{k}_conv2"})
+        return names
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(self.repeat(x), static=self.static_input)

@@ -2,13 +2,14 @@
 
 Import: networks built, trained and exported by snnTorch 1.0 (MLP 64-48-10, on static input and on binary
 input spikes that change every step; of Synaptic neurons, exported as CubaLIF; with an RLeaky hidden layer,
-exported with a recurrent Affine), SpikingJelly 2.0 (conv 8, 2x2
-average pooling, 10) and Norse 1.1 (MLP 64-48-10, ending in spiking neurons or in an LI readout), and a hand-built
-CubaLI readout (the Synaptic graph's last layer made one, its float run an Euler reading of the graph) are
-imported with ``spikefold.export.nir_import`` at 8-bit weights, simulated by spikefold's integer simulator and run in Lava. Reported: the tool's own float accuracy, the
-integer simulator's, Lava's (on --lava-samples samples, with whether every spike and voltage equals the
-simulator's), the share of each layer's spike slots where the simulator and the tool agree, and the share of
-predictions.
+exported with a recurrent Affine), SpikingJelly 2.0 (conv 8, 2x2 average pooling, 10; Conv1d 8 channels,
+kernel 5, stride 2) and Norse 1.1 (MLP 64-48-10, ending in spiking neurons or in an LI readout), and two
+hand-built graphs (the Synaptic graph's last layer made a CubaLI readout; the snnTorch MLP with a Delay of 2
+steps before its second Affine), whose float run is an Euler reading of the graph (tests/nir_euler.py), are
+imported with ``spikefold.export.nir_import`` at 8-bit weights, simulated by spikefold's integer simulator and
+run in Lava. Reported: the tool's own float accuracy, the integer simulator's, Lava's (on --lava-samples
+samples, with whether every spike, current and voltage equals the simulator's), the share of each layer's
+spike slots where the simulator and the tool agree, and the share of predictions.
 
 Export: spikefold's digits MLP (64-48-10, T = 4), exported by ``nir_io.write``, loaded by snnTorch, SpikingJelly
 and Norse (told dt = 1e-4 where they take one); the Output summed over the timesteps is their logits. Reported:
@@ -65,7 +66,9 @@ def import_direction(split, hw, epochs: int, lava_samples: int) -> list[dict]:
     builds = (nir_tool_nets.snntorch_mlp, lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, spike_input=True),
               synaptic, lambda *a, **k: nir_tool_nets.cuba_readout(synaptic(*a, **k)),
               lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, recurrent=True),
-              nir_tool_nets.spikingjelly_cnn, nir_tool_nets.norse_mlp,
+              lambda *a, **k: nir_tool_nets.delayed(nir_tool_nets.snntorch_mlp(*a, **k), 2),
+              nir_tool_nets.spikingjelly_cnn, lambda *a, **k: nir_tool_nets.spikingjelly_cnn(*a, **k, conv1d=True),
+              nir_tool_nets.norse_mlp,
               lambda *a, **k: nir_tool_nets.norse_mlp(*a, **k, leaky_readout=True))
     for build in builds:
         tool_net = build(split, epochs=epochs)

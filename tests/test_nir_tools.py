@@ -14,6 +14,7 @@ import torch
 from spikefold.deploy import lava_runner
 from spikefold.core.errors import DataError, HardwareRangeError, NIRFileError
 from spikefold.export import nir_io
+from spikefold.export.intnet import Connection, Dense
 from spikefold.export.nir_import import import_graph
 from spikefold.sim.simulator import check_state_range, simulate
 
@@ -152,6 +153,15 @@ def test_snntorch_rleaky_imports_its_recurrent_synapses(split, loihi2, tmp_path)
     with pytest.raises(HardwareRangeError, match=r"layer 'layer0': its bias alone could fire it within the 1 "
                                                  r"step\(s\).*recurrent or delayed synapses of layer 'layer0'"):
         loud.validate(loihi2)
+    alone = copy.deepcopy(net)
+    alone.layers[0].inputs = alone.layers[0].inputs[1:]
+    with pytest.raises(HardwareRangeError, match=r"layer 'layer0' reads only itself"):
+        alone.validate(loihi2)
+    feedback = copy.deepcopy(net)  # layer0 reading layer1's spikes: too late on Lava's pipeline
+    feedback.layers[0].inputs[1] = Connection("layer1", Dense(np.zeros((48, 10), np.int32), 0))
+    with pytest.raises(HardwareRangeError, match=r"its input 'layer1' is not the input, an earlier layer or itself.*"
+                                                 r"Lava's pipeline delivers a later layer's spikes too late"):
+        feedback.validate(loihi2)
     path = nir_io.write(net, tmp_path / "recurrent.nir")
     x = net.input.encode(split.x_test[:50])
     golden, back = simulate(net, x, record_state=True), simulate(nir_io.read(path), x, record_state=True)

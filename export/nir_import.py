@@ -127,7 +127,7 @@ def _neuron(node: nir.NIRNode, name: str, dt: float, source: str) -> _Neuron:
 def _lif_module(neuron: _Neuron, reset: str) -> LIF:
     """spikefold's baseline LIF with this decay held exactly: its logit in float64 (decay_parameter keeps a
     trainable float32 logit inside (0, 1); an IF's decay of 1 is a logit of +inf)."""
-    module = LIF(LIFOptions(beta=0.5, vth=neuron.threshold, reset="hard" if reset == "zero" else "soft"))
+    module = LIF(LIFOptions(beta=0.5, vth=neuron.threshold, reset=reset))
     module.beta_logit = torch.nn.Parameter(torch.logit(torch.tensor(neuron.decay, dtype=torch.float64)),
                                            requires_grad=False)
     return module.double().eval()

@@ -34,7 +34,7 @@ from spikefold.export.hw_config import HwConfig
 from spikefold.export.intnet import (ACT_SHIFT, DECAY_UNITY, INPUT, VTH_SHIFT, IntNetwork, integer_weights, shift,
                                      weight_step, wrap32)
 from spikefold.export.quantise import layer_terms
-from spikefold.train.neurons import surrogates
+from spikefold.train import surrogates
 
 
 @dataclasses.dataclass

@@ -59,12 +59,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--neuron", default="lif", help="lif, atgo, agl, mpinit_trsg or psg_pda (default lif)")
     p.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
-                   help="a neuron option, e.g. --option reset=soft --option surrogate=arctan (repeatable)")
+                   help="a neuron option, e.g. --option reset=subtract --option surrogate=arctan (repeatable)")
 
 
 def _option(text: str) -> tuple[str, object]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option takes key=value (e.g. reset=soft), got '{text}'")
+        raise argparse.ArgumentTypeError(f"--option takes key=value (e.g. reset=subtract), got '{text}'")
     key, value = text.split("=", 1)
     return key.strip(), yaml.safe_load(value)
 

@@ -180,7 +180,7 @@ def test_probes_match_the_spikes(split):
 def test_recipe_training_writes_probes(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("dataset: digits\nmodel: {arch: mlp, input_shape: [64], classes: 10, timesteps: 2,\n"
-                      "  hidden: [32], neuron: {kind: mpinit_trsg, options: {reset: soft}}}\n"
+                      "  hidden: [32], neuron: {kind: mpinit_trsg, options: {reset: subtract}}}\n"
                       "train: {epochs: 2, optimiser: sgd, lr: 0.05, label_smoothing: 0.1}\n")
     assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "probes" / "probes.json").read_text())

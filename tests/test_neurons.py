@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from spikefold.core.errors import ConfigError
-from spikefold.train.neurons import NeuronConfig, build, surrogates
+from spikefold.train import surrogates
+from spikefold.train.neurons import NeuronConfig, build
 from spikefold.train.probes import ActivityProbe
 
 
@@ -88,9 +89,9 @@ def test_trsg_gradient_independent_of_threshold(shape):
 
 
 @pytest.mark.parametrize("vthr", [1.0, 2.0])
-def test_mp_init_settles_near_half_threshold_with_soft_reset(vthr):
+def test_mp_init_settles_near_half_threshold_with_subtractive_reset(vthr):
     torch.manual_seed(0)
-    neuron = build(NeuronConfig("mpinit_trsg", {"vthr": vthr, "reset": "soft"}), timesteps=8).train()
+    neuron = build(NeuronConfig("mpinit_trsg", {"vthr": vthr, "reset": "subtract"}), timesteps=8).train()
     drive = (torch.rand(1, 4096) * 2 * vthr).expand(8, 4096).contiguous()
     with torch.no_grad():
         for _ in range(150):
@@ -143,7 +144,7 @@ def test_bad_neuron_configs_name_what_is_valid():
         build(NeuronConfig("lif", {"tgo": "std"}), 4)
     with pytest.raises(ConfigError, match=r"surrogate = 'rectangular' is not valid; choose one of: sigmoid, arctan"):
         build(NeuronConfig("psg_pda", {"surrogate": "rectangular"}), 4)
-    with pytest.raises(ConfigError, match=r"reset = 'partial' is not valid; choose one of: hard, soft"):
+    with pytest.raises(ConfigError, match=r"reset = 'partial' is not valid; choose one of: zero, subtract"):
         build(NeuronConfig("mpinit_trsg", {"reset": "partial"}), 4)
     with pytest.raises(ConfigError, match=r"schedule has 6 timesteps but the model runs 4"):
         build(NeuronConfig("atgo", {"timesteps": 6}), 4)
@@ -152,3 +153,47 @@ def test_bad_neuron_configs_name_what_is_valid():
     neuron = build(NeuronConfig("agl"), 2)
     with pytest.raises(ConfigError, match="needs an affine BatchNorm right before it"):
         neuron(torch.randn(2, 3, 4))
+
+
+def test_renamed_options_are_refused_with_the_new_name():
+    with pytest.raises(ConfigError, match=r"neuron 'atgo': option 'tau' is now called 'beta' .* write beta=0.3"):
+        build(NeuronConfig("atgo", {"tau": 0.3}), 4)
+    with pytest.raises(ConfigError, match=r"neuron 'agl': option 'learn_tau' is now called 'learn_beta'"):
+        build(NeuronConfig("agl", {"learn_tau": False}), 4)
+    for old, new in (("hard", "zero"), ("soft", "subtract")):
+        with pytest.raises(ConfigError, match=rf"neuron 'lif': reset '{old}' is now called '{new}' .* reset={new}"):
+            build(NeuronConfig("lif", {"reset": old}), 4)
+    assert build(NeuronConfig("mpinit_trsg", {"tau": 3.0}), 4).options.tau == 3.0  # a time constant there
+
+
+def test_checkpoint_written_before_the_renames_loads_with_names_mapped(tmp_path):
+    """A format-1 checkpoint (options tau/learn_tau and reset hard/soft, parameter tau_logit) loads as the model
+    it was: the same parameters, buffers and spikes."""
+    from spikefold.train.loop import model_from_checkpoint
+    from spikefold.train.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=(16,), neuron=NeuronConfig("atgo", {"beta": 0.3, "learn_beta": False}))
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.neurons()[0][1].beta_logit.fill_(0.25)
+        model.neurons()[0][1].running_threshold.copy_(torch.tensor([0.6, 0.7, 0.8, 0.9]))
+    old_config = cfg.to_dict()
+    old_config["neuron"] = {"kind": "atgo", "options": {"tau": 0.3, "learn_tau": False}}
+    old_state = {k.replace("beta_logit", "tau_logit"): v for k, v in model.state_dict().items()}
+    assert any(k.endswith(".tau_logit") for k in old_state)
+    torch.save({"format": "spikefold-checkpoint-1", "model_config": old_config, "state_dict": old_state},
+               tmp_path / "old.pt")
+    loaded = model_from_checkpoint(tmp_path / "old.pt")
+    assert loaded.neurons()[0][1].options.beta == 0.3
+    for (name, before), (_, after) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(before, after), name
+    x = torch.rand(8, 64) * 4
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+    lif = ModelConfig(hidden=(16,), neuron=NeuronConfig("lif", {"reset": "subtract"})).to_dict()
+    lif["neuron"]["options"]["reset"] = "soft"
+    state = build_model(ModelConfig.from_dict({**lif, "neuron": {"kind": "lif"}})).state_dict()
+    torch.save({"format": "spikefold-checkpoint-1", "model_config": lif, "state_dict": state}, tmp_path / "lif.pt")
+    assert model_from_checkpoint(tmp_path / "lif.pt").neurons()[0][1].options.reset == "subtract"

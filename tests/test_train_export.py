@@ -139,7 +139,7 @@ def every_type(split):
     out = {}
     for kind in KINDS:
         for model, arch in SMALL.items():
-            options = {"reset": "soft"} if kind == "lif" and model == "cnn" else {}
+            options = {"reset": "subtract"} if kind == "lif" and model == "cnn" else {}
             cfg = ModelConfig(timesteps=3, neuron=NeuronConfig(kind, options),
                               norm="tdbn" if kind == "agl" else "bn", **arch)
             out[kind, model] = train(cfg, TrainConfig(epochs=2), split).model

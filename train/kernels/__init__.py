@@ -171,7 +171,7 @@ def lif_sequence(currents: Tensor, form: RecurrenceForm, final_state: bool = Fal
     initial = _schedule(0.0 if form.initial is None else form.initial, 1, x)
     save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x, decay, gain, threshold, width, scale))
     out, _, final_u, fired, sums = ops.lif_forward(
-        x, decay, gain, threshold, width, scale, initial, form.reset == "hard", form.relative,
+        x, decay, gain, threshold, width, scale, initial, form.reset == "zero", form.relative,
         form.output_scale is not None, form.surrogate, save_h, final_state, potential_sums)
     moments = None
     if potential_sums:  # the count is a fill on the device, made only for the layers that ask

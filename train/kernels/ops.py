@@ -15,9 +15,9 @@ import triton
 from torch import Tensor
 from torch.library import custom_op
 
+from spikefold.train import surrogates
+from spikefold.train.distributed import distributed
 from spikefold.train.kernels import triton_lif
-from spikefold.train.neurons import atgo
-from spikefold.train.neurons.base import distributed
 
 
 PROGRAMS_PER_SM = 4
@@ -199,7 +199,7 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
         if reduced and t < steps:
             torch.sum(sums[t % 2], 0, out=totals)
             dist.all_reduce(totals)
-    return out, h, thresholds, atgo.surrogate_width(tgo, thresholds, stds, k0, v_ref)
+    return out, h, thresholds, surrogates.tgo_width(tgo, thresholds, stds, k0, v_ref)
 
 
 @atgo_adaptive_forward.register_fake

@@ -27,7 +27,7 @@ LAUNCH = {"enable_fp_fusion": False}
 
 @triton.jit
 def _surrogate_derivative(x, w, SHAPE: tl.constexpr):
-    """f'(x) of spikefold.train.neurons.surrogates.derivative, same operations."""
+    """f'(x) of spikefold.train.surrogates.derivative, same operations."""
     if SHAPE == 0:
         d = tl.where(tl.abs(x) < w / 2.0, 1.0, 0.0) / w
     elif SHAPE == 1:

@@ -1,11 +1,15 @@
 """Spiking neuron types. A model config names one (``kind``) and its options; :func:`build` validates them and
-makes the layer. Each type's module states its equations once; export folds them from the same module.
+makes the layer. Each type's module states its dynamics once, as a ``RecurrenceForm`` (see ``base``); training,
+the fused kernels and export all derive from it.
 
-    lif           LIF / PLIF, hard or soft reset, fixed threshold, four surrogate shapes
+    lif           LIF / PLIF, reset to zero or by subtraction, fixed threshold, four surrogate shapes
     atgo          DS-ATGO: adaptive per-timestep threshold + threshold-driven surrogate width
     agl           MPD-AGL: surrogate width from the preceding BatchNorm's gamma
     mpinit_trsg   MP-Init learned initial potential + threshold-robust surrogate, learnable tau and Vthr
     psg_pda       PSG learnable surrogate width + PDA regulariser (reconstructions)
+
+One name means one thing in every type: ``beta`` is the decay factor per step (H = beta U + I), ``tau`` a time
+constant (decay 1 - 1/tau), ``reset`` is "zero" or "subtract" (the integer network's and Lava's words, too).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import dataclasses
 from typing import Any
 
 from spikefold.core.errors import ConfigError
-from spikefold.train.neurons import surrogates
+from spikefold.train import surrogates
 from spikefold.train.neurons.agl import AGL, AGLOptions
 from spikefold.train.neurons.atgo import ATGO, TGO_VARIANTS, ATGOOptions
-from spikefold.train.neurons.base import SpikingNeuron
-from spikefold.train.neurons.lif import LIF, LIFOptions, lif_step
+from spikefold.train.neurons.base import RESETS, SpikingNeuron
+from spikefold.train.neurons.lif import LIF, LIFOptions
 from spikefold.train.neurons.mpinit_trsg import MPInitTrSG, MPInitTrSGOptions
 from spikefold.train.neurons.psg_pda import PSGPDA, PSGPDAOptions
 
@@ -30,7 +34,14 @@ NEURONS = {
     "psg_pda": (PSGPDA, PSGPDAOptions),
 }
 
-__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build", "lif_step", "surrogates"]
+__all__ = ["NEURONS", "NeuronConfig", "SpikingNeuron", "build"]
+
+# Names that changed when every type came to say one thing one way (config and checkpoint format 1 used them):
+# a config that still says one gets a named error with the new name; a checkpoint is mapped (old_names_mapped).
+_DECAY_RENAMED = {"tau": "beta", "learn_tau": "learn_beta"}  # tau was the decay factor in these two
+RENAMED_OPTIONS = {"atgo": _DECAY_RENAMED, "agl": _DECAY_RENAMED}
+RENAMED_PARAMETERS = {"atgo": {"tau_logit": "beta_logit"}, "agl": {"tau_logit": "beta_logit"}}
+RENAMED_RESETS = {"hard": "zero", "soft": "subtract"}
 
 
 @dataclasses.dataclass
@@ -61,6 +72,14 @@ def options_for(cfg: NeuronConfig, timesteps: int):
     _, options_type = NEURONS[cfg.kind]
     fields = {f.name for f in dataclasses.fields(options_type)}
     given = dict(cfg.options)
+    for old, new in RENAMED_OPTIONS.get(cfg.kind, {}).items():
+        if old in given:
+            raise ConfigError(f"neuron '{cfg.kind}': option '{old}' is now called '{new}' ('beta' is the decay "
+                              f"factor per step in every type, 'tau' a time constant); write {new}={given[old]}")
+    if given.get("reset") in RENAMED_RESETS:
+        raise ConfigError(f"neuron '{cfg.kind}': reset '{given['reset']}' is now called "
+                          f"'{RENAMED_RESETS[given['reset']]}' (the integer network's and Lava's word); write "
+                          f"reset={RENAMED_RESETS[given['reset']]}")
     if "timesteps" in fields:
         given.setdefault("timesteps", timesteps)
     unknown = sorted(set(given) - fields)
@@ -70,7 +89,7 @@ def options_for(cfg: NeuronConfig, timesteps: int):
     opts = options_type(**given)
     k = cfg.kind
     if hasattr(opts, "reset"):
-        _choice(k, "reset", opts.reset, ("hard", "soft"))
+        _choice(k, "reset", opts.reset, RESETS)
     if hasattr(opts, "surrogate"):
         valid = ("sigmoid", "arctan") if k == "psg_pda" else surrogates.SHAPES
         _choice(k, "surrogate", opts.surrogate, valid)
@@ -85,6 +104,20 @@ def options_for(cfg: NeuronConfig, timesteps: int):
     if hasattr(opts, "momentum") and not 0 < opts.momentum <= 1:
         raise ConfigError(f"neuron '{k}': momentum must be in (0, 1], got {opts.momentum}")
     return opts
+
+
+def old_names_mapped(kind: str, options: dict, state_dict: dict) -> tuple[dict, dict]:
+    """A neuron's options and a model's state dict written before the renames above, in today's names."""
+    options = {RENAMED_OPTIONS.get(kind, {}).get(k, k): v for k, v in options.items()}
+    if "reset" in options:
+        options["reset"] = RENAMED_RESETS.get(options["reset"], options["reset"])
+    renamed = RENAMED_PARAMETERS.get(kind, {})
+
+    def key_now(key: str) -> str:
+        module, dot, name = key.rpartition(".")
+        return module + dot + renamed.get(name, name)
+
+    return options, {key_now(key): value for key, value in state_dict.items()}
 
 
 def build(cfg: NeuronConfig, timesteps: int) -> SpikingNeuron:

@@ -1,13 +1,13 @@
 """``agl``: MPD-AGL, a rectangular surrogate whose width follows the membrane potential's spread.
 
-    H(t) = tau U(t-1) + I(t),    tau = sigmoid(w) learned per layer (starts at 0.2)
+    H(t) = beta U(t-1) + I(t),    beta = sigmoid(w) learned per layer (starts at 0.2)
     S(t) = Heaviside(H(t) - Vth),    Vth = 0.5 fixed,    U(t) = H(t) (1 - S(t))
 
 The threshold-dependent BatchNorm before the neuron (``tdbn``) makes each channel's input alpha Vth gamma x_hat +
-beta. With gbar the mean of that BatchNorm's gamma (one detached scalar per layer), the surrogate width is
+(its shift). With gbar the mean of that BatchNorm's gamma (one detached scalar per layer), the surrogate width is
 
     w(1) = 2 gbar Vth                      (no potential carried into the first step)
-    w(t) = 2 sqrt(1 + tau^2) gbar Vth      for t >= 2
+    w(t) = 2 sqrt(1 + beta^2) gbar Vth      for t >= 2
 
 so the window [Vth - w/2, Vth + w/2] spans one standard deviation of H at every step. w is kept > 0. At
 inference this is a plain LIF with a fixed threshold: nothing beyond BatchNorm to fold.
@@ -20,22 +20,21 @@ import dataclasses
 import torch
 
 from spikefold.core.errors import ConfigError
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron, decay_parameter
 
 MIN_WIDTH = 1e-3
 
 
 @dataclasses.dataclass
 class AGLOptions:
-    tau: float = 0.2
-    learn_tau: bool = True
+    beta: float = 0.2  # membrane decay per step (starts here; learned unless learn_beta is off)
+    learn_beta: bool = True
     vth: float = 0.5
 
 
-def agl_width(t: int, gbar: torch.Tensor, tau: torch.Tensor, vth: float) -> torch.Tensor:
+def agl_width(t: int, gbar: torch.Tensor, beta: torch.Tensor, vth: float) -> torch.Tensor:
     """The MPD-AGL surrogate width at timestep t (0-based)."""
-    spread = gbar if t == 0 else torch.sqrt(1.0 + tau * tau) * gbar
+    spread = gbar if t == 0 else torch.sqrt(1.0 + beta * beta) * gbar
     return torch.clamp(2.0 * spread * vth, min=MIN_WIDTH)
 
 
@@ -44,7 +43,7 @@ class AGL(SpikingNeuron):
 
     def __init__(self, options: AGLOptions):
         super().__init__(options)
-        self.tau_logit = decay_parameter(options.tau, options.learn_tau)
+        self.beta_logit = decay_parameter(options.beta, options.learn_beta)
         self._norm = None
 
     def bind_norm(self, norm: torch.nn.Module) -> None:
@@ -52,8 +51,8 @@ class AGL(SpikingNeuron):
         self.__dict__["_norm"] = norm
 
     @property
-    def tau(self) -> torch.Tensor:
-        return torch.sigmoid(self.tau_logit)
+    def beta(self) -> torch.Tensor:
+        return torch.sigmoid(self.beta_logit)
 
     def gbar(self) -> torch.Tensor:
         if self._norm is None or getattr(self._norm, "weight", None) is None:
@@ -61,20 +60,9 @@ class AGL(SpikingNeuron):
                               "its width rule reads that BatchNorm's gamma")
         return self._norm.weight.detach().mean()
 
-    def step(self, u, current, t):
-        o = self.options
-        tau = self.tau
-        h = tau * u + current
-        width = agl_width(t, self.gbar(), tau.detach(), o.vth)
-        s = surrogates.spike(h - o.vth, width, "rectangular")
-        return StepOutput(h * (1.0 - s), s, s, h, o.vth, width)
-
     def recurrence_form(self, steps: int) -> RecurrenceForm:
-        gbar, tau = self.gbar(), self.tau
-        first, later = (agl_width(t, gbar, tau.detach(), self.options.vth).reshape(1) for t in (0, 1))
+        gbar, beta = self.gbar(), self.beta
+        first, later = (agl_width(t, gbar, beta.detach(), self.options.vth).reshape(1) for t in (0, 1))
         width = torch.cat([first, later.expand(steps - 1)])
-        return RecurrenceForm(decay=tau, threshold=self.options.vth, width=width, reset="hard",
+        return RecurrenceForm(decay=beta, threshold=self.options.vth, width=width, reset="zero",
                               surrogate="rectangular")
-
-    def inference_form(self) -> InferenceForm:
-        return InferenceForm(decay=float(self.tau.detach()), input_gain=1.0, threshold=self.options.vth, reset="zero")

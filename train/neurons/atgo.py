@@ -1,7 +1,7 @@
 """``atgo``: DS-ATGO's forward adaptive threshold (AT) and backward threshold-driven surrogate (TGO).
 
-    H(t) = tau U(t-1) + I(t),    tau = sigmoid(w) learned per layer (PLIF, starts at 0.2)
-    S(t) = Heaviside(H(t) - thr(t)),    U(t) = H(t) (1 - S(t))          (hard reset)
+    H(t) = beta U(t-1) + I(t),    beta = sigmoid(w) learned per layer (PLIF, starts at 0.2)
+    S(t) = Heaviside(H(t) - thr(t)),    U(t) = H(t) (1 - S(t))          (reset to zero)
 
 AT, training: thr(t) = f_c (mean H(t) + std H(t)), one scalar per layer and timestep over the whole batch and
 all neurons (over all processes when distributed), on detached H. For Gaussian H this fires 1 - Phi(1) =
@@ -20,10 +20,9 @@ import dataclasses
 
 import torch
 
-from spikefold.train import kernels
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import (InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter,
-                                         global_sum)
+from spikefold.train import kernels, surrogates
+from spikefold.train.distributed import global_sum
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron, decay_parameter
 
 TGO_VARIANTS = ("threshold", "std", "off")
 
@@ -31,8 +30,8 @@ TGO_VARIANTS = ("threshold", "std", "off")
 @dataclasses.dataclass
 class ATGOOptions:
     timesteps: int = 4
-    tau: float = 0.2
-    learn_tau: bool = True
+    beta: float = 0.2  # membrane decay per step (starts here; learned unless learn_beta is off)
+    learn_beta: bool = True
     fc: float = 1.0
     momentum: float = 0.1
     initial_threshold: float = 1.0
@@ -52,51 +51,43 @@ def batch_threshold(h: torch.Tensor, fc: float) -> tuple[torch.Tensor, torch.Ten
     return (fc * (mean + std)).float(), std.float()
 
 
-def tgo_width(dv: torch.Tensor | float, k0: float, v_ref: float) -> torch.Tensor:
-    """k = k0 (1 + tanh(dV - V_ref))."""
-    return k0 * (1.0 + torch.tanh(torch.as_tensor(dv, dtype=torch.float32) - v_ref))
-
-
-def surrogate_width(tgo: str, threshold: torch.Tensor, std: torch.Tensor | None, k0: float,
-                    v_ref: float) -> torch.Tensor:
-    """The rectangular surrogate's width for thresholds (one, or one per timestep) and the std of H behind
-    them: TGO's k with dV the threshold or the std, or k0 with TGO off."""
-    if tgo == "off":
-        return torch.full_like(threshold, k0)
-    return tgo_width(threshold if tgo == "threshold" else std, k0, v_ref)
-
-
 class ATGO(SpikingNeuron):
     kind = "atgo"
 
     def __init__(self, options: ATGOOptions):
         super().__init__(options)
-        self.tau_logit = decay_parameter(options.tau, options.learn_tau)
+        self.beta_logit = decay_parameter(options.beta, options.learn_beta)
         self.register_buffer("running_threshold", torch.full((options.timesteps,), float(options.initial_threshold)))
 
     @property
-    def tau(self) -> torch.Tensor:
-        return torch.sigmoid(self.tau_logit)
+    def beta(self) -> torch.Tensor:
+        return torch.sigmoid(self.beta_logit)
+
+    @property
+    def schedule_length(self) -> int:
+        return self.running_threshold.shape[0]
 
     def _check_schedule(self, steps: int) -> None:
-        if steps > self.running_threshold.shape[0]:
-            raise ValueError(f"atgo neuron keeps a threshold schedule of {self.running_threshold.shape[0]} "
+        if steps > self.schedule_length:
+            raise ValueError(f"atgo neuron keeps a threshold schedule of {self.schedule_length} "
                              f"timesteps but was run for timestep {steps}; build it with timesteps >= {steps}")
 
     def step(self, u, current, t):
+        """The form's step in evaluation mode; in training, the threshold of the batch's H (the running schedule
+        follows it), and with ``tgo="std"`` a width from the std of H."""
         o = self.options
-        self._check_schedule(t + 1)
-        h = self.tau * u + current
+        form = self.recurrence_form(t + 1)
+        if not self.training and o.tgo != "std":
+            return form.step(u, current, t)
+        h = form.charge(u, current)
         if self.training:
             thr, std = batch_threshold(h, o.fc)
             with torch.no_grad():
                 self.running_threshold[t].lerp_(thr, o.momentum)
         else:
-            thr = self.running_threshold[t]
-            std = h.detach().std(unbiased=False) if o.tgo == "std" else None
-        width = surrogate_width(o.tgo, thr, std, o.k0, o.v_ref)
-        s = surrogates.spike(h - thr, width.to(h.dtype), "rectangular")
-        return StepOutput(h * (1.0 - s), s, s, h, thr, width)
+            thr, std = self.running_threshold[t], h.detach().std(unbiased=False)
+        width = surrogates.tgo_width(o.tgo, thr, std, o.k0, o.v_ref)
+        return form.fire(h, t, threshold=thr, width=width.to(h.dtype))
 
     def kernel_unsupported(self) -> str | None:
         if not self.training and self.options.tgo == "std" and torch.is_grad_enabled():
@@ -106,25 +97,22 @@ class ATGO(SpikingNeuron):
         return None
 
     def recurrence_form(self, steps: int) -> RecurrenceForm:
-        """Evaluation mode: the frozen threshold schedule (training thresholds come from the kernels' batch
-        statistics: see forward_fused)."""
+        """The frozen threshold schedule of evaluation mode (training thresholds come from batch statistics:
+        see step and forward_fused)."""
         o = self.options
         self._check_schedule(steps)
         threshold = self.running_threshold[:steps]
-        # with tgo="std" only reached without gradients, where the width is never used
-        width = surrogate_width("off" if o.tgo == "std" else o.tgo, threshold, None, o.k0, o.v_ref)
-        return RecurrenceForm(decay=self.tau, threshold=threshold, width=width, reset="hard", surrogate="rectangular")
+        # tgo="std" takes its width from H (see step); the kernels run it only without gradients, where the width
+        # is never used
+        width = surrogates.tgo_width("off" if o.tgo == "std" else o.tgo, threshold, None, o.k0, o.v_ref)
+        return RecurrenceForm(decay=self.beta, threshold=threshold, width=width, reset="zero", surrogate="rectangular")
 
     def forward_fused(self, currents):
         if not self.training:
             return super().forward_fused(currents)
         o = self.options
         self._check_schedule(currents.shape[0])
-        spikes, thresholds = kernels.atgo_training_sequence(currents, self.tau, o.fc, o.tgo, o.k0, o.v_ref)
+        spikes, thresholds = kernels.atgo_training_sequence(currents, self.beta, o.fc, o.tgo, o.k0, o.v_ref)
         with torch.no_grad():
             self.running_threshold[: currents.shape[0]].lerp_(thresholds, o.momentum)
         return spikes
-
-    def inference_form(self) -> InferenceForm:
-        return InferenceForm(decay=float(self.tau.detach()), input_gain=1.0,
-                             threshold=[float(v) for v in self.running_threshold], reset="zero")

@@ -1,30 +1,36 @@
-"""What every spiking neuron layer shares: the multi-step loop, probe hooks, and statistics sync across
-processes. Subclasses state their equations in their docstring and implement them in ``step``, the reference;
-``recurrence_form`` hands the same equations to the fused kernels (spikefold.train.kernels), which a layer's
-``backend`` selects.
+"""What every spiking neuron layer shares: its dynamics stated once, the multi-step loop, probe hooks.
+
+Each type states its dynamics once, as the :class:`RecurrenceForm` its ``recurrence_form`` returns: the eager
+step (:meth:`RecurrenceForm.step`), the fused kernels (spikefold.train.kernels, which a layer's ``backend``
+selects) and the inference form export folds (:meth:`RecurrenceForm.inference`) all come from it. A type writes
+by hand only what is a training-time extra: DS-ATGO's batch thresholds, MP-Init's running initial potential,
+PDA's loss.
 
 Input currents are shaped (T, batch, ...); the output has the same shape. A neuron that keeps running statistics
 keeps them as registered buffers, so they are saved in checkpoints, moved with ``.to(device)``, averaged over
-all processes under ``torch.distributed`` while training, and used frozen in ``eval()`` mode.
+all processes under ``torch.distributed`` while training (spikefold.train.distributed), and used frozen in
+``eval()`` mode.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from spikefold.train import kernels
+from spikefold.train import kernels, surrogates
 
+# The one reset vocabulary, from training to Lava: "zero" sets the potential to 0 after a spike (Lava's LIF,
+# snnTorch's "zero", elsewhere "hard"); "subtract" takes the threshold off it (snnTorch's "subtract", "soft").
+RESETS = ("zero", "subtract")
 
 class StepOutput(NamedTuple):
     """One timestep: the new state, what the layer sends on, and what probes look at."""
 
-    state: Any
+    state: torch.Tensor
     output: torch.Tensor  # what the next layer receives (spikes, or Vthr * spikes for TrSG)
     spikes: torch.Tensor  # binary spikes (for firing rates)
     potential: torch.Tensor  # the potential compared with the threshold (before reset)
@@ -41,7 +47,9 @@ class InferenceForm:
         U(t) = H(t) (1 - S(t))   reset "zero",   or   H(t) - threshold[t] S(t)   reset "subtract"
         the layer sends output_scale * S(t)
 
-    Export maps it onto Loihi's integer LIF (``spikefold.export.intnet``)."""
+    A type's :class:`RecurrenceForm` with every value frozen (:meth:`RecurrenceForm.inference`); TrSG's relative
+    argument H/threshold - 1 > 0 decides as H > threshold (IEEE division, threshold > 0). Export maps it onto
+    Loihi's integer LIF (``spikefold.export.intnet``), whose resets carry the same two names."""
 
     decay: float
     input_gain: float
@@ -51,21 +59,33 @@ class InferenceForm:
     output_scale: float = 1.0
 
 
+def _at(value: torch.Tensor | float, t: int) -> torch.Tensor | float:
+    """Timestep t's entry of one value or one per timestep."""
+    if torch.is_tensor(value) and value.dim() > 0:
+        return value[t] if value.numel() > 1 else value.reshape(())
+    return value
+
+
+def _detached(value: torch.Tensor | float) -> torch.Tensor | float:
+    return value.detach() if torch.is_tensor(value) else value
+
+
 @dataclasses.dataclass
 class RecurrenceForm:
-    """A neuron's training-time dynamics in the one form the fused kernels run; its ``step`` is the reference
-    they must equal, values and gradients::
+    """A neuron's dynamics, the one statement of them that its eager step, the fused kernels and export's
+    inference form all derive from::
 
         H(t) = decay U(t-1) + input_gain I(t),     U(0) = initial
         x(t) = H(t) / threshold[t] - 1   if relative,   else   H(t) - threshold[t]
         S(t) = Heaviside(x(t)),   dS/dx = f'(x(t); width[t])   (surrogates.derivative of shape ``surrogate``)
-        U(t) = H(t) (1 - S(t))   reset "hard",   or   H(t) - threshold[t] S(t)   reset "soft"
+        U(t) = H(t) (1 - S(t))   reset "zero",   or   H(t) - threshold[t] S(t)   reset "subtract"
         the layer sends output_scale S(t)   (S(t) when output_scale is None)
 
-    Tensors keep their autograd graph, so gradients reach each that requires one, as through ``step``, except
-    the initial potential (which must not require one); threshold and width are one value or one per timestep
-    (then without a gradient). The width gets no gradient (as through ``surrogates.spike``) unless
-    ``smooth_width``: then S is PSG's straight-through smooth step g(x/w) and dS/dw = -(x/w) f'(x)."""
+    Tensors keep their autograd graph, so gradients reach each that requires one, except the initial potential
+    (which must not require one); threshold and width are one value or one per timestep (then without a
+    gradient). The width gets no gradient (as through ``surrogates.spike``) unless ``smooth_width``: then S is
+    PSG's straight-through smooth step g(x/w) and dS/dw = -(x/w) f'(x). :meth:`step` is the reference the
+    kernels must equal, values and gradients."""
 
     decay: torch.Tensor | float
     threshold: torch.Tensor | float
@@ -79,22 +99,49 @@ class RecurrenceForm:
     smooth_width: bool = False
 
     def __post_init__(self):
-        if self.reset not in ("hard", "soft"):
-            raise ValueError(f"a RecurrenceForm's reset is 'hard' or 'soft', got {self.reset!r}")
+        if self.reset not in RESETS:
+            raise ValueError(f"a RecurrenceForm's reset is one of {', '.join(RESETS)}, got {self.reset!r}")
 
+    def initial_state(self, like: torch.Tensor) -> torch.Tensor:
+        """U(0), shaped like one timestep's input."""
+        return torch.zeros_like(like) if self.initial is None else torch.full_like(like, float(self.initial))
 
-def distributed() -> bool:
-    """Whether this process is one of several in a process group (DDP under torchrun)."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    def charge(self, u: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """H(t) from U(t-1) and I(t)."""
+        return self.decay * u + (current if self.input_gain is None else self.input_gain * current)
 
+    def fire(self, h: torch.Tensor, t: int, threshold: torch.Tensor | float | None = None,
+             width: torch.Tensor | float | None = None) -> StepOutput:
+        """Spike and reset at timestep t; ``threshold`` and ``width``, where given, replace the form's (DS-ATGO's
+        batch threshold in training)."""
+        threshold = _at(self.threshold, t) if threshold is None else threshold
+        width = _at(self.width, t) if width is None else width
+        x = h / threshold - 1.0 if self.relative else h - threshold
+        if self.smooth_width:
+            smooth = surrogates.smooth_step(self.surrogate, x, width)
+            s = (x > 0).to(h.dtype) + (smooth - smooth.detach())  # exactly 0 + exactly the Heaviside value
+        else:
+            s = surrogates.spike(x, width, self.surrogate)
+        u = h * (1.0 - s) if self.reset == "zero" else h - threshold * s
+        output = s if self.output_scale is None else self.output_scale * s
+        window = width * threshold if self.relative else width  # in the potential's units
+        return StepOutput(u, output, s.detach(), h, _detached(threshold), _detached(window))
 
-def global_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    """Sum tensors over all processes when running distributed (a no-op otherwise)."""
-    if not distributed():
-        return list(tensors)
-    packed = torch.stack([t.detach().to(torch.float64).reshape(()) for t in tensors])
-    dist.all_reduce(packed)
-    return list(packed.to(tensors[0].dtype).unbind())
+    def step(self, u: torch.Tensor, current: torch.Tensor, t: int) -> StepOutput:
+        """Timestep t of the equations above."""
+        return self.fire(self.charge(u, current), t)
+
+    def inference(self) -> InferenceForm:
+        """The same dynamics with every value frozen, as export folds them."""
+        threshold = self.threshold
+        per_step = torch.is_tensor(threshold) and threshold.dim() > 0
+        return InferenceForm(
+            decay=float(_detached(self.decay)),
+            input_gain=1.0 if self.input_gain is None else float(_detached(self.input_gain)),
+            threshold=[float(v) for v in threshold.detach()] if per_step else float(_detached(threshold)),
+            reset=self.reset,
+            initial=0.0 if self.initial is None else float(self.initial),
+            output_scale=1.0 if self.output_scale is None else float(_detached(self.output_scale)))
 
 
 class SpikingNeuron(nn.Module, abc.ABC):
@@ -120,26 +167,27 @@ class SpikingNeuron(nn.Module, abc.ABC):
     def backend(self, name: str) -> None:
         self._backend = kernels.check_backend(name)
 
-    def initial_state(self, current: torch.Tensor) -> Any:
-        return torch.zeros_like(current)
-
-    @abc.abstractmethod
-    def step(self, state: Any, current: torch.Tensor, t: int) -> StepOutput:
-        """One timestep of the neuron's equations."""
-
-    @abc.abstractmethod
-    def inference_form(self) -> InferenceForm:
-        """The evaluation-mode dynamics in the common form export folds (see :class:`InferenceForm`)."""
-
     @abc.abstractmethod
     def recurrence_form(self, steps: int) -> RecurrenceForm:
-        """The dynamics of ``step`` for a run of ``steps`` timesteps, in the form the fused kernels run."""
+        """The neuron's dynamics for a run of ``steps`` timesteps, with its parameters as they are now (the
+        frozen schedules of evaluation mode where a type keeps running statistics)."""
+
+    schedule_length = 1  # the timesteps a type keeps values for (DS-ATGO: its threshold schedule)
+
+    def step(self, state: torch.Tensor, current: torch.Tensor, t: int) -> StepOutput:
+        """Timestep t on the eager path. The form is made afresh each step, so each step's graph holds its own
+        copy of the learned parameters' transforms, as the eager path always has (same gradients, to the bit)."""
+        return self.recurrence_form(t + 1).step(state, current, t)
+
+    def inference_form(self) -> InferenceForm:
+        """The evaluation-mode dynamics in the form export folds (see :class:`InferenceForm`)."""
+        return self.recurrence_form(self.schedule_length).inference()
 
     def kernel_unsupported(self) -> str | None:
         """Why this layer, as configured now, cannot run on the fused kernels (None: it can)."""
         return None
 
-    def after_sequence(self, state: Any, spikes: torch.Tensor) -> None:
+    def after_sequence(self, state: torch.Tensor, spikes: torch.Tensor) -> None:
         """Hook after the last timestep (running statistics that need the whole sequence)."""
 
     def forward(self, currents: torch.Tensor) -> torch.Tensor:
@@ -154,7 +202,7 @@ class SpikingNeuron(nn.Module, abc.ABC):
 
     def forward_eager(self, currents: torch.Tensor) -> torch.Tensor:
         """The reference: ``step`` once per timestep."""
-        state = self.initial_state(currents[0])
+        state = self.recurrence_form(currents.shape[0]).initial_state(currents[0])
         outputs, spikes = [], []
         for t in range(currents.shape[0]):
             out = self.step(state, currents[t], t)

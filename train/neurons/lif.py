@@ -1,4 +1,12 @@
-"""``lif``: the baseline leaky integrate-and-fire neuron (LIF, or PLIF with a learnable decay)."""
+"""``lif``: the baseline leaky integrate-and-fire neuron (LIF, or PLIF with a learnable decay).
+
+    H(t) = beta U(t-1) + I(t)
+    S(t) = Heaviside(H(t) - Vth)                      (strict: fires on H > Vth)
+    U(t) = H(t) (1 - S(t))  reset "zero",   or   H(t) - Vth S(t)  reset "subtract"
+
+On Loihi 2 (reset "zero"): du = 4095, so the current is I(t) each step; dv = 4096 (1 - beta); Vth and I are scaled
+together into vth and the weights; Lava's LIF resets v to zero after a spike.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,7 @@ import dataclasses
 
 import torch
 
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron, decay_parameter
 
 
 @dataclasses.dataclass
@@ -15,27 +22,9 @@ class LIFOptions:
     beta: float = 0.5  # membrane decay per step
     learn_beta: bool = False  # PLIF: beta = sigmoid(w) learned per layer
     vth: float = 1.0
-    reset: str = "hard"  # "hard" (to zero) or "soft" (subtract the threshold)
+    reset: str = "zero"  # "zero" (to zero) or "subtract" (the threshold)
     surrogate: str = "rectangular"
     width: float = 1.0
-
-
-def lif_step(u: torch.Tensor, current: torch.Tensor, beta: torch.Tensor, vth: float, reset: str,
-             surrogate: str, width: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One LIF step; returns (U after reset, spikes, H)::
-
-        H(t) = beta U(t-1) + I(t)
-        S(t) = Heaviside(H(t) - Vth)                      (strict: fires on H > Vth)
-        U(t) = H(t) (1 - S(t))          hard reset
-        U(t) = H(t) - Vth S(t)          soft reset
-
-    On Loihi 2 (hard reset): du = 4095, so the current is I(t) each step; dv = 4096 (1 - beta); Vth and I
-    are scaled together into vth and the weights; Lava's LIF resets v to zero after a spike.
-    """
-    h = beta * u + current
-    s = surrogates.spike(h - vth, width, surrogate)
-    u = h * (1.0 - s) if reset == "hard" else h - vth * s
-    return u, s, h
 
 
 class LIF(SpikingNeuron):
@@ -49,16 +38,6 @@ class LIF(SpikingNeuron):
     def beta(self) -> torch.Tensor:
         return torch.sigmoid(self.beta_logit)
 
-    def step(self, u, current, t):
-        o = self.options
-        u, s, h = lif_step(u, current, self.beta, o.vth, o.reset, o.surrogate, o.width)
-        return StepOutput(u, s, s, h, o.vth, o.width)
-
     def recurrence_form(self, steps: int) -> RecurrenceForm:
         o = self.options
         return RecurrenceForm(decay=self.beta, threshold=o.vth, width=o.width, reset=o.reset, surrogate=o.surrogate)
-
-    def inference_form(self) -> InferenceForm:
-        o = self.options
-        return InferenceForm(decay=float(self.beta.detach()), input_gain=1.0, threshold=o.vth,
-                             reset="zero" if o.reset == "hard" else "subtract")

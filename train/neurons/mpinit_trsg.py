@@ -2,11 +2,11 @@
 
     M[t] = (1 - 1/tau) U[t-1] + (1/tau) I[t]      tau = 1/sigmoid(w), learned per layer (starts at 2)
     S[t] = Heaviside(M[t] - Vthr)                 Vthr = softplus(k), learned per layer (starts at 1)
-    U[t] = M[t] - Vthr S[t]                       soft reset (default), or U[t] = M[t] (1 - S[t]) hard
+    U[t] = M[t] - Vthr S[t]                       reset "subtract" (default), or U[t] = M[t] (1 - S[t]) "zero"
 
 MP-Init: U[0] = u0 at the start of every sample, in training and inference. u0 is a running mean (EMA, 0.9
 old + 0.1 new) of U[T] over the neurons that spiked at least once in the sample; it settles near Vthr/2 with
-soft reset and Vthr/4 with hard reset.
+reset "subtract" and Vthr/4 with reset "zero".
 
 TrSG: the surrogate acts on the relative argument x = M/Vthr - 1 and the layer sends O = Vthr S, so
 dO/dM = f'(x) whatever Vthr is, while the window scales with Vthr. ``relative=False`` gives the absolute-scale
@@ -22,15 +22,15 @@ import torch
 from torch.nn import functional as F
 
 from spikefold.train import kernels
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, global_sum
+from spikefold.train.distributed import global_sum
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron
 
 
 @dataclasses.dataclass
 class MPInitTrSGOptions:
     tau: float = 2.0
     vthr: float = 1.0
-    reset: str = "soft"
+    reset: str = "subtract"
     surrogate: str = "rectangular"
     width: float = 1.0  # in units of the relative argument x
     relative: bool = True  # TrSG; False: absolute-scale surrogate
@@ -58,31 +58,6 @@ class MPInitTrSG(SpikingNeuron):
     @property
     def vthr(self) -> torch.Tensor:
         return F.softplus(self.vthr_raw)
-
-    def initial_state(self, current):
-        if not self.options.mp_init:
-            return torch.zeros_like(current)
-        return torch.full_like(current, float(self.initial_potential))
-
-    def step(self, u, current, t):
-        o = self.options
-        k, vthr = self.inv_tau, self.vthr
-        m = (1.0 - k) * u + k * current
-        if o.relative:
-            s = surrogates.spike(m / vthr - 1.0, o.width, o.surrogate)
-            out, window = vthr * s, o.width * vthr.detach()
-        else:
-            s = surrogates.spike(m - vthr, o.width, o.surrogate)
-            out, window = s, o.width
-        u = m - vthr * s if o.reset == "soft" else m * (1.0 - s)
-        return StepOutput(u, out, s, m, vthr.detach(), window)
-
-    def inference_form(self) -> InferenceForm:
-        o, k, vthr = self.options, float(self.inv_tau.detach()), float(self.vthr.detach())
-        return InferenceForm(decay=1.0 - k, input_gain=k, threshold=vthr,
-                             reset="subtract" if o.reset == "soft" else "zero",
-                             initial=float(self.initial_potential) if o.mp_init else 0.0,
-                             output_scale=vthr if o.relative else 1.0)
 
     def recurrence_form(self, steps: int) -> RecurrenceForm:
         o, k, vthr = self.options, self.inv_tau, self.vthr

@@ -2,7 +2,7 @@
 
 RECONSTRUCTION: the paper (arXiv 2304.13289) gives neither code nor equations; this is spikefold's reading.
 
-Dynamics are the baseline LIF with hard reset: H(t) = beta U(t-1) + I(t), S = Heaviside(H - Vth),
+Dynamics are the baseline LIF with reset "zero": H(t) = beta U(t-1) + I(t), S = Heaviside(H - Vth),
 U(t) = H(t) (1 - S(t)).
 
 PSG: the surrogate's width w = softplus(rho) is one learnable scalar per layer. A width used only in the
@@ -28,8 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from spikefold.train import kernels
-from spikefold.train.neurons import surrogates
-from spikefold.train.neurons.base import InferenceForm, RecurrenceForm, SpikingNeuron, StepOutput, decay_parameter
+from spikefold.train.neurons.base import RecurrenceForm, SpikingNeuron, decay_parameter
 
 
 @dataclasses.dataclass
@@ -65,17 +64,14 @@ class PSGPDA(SpikingNeuron):
         return F.softplus(self.width_raw)
 
     def step(self, u, current, t):
-        o = self.options
-        h = torch.sigmoid(self.beta_logit) * u + current
-        x = h - o.vth
-        smooth = surrogates.smooth_step(o.surrogate, x, self.width)
-        s = (x > 0).to(h.dtype) + (smooth - smooth.detach())  # exactly 0 + exactly the Heaviside value
+        """The form's step; in training with PDA, also the sums of H that PDA's loss is made of."""
+        out = super().step(u, current, t)
         if self._regularises:
-            h64 = h.double()
-            sums = (h64.new_full((), float(h.numel())), h64.sum(), (h64 * h64).sum())
+            h64 = out.potential.double()
+            sums = (h64.new_full((), float(h64.numel())), h64.sum(), (h64 * h64).sum())
             previous = self._potential_sums
             self._potential_sums = sums if previous is None else tuple(a + b for a, b in zip(previous, sums))
-        return StepOutput(h * (1.0 - s), s, s.detach(), h, o.vth, self.width.detach())
+        return out
 
     @property
     def _regularises(self) -> bool:
@@ -83,7 +79,7 @@ class PSGPDA(SpikingNeuron):
 
     def recurrence_form(self, steps: int) -> RecurrenceForm:
         o = self.options
-        return RecurrenceForm(decay=torch.sigmoid(self.beta_logit), threshold=o.vth, width=self.width, reset="hard",
+        return RecurrenceForm(decay=torch.sigmoid(self.beta_logit), threshold=o.vth, width=self.width, reset="zero",
                               surrogate=o.surrogate, smooth_width=True)
 
     def forward_fused(self, currents):
@@ -91,10 +87,6 @@ class PSGPDA(SpikingNeuron):
                                    potential_sums=self._regularises)
         self._set_pda_loss(run.potential_sums)
         return run.output
-
-    def inference_form(self) -> InferenceForm:
-        return InferenceForm(decay=float(torch.sigmoid(self.beta_logit.detach())), input_gain=1.0,
-                             threshold=self.options.vth, reset="zero")
 
     def after_sequence(self, u, spikes):
         sums, self._potential_sums = self._potential_sums, None

@@ -1,4 +1,6 @@
-"""Surrogate gradients: Heaviside forward, a chosen derivative backward.
+"""Surrogate gradients: Heaviside forward, a chosen derivative backward, and DS-ATGO's width rule (TGO). The
+neurons (spikefold.train.neurons) and the fused kernels (spikefold.train.kernels) both use them, so they live
+apart from either.
 
 Every shape is parameterised by a *width* w (in the units of its argument) and normalised so that its peak is
 1/w; "inside the gradient window" means |x| < w/2 for every shape (for the smooth ones this is a convention
@@ -63,6 +65,16 @@ def spike(x: torch.Tensor, width: torch.Tensor | float, shape: str = "rectangula
     if shape not in SHAPES:
         raise ValueError(f"unknown surrogate shape '{shape}'; valid: {', '.join(SHAPES)}")
     return _Spike.apply(x, width, shape)
+
+
+def tgo_width(tgo: str, threshold: torch.Tensor, std: torch.Tensor | None, k0: float, v_ref: float) -> torch.Tensor:
+    """DS-ATGO's rectangular surrogate width for thresholds (one, or one per timestep) and the std of H behind
+    them: k = k0 (1 + tanh(dV - V_ref)), dV the threshold (``tgo="threshold"``) or the std (``"std"``); k0 with
+    TGO ``"off"``."""
+    if tgo == "off":
+        return torch.full_like(threshold, k0)
+    dv = threshold if tgo == "threshold" else std
+    return k0 * (1.0 + torch.tanh(torch.as_tensor(dv, dtype=torch.float32) - v_ref))
 
 
 def in_window(x: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:

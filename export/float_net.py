@@ -87,13 +87,13 @@ class FloatLayer:
         """Step a layer that reads its own output: each step's current is ``feed`` plus the recurrent synapses'
         share of the previous step's output (carried over as the current decays); returns the (T, batch, ...)
         output and the largest |potential| or |current| reached."""
-        neuron = self.neuron
-        state, current = neuron.initial_state(feed[0]), torch.zeros_like(feed[0])
+        form = self.neuron.recurrence_form(len(feed))
+        state, current = form.initial_state(feed[0]), torch.zeros_like(feed[0])
         sent, outputs, peak = torch.zeros_like(feed[0]), [], 0.0
         for t in range(len(feed)):
             recurrent = sum(fi.current(sent.unsqueeze(0))[0] for fi in self.recurrent)
             current = self.current_decay * current + feed[t] + recurrent
-            out = neuron.step(state, current, t)
+            out = form.step(state, current, t)
             state, sent = out.state, out.output
             outputs.append(sent)
             peak = max(peak, float(out.potential.abs().max()), float(current.abs().max()))

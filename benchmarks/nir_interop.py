@@ -1,17 +1,22 @@
 """NIR both ways, with the real tools, on digits (static input every step).
 
 Import: networks built, trained and exported by snnTorch 1.0 (MLP 64-48-10, on static input and on binary
-input spikes that change every step), SpikingJelly 2.0 (conv 8, 2x2 average pooling, 10) and Norse 1.1 (MLP
-64-48-10) are imported with ``spikefold.export.nir_import`` at 8-bit
-weights, simulated by spikefold's integer simulator and run in Lava. Reported: the tool's own float accuracy, the
-integer simulator's, Lava's (on --lava-samples samples, with whether every spike and voltage equals the
-simulator's), the share of each layer's spike slots where the simulator and the tool agree, and the share of
-predictions.
+input spikes that change every step; of Synaptic neurons, exported as CubaLIF; with an RLeaky hidden layer,
+exported with a recurrent Affine), SpikingJelly 2.0 (conv 8, 2x2 average pooling, 10; Conv1d 8 channels,
+kernel 5, stride 2) and Norse 1.1 (MLP 64-48-10, ending in spiking neurons or in an LI readout), and two
+hand-built graphs (the Synaptic graph's last layer made a CubaLI readout; the snnTorch MLP with a Delay of 2
+steps before its second Affine), whose float run is an Euler reading of the graph (tests/nir_euler.py), are
+imported with ``spikefold.export.nir_import`` at 8-bit weights, simulated by spikefold's integer simulator and
+run in Lava. Reported: the tool's own float accuracy, the integer simulator's, Lava's (on --lava-samples
+samples, with whether every spike, current and voltage equals the simulator's), the share of each layer's
+spike slots where the simulator and the tool agree, and the share of predictions.
 
 Export: spikefold's digits MLP (64-48-10, T = 4), exported by ``nir_io.write``, loaded by snnTorch, SpikingJelly
 and Norse (told dt = 1e-4 where they take one); the Output summed over the timesteps is their logits. Reported:
 each tool's accuracy and its agreement with spikefold's simulator on predictions; for Rockpool and Sinabs,
-what they compute, or the error they stop with.
+what they compute, or the error they stop with; Rockpool also on the graph written for its reading
+(``nir_io.write(..., reader="rockpool")``). Then the imported RLeaky network written back and loaded by snnTorch
+and Norse.
 
     .venv/bin/python benchmarks/nir_interop.py          # writes benchmarks/results/nir_interop.json
 """
@@ -46,24 +51,33 @@ from spikefold.train.models import ModelConfig  # noqa: E402
 from tests import nir_tool_nets  # noqa: E402
 
 
-def _lava(net, x_int: np.ndarray, golden) -> tuple[bool, np.ndarray]:
-    lava = lava_runner.run(net, x_int)
-    same = all(np.array_equal(a, b) for a, b in zip(golden.spikes, lava.spikes)) and \
-        np.array_equal(golden.readout_v, lava.readout_v)
+def _lava(net, x_int: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Whether Lava equals the simulator on every spike, current and voltage; Lava's predictions."""
+    lava, golden = lava_runner.run(net, x_int, record_state=True), simulate(net, x_int, record_state=True)
+    same = all(np.array_equal(a, b) for a, b in zip(golden.spikes + golden.u + golden.v,
+                                                    lava.spikes + lava.u + lava.v))
     return same, lava.predictions
 
 
 def import_direction(split, hw, epochs: int, lava_samples: int) -> list[dict]:
     rows = []
+    def synaptic(*a, **k):
+        return nir_tool_nets.snntorch_mlp(*a, **k, synaptic=True)
+
     builds = (nir_tool_nets.snntorch_mlp, lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, spike_input=True),
-              nir_tool_nets.spikingjelly_cnn, nir_tool_nets.norse_mlp)
+              synaptic, lambda *a, **k: nir_tool_nets.cuba_readout(synaptic(*a, **k)),
+              lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, recurrent=True),
+              lambda *a, **k: nir_tool_nets.delayed(nir_tool_nets.snntorch_mlp(*a, **k), 2),
+              nir_tool_nets.spikingjelly_cnn, lambda *a, **k: nir_tool_nets.spikingjelly_cnn(*a, **k, conv1d=True),
+              nir_tool_nets.norse_mlp,
+              lambda *a, **k: nir_tool_nets.norse_mlp(*a, **k, leaky_readout=True))
     for build in builds:
         tool_net = build(split, epochs=epochs)
         net, report, _ = import_graph(tool_net.graph, hw, tool_net.dt, tool_net.timesteps, tool_net.x_train)
         check_state_range(net, net.input.encode(tool_net.x_train), report)
         x = net.input.encode(tool_net.x_test)
         sim = simulate(net, x)
-        lava_equal, lava_pred = _lava(net, x[:lava_samples], simulate(net, x[:lava_samples]))
+        lava_equal, lava_pred = _lava(net, x[:lava_samples])
         rows.append({
             "tool": tool_net.tool, "network": tool_net.network, "timesteps": tool_net.timesteps,
             "tool_float_accuracy": float((tool_net.predictions == split.y_test).mean()),
@@ -88,7 +102,7 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
     path = nir_io.write(net, out / "model.nir")
     x_int = net.input.encode(split.x_test)
     sim = simulate(net, x_int)
-    lava_equal, lava_pred = _lava(net, x_int[:lava_samples], simulate(net, x_int[:lava_samples]))
+    lava_equal, lava_pred = _lava(net, x_int[:lava_samples])
     base = {"network": "spikefold MLP 64-48-10", "timesteps": net.timesteps,
             "int_sim_accuracy": float((sim.predictions == split.y_test).mean()),
             "lava_accuracy": float((lava_pred == split.y_test[:lava_samples]).mean()),
@@ -99,6 +113,8 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
                "norse": lambda g: nir_tool_nets.summed_output(norse_from_nir(g, dt=nir_io.DT), x, net.timesteps),
                "rockpool": lambda g: _rockpool_logits(g, x, net.timesteps),
                "sinabs": lambda g: _sinabs_logits(g, x, net.timesteps)}
+    rockpool_path = nir_io.write(net, out / "model-rockpool.nir", reader="rockpool")
+    runners["rockpool (graph written for it)"] = lambda _: _rockpool_logits(nir.read(rockpool_path), x, net.timesteps)
     rows = []
     for tool, run in runners.items():
         try:
@@ -112,11 +128,33 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
     return rows
 
 
+def recurrent_export(split, hw, epochs: int, out: Path) -> list[dict]:
+    """snnTorch's RLeaky network imported (as in :func:`import_direction`), written back by ``nir_io.write``
+    (its recurrent synapses an Affine from the LIF back to itself) and loaded by snnTorch and Norse: their
+    predictions (spike counts of the last layer) against spikefold's simulator."""
+    from norse.torch import from_nir as norse_from_nir
+    from snntorch.import_nir import import_from_nir as snntorch_from_nir
+
+    tool_net = nir_tool_nets.snntorch_mlp(split, epochs=epochs, recurrent=True)
+    net, _, _ = import_graph(tool_net.graph, hw, tool_net.dt, tool_net.timesteps, tool_net.x_train)
+    path = nir_io.write(net, out / "recurrent.nir")
+    sim = simulate(net, net.input.encode(split.x_test))
+    x = torch.tensor(split.x_test, dtype=torch.float32)
+    rows = []
+    for tool, load in {"snntorch": snntorch_from_nir, "norse": lambda g: norse_from_nir(g, dt=nir_io.DT)}.items():
+        pred = nir_tool_nets.summed_output(load(nir.read(path)), x, net.timesteps).argmax(1)
+        rows.append({"tool": tool, "network": tool_net.network + " (imported, written back)",
+                     "tool_accuracy": float((pred == split.y_test).mean()),
+                     "int_sim_accuracy": float((sim.predictions == split.y_test).mean()),
+                     "prediction_agreement": float((pred == sim.predictions).mean())})
+    return rows
+
+
 def _rockpool_logits(graph, x: torch.Tensor, steps: int) -> np.ndarray:
     from rockpool.nn.modules.torch.nir import from_nir
 
     model = from_nir(graph)
-    out, _, _ = model(x.unsqueeze(1).expand(-1, steps, -1))  # (batch, time, features)
+    out = model(x.unsqueeze(1).expand(-1, steps, -1))[0]  # (batch, time, features); then its state
     return out.detach().sum(1).numpy()
 
 
@@ -141,23 +179,29 @@ def main() -> None:
     imported = import_direction(split, hw, args.epochs, args.lava_samples)
     with tempfile.TemporaryDirectory() as work:  # the trained model and its NIR file are not results
         exported = export_direction(split, hw, args.lava_samples, Path(work))
-    print(f"{'import':8} {'tool':13} {'network':34} {'tool float':>10} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} "
+        recurrent = recurrent_export(split, hw, args.epochs, Path(work))
+    print(f"{'import':8} {'tool':13} {'network':42} {'tool float':>10} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} "
           f"{'spike slots':>16} {'predictions':>11}")
     for r in imported:
         slots = "/".join(f"{s * 100:.2f}" for s in r["spike_slot_agreement"])
-        print(f"{'':8} {r['tool']:13} {r['network']:34} {r['tool_float_accuracy'] * 100:9.2f}% "
+        print(f"{'':8} {r['tool']:13} {r['network']:42} {r['tool_float_accuracy'] * 100:9.2f}% "
               f"{r['int_sim_accuracy'] * 100:7.2f}% {r['lava_accuracy'] * 100:7.2f}% {str(r['lava_equals_sim']):>8} "
               f"{slots:>15}% {r['prediction_agreement'] * 100:10.2f}%")
-    print(f"\n{'export':8} {'tool':13} {'network':22} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} {'tool':>8} "
+    print(f"\n{'export':8} {'tool':32} {'network':22} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} {'tool':>8} "
           f"{'predictions':>11}")
     for r in exported:
         if r["tool_accuracy"] is None:
-            print(f"{'':8} {r['tool']:13} {r['network']:22} cannot load: {r['cannot'][:90]}")
+            print(f"{'':8} {r['tool']:32} {r['network']:22} cannot load: {r['cannot'][:90]}")
             continue
-        print(f"{'':8} {r['tool']:13} {r['network']:22} {r['int_sim_accuracy'] * 100:7.2f}% "
+        print(f"{'':8} {r['tool']:32} {r['network']:22} {r['int_sim_accuracy'] * 100:7.2f}% "
               f"{r['lava_accuracy'] * 100:7.2f}% {str(r['lava_equals_sim']):>8} {r['tool_accuracy'] * 100:7.2f}% "
               f"{r['prediction_agreement'] * 100:10.2f}%")
-    result = {"import": imported, "export": exported, "test_samples": int(len(split.y_test)),
+    print(f"\n{'export':8} {'tool':13} {'network':60} {'int sim':>8} {'tool':>8} {'predictions':>11}")
+    for r in recurrent:
+        print(f"{'':8} {r['tool']:13} {r['network']:60} {r['int_sim_accuracy'] * 100:7.2f}% "
+              f"{r['tool_accuracy'] * 100:7.2f}% {r['prediction_agreement'] * 100:10.2f}%")
+    result = {"import": imported, "export": exported, "recurrent_export": recurrent,
+              "test_samples": int(len(split.y_test)),
               "seconds": round(time.time() - started, 1),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__, "load_average": os.getloadavg()}}

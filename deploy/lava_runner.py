@@ -142,6 +142,7 @@ def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], r
             from spikefold.deploy.scheduled_lif import ScheduledLIF
 
             lif = ScheduledLIF(vth=neu.vth, reset=neu.reset, timesteps=steps_per_sample, offset=offset, **common)
+        senders[layer.name] = lif.s_out  # before its inputs: a recurrent connection reads it
         for c in layer.inputs:
             dense = _synapses(c.synapses, net.delay(index, c, depths), f"{layer.name}.from.{c.source}")
             senders[c.source].connect(dense.s_in)
@@ -155,7 +156,6 @@ def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], r
             initial = _synapses(layer.initial, 0, f"{layer.name}.initial")
             pulse_source.s_out.connect(initial.s_in)
             initial.a_out.connect(lif.a_in)
-        senders[layer.name] = lif.s_out
         probes = [] if layer.readout else ["s_out"]
         if index == len(net.layers) - 1:  # the last layer's voltage (a readout's is the logits)
             probes.append("v")
@@ -172,7 +172,14 @@ def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], r
 def _execute(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], target: str,
              record_state: bool) -> dict[tuple[int, str], np.ndarray]:
     """Build and run ``layers``; per (layer index, var) what the monitors recorded, as (samples, T, neurons)
-    in layer-synchronous time."""
+    in layer-synchronous time. A recurrent or delayed connection would carry a sample's last spikes into the
+    next sample's first steps (a reset clears u and v, not what is in flight), so networks with one run a Lava
+    runtime per sample."""
+    n = len(next(iter(sources.values())))
+    if n > 1 and any(net.layers[i].spans_samples for i in layers):
+        parts = [_execute(net, {k: v[i : i + 1] for k, v in sources.items()}, layers, target, record_state)
+                 for i in range(n)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     check_target(target)
     ensure_lava()
     built = _build(net, sources, layers, record_state)
@@ -233,7 +240,7 @@ def run_layer(net: IntNetwork, index: int, inputs: dict[str, np.ndarray], target
     :func:`run` takes it) or that layer's spikes (samples, T, neurons) in layer-synchronous time, each
     through the layer's own synapses and delays. Its result is aligned like :func:`run`'s."""
     layer = net.layers[index]
-    needed = {c.source for c in layer.inputs}
+    needed = {c.source for c in layer.inputs if c.source != layer.name}  # its own spikes it makes itself
     if set(inputs) != needed:
         raise ConfigError(f"layer '{layer.name}' reads {sorted(needed)}; got spikes for {sorted(inputs)}")
     sources = {name: (net.input.check(values, net.timesteps) if name == INPUT else np.asarray(values))

@@ -27,9 +27,12 @@ class FloatInput:
     source: str  # INPUT or a layer name
     weight: np.ndarray  # (out, in) or (out, in, kh, kw); BatchNorm and pooling folded in
     conv: dict | None = None  # input_shape, stride, padding for a convolution
+    delay: int = 0  # timesteps the activity takes to arrive (an imported NIR Delay)
 
     def current(self, h: torch.Tensor) -> torch.Tensor:
         """Synaptic current (no bias) for (T, batch, ...) presynaptic activity."""
+        if self.delay:
+            h = torch.cat([torch.zeros_like(h[: self.delay]), h[: len(h) - self.delay]])
         steps, batch = h.shape[:2]
         flat, w = h.flatten(0, 1), torch.as_tensor(self.weight)
         if self.conv is None:
@@ -55,19 +58,58 @@ class FloatLayer:
     inputs: list[FloatInput]
     bias: np.ndarray  # (out channels,)
     neuron: SpikingNeuron | None
+    # A synaptic current that carries over (an imported CubaLIF's 1 - dt / tau_syn): what the neuron receives is
+    # I(t) = current_decay I(t-1) + (synapses + bias)(t), as Loihi's u with du + 1 = 4096 (1 - current_decay).
+    current_decay: float = 0.0
+    readout_decay: float = 1.0  # the readout's voltage decay per step: 1 integrates (dv = 0), below 1 leaks (LI)
 
     @property
     def readout(self) -> bool:
         return self.neuron is None
 
-    def currents(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Input currents I(t), given every earlier layer's (T, batch, ...) output by name."""
-        total = sum(fi.current(outputs[fi.source]) for fi in self.inputs)
+    @property
+    def recurrent(self) -> list[FloatInput]:
+        """The synapses from the layer's own output (of the previous timestep)."""
+        return [fi for fi in self.inputs if fi.source == self.name]
+
+    def feed(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the other sources and the bias send, given every earlier layer's (T, batch, ...) output by name."""
+        total = sum(fi.current(outputs[fi.source]) for fi in self.inputs if fi.source != self.name)
         bias = torch.as_tensor(self.bias)
         return total + bias.reshape(-1, *([1] * (total.dim() - 3)))
 
+    def currents(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Input currents I(t) of a layer without recurrence."""
+        total = self.feed(outputs)
+        return _leaky_sum(total, self.current_decay) if self.current_decay else total
+
+    def run_recurrent(self, feed: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Step a layer that reads its own output: each step's current is ``feed`` plus the recurrent synapses'
+        share of the previous step's output (carried over as the current decays); returns the (T, batch, ...)
+        output and the largest |potential| or |current| reached."""
+        form = self.neuron.recurrence_form(len(feed))
+        state, current = form.initial_state(feed[0]), torch.zeros_like(feed[0])
+        sent, outputs, peak = torch.zeros_like(feed[0]), [], 0.0
+        for t in range(len(feed)):
+            recurrent = sum(fi.current(sent.unsqueeze(0))[0] for fi in self.recurrent)
+            current = self.current_decay * current + feed[t] + recurrent
+            out = form.step(state, current, t)
+            state, sent = out.state, out.output
+            outputs.append(sent)
+            peak = max(peak, float(out.potential.abs().max()), float(current.abs().max()))
+        return torch.stack(outputs), peak
+
     def output_size(self) -> int:
         return int(np.prod(self.inputs[0].output_shape()))
+
+
+def _leaky_sum(x: torch.Tensor, decay: float) -> torch.Tensor:
+    """y(t) = decay y(t-1) + x(t) over the first (time) axis, y(-1) = 0."""
+    y, carried = torch.empty_like(x), torch.zeros_like(x[0])
+    for t in range(len(x)):
+        carried = decay * carried + x[t]
+        y[t] = carried
+    return y
 
 
 class _Peaks:
@@ -93,7 +135,8 @@ class FloatNetwork:
     def run(self, x: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, list[float]]:
         """Time-averaged logits for x (samples, features), or (samples, T, ...) for temporal input, and, per
         layer, the largest |state| reached in state units: the neuron's potential or its current (input gain
-        included), whichever is larger; for the readout, its running sum of currents.
+        included), whichever is larger; for the readout, its voltage (the running sum of currents, leaky for
+        a leaky readout) or its current.
 
         Samples run ``batch_size`` at a time (default: as many as keep every layer's float64 output for all
         timesteps within :data:`FLOAT_RUN_VALUES`), so memory is bounded whatever the number of samples."""
@@ -118,11 +161,19 @@ class FloatNetwork:
         peaks = []
         for i, layer in enumerate(self.layers):
             current = layer.currents(outputs)
-            if layer.readout:
-                peaks.append(float(current.flatten(2).cumsum(0).abs().max()))
-                return current.flatten(2).mean(0).numpy(), peaks
+            if layer.readout:  # its voltage after the last step (over T: an integrator's mean input) is the logit
+                voltage = _leaky_sum(current.flatten(2), layer.readout_decay)
+                peaks.append(max(float(voltage.abs().max()), float(current.abs().max())))
+                return (voltage[-1] / self.timesteps).numpy(), peaks
             neuron = layer.neuron.double().eval()
             form = neuron.inference_form()
+            if layer.recurrent:  # (imported graphs only: input gain 1, no initial potential)
+                try:
+                    outputs[layer.name], peak = layer.run_recurrent(layer.feed(outputs))
+                finally:
+                    neuron.float()
+                peaks.append(peak)
+                continue
             recorder = _Peaks()
             neuron.probe, neuron.probe_name = recorder, str(i)
             try:

@@ -20,6 +20,9 @@ Time is layer-synchronous: at timestep t every layer sees its sources' outputs o
 what a Dense receives one step later, so on Lava a layer at depth d (the longest path from the input, counted in
 connections) runs d steps behind the input, and a connection that skips layers carries
 ``depth(layer) - depth(source) - 1`` extra steps of synaptic delay to arrive in step (:meth:`IntNetwork.delay`).
+A layer may also read its own spikes of the previous timestep (a recurrent connection: Lava's Dense from its
+s_out back to its a_in, whose one step of delay is that timestep on either timing); a later layer's spikes
+would reach it too late on Lava's pipeline, so that is refused.
 """
 
 from __future__ import annotations
@@ -418,10 +421,13 @@ INPUT = "input"  # the source name of the encoded input
 @dataclasses.dataclass
 class Connection:
     """Synapses from one source into a layer: ``source`` is :data:`INPUT` (the encoded input: graded spikes, or
-    binary ones for event input) or the name of an earlier layer (binary spikes)."""
+    binary ones for event input), the name of an earlier layer (binary spikes), or the layer's own name: a
+    recurrent connection, which delivers the layer's spikes of the previous timestep (as Lava's Dense from the
+    neurons' s_out back to their a_in does, one step later)."""
 
     source: str
     synapses: Dense
+    delay: int = 0  # further timesteps the spikes take to arrive (a NIR Delay; Lava's DelayDense)
 
 
 @dataclasses.dataclass
@@ -444,6 +450,17 @@ class Layer:
     @property
     def size(self) -> int:
         return self.neurons.size
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the layer reads its own spikes of the previous timestep."""
+        return any(c.source == self.name for c in self.inputs)
+
+    @property
+    def spans_samples(self) -> bool:
+        """Whether, on Lava's pipeline, a spike sent in one sample could reach the layer after its next reset:
+        through a recurrent or delayed connection (a reset clears u and v, not what is in flight)."""
+        return self.recurrent or any(c.delay for c in self.inputs)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -498,20 +515,39 @@ class IntNetwork:
         on Lava, the steps by which the layer lags the input."""
         depth: dict[str, int] = {INPUT: 0}
         for layer in self.layers:
-            depth[layer.name] = 1 + max(depth[c.source] for c in layer.inputs)
+            depth[layer.name] = 1 + max(depth[c.source] for c in layer.inputs if c.source != layer.name)
         return [depth[layer.name] for layer in self.layers]
 
     def delay(self, layer_index: int, connection: Connection, depths: list[int] | None = None) -> int:
         """Extra synaptic delay (steps beyond a Dense's one) that keeps ``connection`` layer-synchronous on
-        Lava: ``depth(layer) - depth(source) - 1``."""
+        Lava: ``depth(layer) - depth(source) - 1`` plus the connection's own delay (for a recurrent connection,
+        whose one step is the Dense's, the latter alone)."""
+        if connection.source == self.layers[layer_index].name:
+            return connection.delay
         depths = self.depths() if depths is None else depths
         source = 0 if connection.source == INPUT else depths[self.index(connection.source)]
-        return depths[layer_index] - source - 1
+        return depths[layer_index] - source - 1 + connection.delay
 
     def consumers(self, layer_index: int) -> list[int]:
         """The layers that receive this layer's spikes."""
         name = self.layers[layer_index].name
         return [i for i, layer in enumerate(self.layers) if any(c.source == name for c in layer.inputs)]
+
+    def _check_quiet_before_first_sample(self) -> None:
+        """On Lava a layer at depth d runs d steps before its first sample (reset at step d), where a spike that
+        reaches a recurrent or delayed connection could be delivered into that sample. Those steps see no input
+        unless an earlier layer fired in its own, and from zero v grows by at most the bias per step: so where a
+        layer reads itself or a delayed connection, it and every layer before it must not reach the threshold on
+        depth x bias."""
+        last = max((i for i, layer in enumerate(self.layers) if layer.spans_samples), default=-1)
+        depths = self.depths()
+        for index, layer in enumerate(self.layers[: last + 1]):
+            if depths[index] * int(layer.neurons.effective_bias().max(initial=0)) > \
+                    int(np.max(layer.neurons.vth)) << VTH_SHIFT and not layer.readout:
+                raise HardwareRangeError(
+                    f"layer '{layer.name}': its bias alone could fire it within the {depths[index]} step(s) it runs "
+                    f"on Lava's pipeline before its first sample, and the recurrent or delayed synapses of layer "
+                    f"'{self.layers[last].name}' would carry that into the sample; lower the bias")
 
     def validate(self, hw: HwConfig) -> None:
         """Check the graph and every integer against the ranges ``hw`` allows; name the layer, value and range
@@ -539,12 +575,20 @@ class IntNetwork:
                 raise HardwareRangeError(f"layer '{layer.name}' has no input connections")
             if layer.readout and index != len(self.layers) - 1:
                 raise HardwareRangeError(f"layer '{layer.name}' is a readout but not the last layer")
+            if all(c.source == layer.name for c in layer.inputs):
+                raise HardwareRangeError(f"layer '{layer.name}' reads only itself; it needs input from the input or "
+                                         "an earlier layer")
+            if layer.recurrent:
+                sizes[layer.name] = neu.size  # its own spikes, a step late
             for c in layer.inputs:
                 syn = c.synapses
+                if c.delay < 0:
+                    raise HardwareRangeError(f"layer '{layer.name}': delay {c.delay} from '{c.source}' is negative")
                 if c.source not in sizes:
                     raise HardwareRangeError(
-                        f"layer '{layer.name}': its input '{c.source}' is not the input or an earlier layer; "
-                        "list layers in topological order")
+                        f"layer '{layer.name}': its input '{c.source}' is not the input, an earlier layer or itself; "
+                        "list layers in topological order (a layer may read a later one's spikes only through its "
+                        "own recurrent connection: Lava's pipeline delivers a later layer's spikes too late)")
                 if syn.shape[1] != sizes[c.source]:
                     raise HardwareRangeError(
                         f"layer '{layer.name}': weights from '{c.source}' expect {syn.shape[1]} inputs but "
@@ -585,6 +629,7 @@ class IntNetwork:
             sizes[layer.name] = neu.size
         if self.readout.readout and any(c.source == self.readout.name for layer in self.layers for c in layer.inputs):
             raise HardwareRangeError(f"the readout '{self.readout.name}' never fires, so no layer may take input from it")
+        self._check_quiet_before_first_sample()
         depths = self.depths()
         for index, layer in enumerate(self.layers):
             for c in layer.inputs:

@@ -97,6 +97,10 @@ def _check_chain(net: IntNetwork) -> None:
                 f"layer '{layer.name}' takes input from {[c.source for c in layer.inputs]}; netx's layers form a "
                 f"chain (each reads only '{expected}'), so skip connections and residual sums need spikefold's "
                 "own runner (spikefold deploy)")
+        if layer.inputs[0].delay:
+            raise ExportFormatError(f"layer '{layer.name}': its synapses delay by {layer.inputs[0].delay} steps, "
+                                    "which spikefold does not write to netx; use spikefold's own runner (spikefold "
+                                    "deploy)")
         if layer.neurons.needs:
             raise ExportFormatError(
                 f"layer '{layer.name}' has {layer.neurons.needs[0]}, which netx's CUBA neuron (Lava's LIF) cannot "

@@ -5,9 +5,13 @@ as forward Euler at that dt, the discretisation snnTorch, SpikingJelly and Norse
 
     LIF   tau dv/dt = (v_leak - v) + r I   ->  v(t) = (1 - dt/tau) v(t-1) + (dt r / tau) I(t)
     IF    dv/dt = r I                      ->  v(t) = v(t-1) + dt r I(t)
-    CubaLIF with tau_syn = dt (the current does not carry over): an LIF fed w_in I
+    CubaLIF tau_syn dI/dt = -I + w_in x    ->  I(t) = (1 - dt/tau_syn) I(t-1) + (dt w_in / tau_syn) x(t), then
+          the LIF's voltage reads the stepped current (snnTorch's Synaptic; Norse's importer): Loihi's u with
+          du + 1 = 4096 dt / tau_syn (du = 4095 for tau_syn = dt: the current does not carry over)
     I after the last synapses (NIR 1.0.8's integrator; it has no separate Integrator), or synapses feeding the
     Output directly: the non-firing readout (v(t) = v(t-1) + dt r I(t), the logits its final voltage)
+    LI, CubaLI: a readout that leaks, the LIF's or CubaLIF's equations without a threshold (dv, du as above);
+    the logits are its voltage after the last step
 
 A neuron spikes when v > v_threshold and resets to v_reset = 0 (NIR's reset; ``reset="subtract"`` for a tool
 that subtracts the threshold instead, as snnTorch does by default without saying so in the file). The input
@@ -17,12 +21,12 @@ LIF neuron of ``spikefold.train.neurons``), and export's calibration-driven quan
 cost. A graph ending in spiking neurons keeps a spiking last layer: its spike counts are the prediction.
 
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
-synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` and ``Scale`` (after it) is one layer's synapses. Calibration
+synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` / ``Conv1d`` (unpadded: a Conv2d of height 1), ``Scale``
+(after it) and ``Delay`` (whole timesteps: the connection's synaptic delay) is one layer's synapses. Calibration
 data with a time axis (samples, T, features) makes the input per-timestep (``InputEncoding.per_timestep``; plain
-spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a leaky readout, a voltage leak towards
-v_leak != 0, a reset to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs,
-recurrence, ...) is a :class:`~spikefold.core.errors.NIRFileError` naming the node, the parameter and what is
-accepted.
+spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a voltage leak towards v_leak != 0, a reset
+to v_reset != 0, per-neuron time constants, a memoryless Threshold, several inputs, recurrence, ...) is a
+:class:`~spikefold.core.errors.NIRFileError` naming the node, the parameter and what is accepted.
 """
 
 from __future__ import annotations
@@ -42,20 +46,22 @@ from spikefold.export.nir_io import DT_CONVENTIONS
 from spikefold.export.quantise import QuantReport, quantise
 from spikefold.train.neurons.lif import LIF, LIFOptions
 
-SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d)
-PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale)
+SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d, nir.Conv1d)
+PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale, nir.Delay)
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, nir.I, nir.LI, nir.CubaLI)
-ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, LIF, IF, CubaLIF, " \
-           "I"
+ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Conv1d (unpadded), Flatten, AvgPool2d, SumPool2d, Scale, " \
+           "Delay (whole timesteps), LIF, IF, CubaLIF, " \
+           "I, LI, CubaLI"
 
 
 @dataclasses.dataclass
 class _Neuron:
     """A neuron node read at dt: its float form and the gain its input carries."""
 
-    decay: float
+    decay: float  # the voltage's, per step
     gain: float
-    threshold: float | None  # None: the non-firing readout
+    threshold: float | None  # None: a readout, which never fires
+    current_decay: float = 0.0  # the synaptic current's carry-over per step (CubaLIF, CubaLI)
 
 
 def _uniform(node: nir.NIRNode, name: str, param: str, source: str) -> float:
@@ -76,45 +82,46 @@ def _zero(node: nir.NIRNode, name: str, param: str, source: str, why: str) -> No
                            f"{np.asarray(value).ravel()[0]:.6g}; only {param} = 0 is accepted: {why}")
 
 
-def _decay(tau: float, dt: float, name: str, node: nir.NIRNode, source: str) -> float:
+def _decay(tau: float, dt: float, name: str, node: nir.NIRNode, source: str, param: str = "tau") -> float:
     if not dt <= tau:
         raise NIRFileError(
-            f"{source}: node '{name}' ({type(node).__name__}) has tau = {tau:.6g} s, shorter than dt = {dt:.6g} s: "
-            f"forward Euler would decay by more than the whole state each step; the dt is implausible for this "
-            f"graph. Tools' conventions: {DT_CONVENTIONS}")
+            f"{source}: node '{name}' ({type(node).__name__}) has {param} = {tau:.6g} s, shorter than dt = "
+            f"{dt:.6g} s: forward Euler would decay by more than the whole state each step; the dt is implausible "
+            f"for this graph. Tools' conventions: {DT_CONVENTIONS}")
     return 1.0 - dt / tau
 
 
 def _neuron(node: nir.NIRNode, name: str, dt: float, source: str) -> _Neuron:
-    """The float form of one neuron node at ``dt``; refuses by name what Loihi's LIF cannot run."""
-    kind = type(node).__name__
-    if isinstance(node, (nir.LI, nir.CubaLI)):
-        raise NIRFileError(f"{source}: node '{name}' is a leaky readout ({kind}), which the integer network's "
-                           "readout (an integrator, dv = 0) cannot run; export the readout as I or "
-                           "read the output layer's spikes")
-    if isinstance(node, nir.I):
-        r = _uniform(node, name, "r", source)
-        return _Neuron(decay=1.0, gain=dt * r, threshold=None)
+    """The float form of one neuron node at ``dt``; refuses by name what Loihi's LIF cannot run.
+
+    A CubaLIF / CubaLI's current steps ``I(t) = (1 - dt/tau_syn) I(t-1) + (dt/tau_syn) w_in x(t)`` and its voltage
+    reads the updated current (as snnTorch's Synaptic, Norse's importer and Loihi's u then v do); the input's
+    whole gain ``(dt/tau_syn) w_in (dt r/tau_mem)`` is folded into the synapses."""
     if isinstance(node, nir.Threshold):
-        raise NIRFileError(f"{source}: node '{name}' (Threshold) forgets its state every step, which needs "
-                           "dv = 4096, one more than Loihi's 12-bit dv holds; export it as an LIF with tau = dt")
-    _zero(node, name, "v_reset", source, "Loihi's LIF resets the voltage to 0")
-    threshold = _uniform(node, name, "v_threshold", source)
+        raise NIRFileError(f"{source}: node '{name}' (Threshold) forgets its voltage every step, which needs "
+                           "dv = 4096, one more than Loihi's 12-bit dv holds (dv = 4095 keeps 1/4096 of it, which "
+                           "can tip a later comparison): export the layer as an LIF "
+                           "(tau >= 4096/4095 dt, dv = 4095, keeps that 1/4096)")
+    if isinstance(node, nir.I):
+        return _Neuron(decay=1.0, gain=dt * _uniform(node, name, "r", source), threshold=None)
+    _zero(node, name, "v_leak", source, "Loihi's LIF decays towards 0 (fold a constant leak into the bias)")
+    threshold = None
+    if not isinstance(node, (nir.LI, nir.CubaLI)):
+        _zero(node, name, "v_reset", source, "Loihi's LIF resets the voltage to 0")
+        threshold = _uniform(node, name, "v_threshold", source)
     if isinstance(node, nir.IF):
         return _Neuron(decay=1.0, gain=dt * _uniform(node, name, "r", source), threshold=threshold)
-    _zero(node, name, "v_leak", source, "Loihi's LIF decays towards 0 (fold a constant leak into the bias)")
-    if isinstance(node, nir.CubaLIF):
+    current_decay, in_gain = 0.0, 1.0
+    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
         tau_syn = _uniform(node, name, "tau_syn", source)
-        if not np.isclose(tau_syn, dt, rtol=1e-6):
-            raise NIRFileError(
-                f"{source}: node '{name}' (CubaLIF) has tau_syn = {tau_syn:.6g} s; the importer takes a CubaLIF "
-                f"only when its current does not carry over (tau_syn = dt = {dt:.6g}); export it as an LIF")
+        current_decay = _decay(tau_syn, dt, name, node, source, "tau_syn")
+        in_gain = dt / tau_syn * _uniform(node, name, "w_in", source)
         tau = _uniform(node, name, "tau_mem", source)
-        w_in = _uniform(node, name, "w_in", source)
     else:
-        tau, w_in = _uniform(node, name, "tau", source), 1.0
-    decay = _decay(tau, dt, name, node, source)
-    return _Neuron(decay=decay, gain=dt * _uniform(node, name, "r", source) * w_in / tau, threshold=threshold)
+        tau = _uniform(node, name, "tau", source)
+    decay = _decay(tau, dt, name, node, source, "tau_mem" if hasattr(node, "tau_mem") else "tau")
+    return _Neuron(decay=decay, gain=in_gain * dt * _uniform(node, name, "r", source) / tau, threshold=threshold,
+                   current_decay=current_decay)
 
 
 def _lif_module(neuron: _Neuron, reset: str) -> LIF:
@@ -133,6 +140,17 @@ class _Reader:
         self.graph, self.dt, self.reset, self.source = graph, dt, reset, source
         self.succ = {n: [b for a, b in graph.edges if a == n] for n in graph.nodes}
         self.pred = {n: [a for a, b in graph.edges if b == n] for n in graph.nodes}
+        # A neuron's recurrent synapses: an Affine or Linear that reads the neuron and feeds only it back (as
+        # snnTorch writes RLeaky / RSynaptic). Taken out of the chain, they join the layer's own inputs.
+        self.recurrent: dict[str, list[str]] = {}
+        for name, node in graph.nodes.items():
+            back = self.pred[name]
+            if isinstance(node, (nir.Affine, nir.Linear)) and len(back) == 1 and self.succ[name] == back and \
+                    isinstance(graph.nodes[back[0]], NEURON_NODES):
+                self.recurrent.setdefault(back[0], []).append(name)
+                self.succ[back[0]].remove(name)
+                self.pred[back[0]].remove(name)
+                self.pred[name] = self.succ[name] = []
 
     def fail(self, message: str) -> NIRFileError:
         return NIRFileError(f"{self.source}: {message}")
@@ -146,8 +164,11 @@ class _Reader:
                 raise self.fail(f"node '{name}' has type {type(node).__name__}, which the importer cannot map to "
                                 f"Loihi 2; accepted: {ACCEPTED}")
             if len(self.pred[name]) > 1 or len(self.succ[name]) > 1:
-                raise self.fail(f"node '{name}' has {len(self.pred[name])} inputs and {len(self.succ[name])} "
-                                "outputs; the importer takes a chain (no branches, merges or recurrent edges)")
+                raise self.fail(
+                    f"node '{name}' has {len(self.pred[name])} inputs and {len(self.succ[name])} outputs; the "
+                    "importer takes a chain (no branches or merges); a neuron may read itself only through its own "
+                    "recurrent Affine or Linear (a feedback from a later layer would reach it too late on Lava's "
+                    "pipeline)")
         shape = tuple(int(v) for v in np.ravel(next(iter(self.graph.nodes[inputs[0]].input_type.values()))))
         return inputs[0], shape
 
@@ -156,7 +177,9 @@ class _Reader:
             raise self.fail(f"node '{name}' leads nowhere; every node must lie on the path to the Output")
         nxt = self.succ[name][0]
         if nxt in self.seen:
-            raise self.fail(f"the graph has a cycle through '{nxt}'; recurrent edges are not imported yet")
+            raise self.fail(f"the graph has a cycle through '{nxt}'; the importer takes recurrent edges only as a "
+                            "neuron's own Affine or Linear back to itself (a feedback from a later layer would reach "
+                            "it too late on Lava's pipeline)")
         self.seen.add(nxt)
         return nxt
 
@@ -165,14 +188,19 @@ class _Reader:
         self.seen = {name}
         shape, source, layers = input_shape, INPUT, []
         while True:
-            weight, bias, conv, pool, synapse_seen = None, None, None, None, None
+            weight, bias, conv, pool, synapse_seen, delay = None, None, None, None, None, 0
             name = self.next(name)
             node = self.graph.nodes[name]
             while isinstance(node, SYNAPSE_NODES + PASSING_NODES):
-                if isinstance(node, nir.Flatten):
+                if isinstance(node, nir.Delay):
+                    if bias is not None and np.any(bias):
+                        raise self.fail(f"Delay '{name}' follows synapses with a bias, which it would hold back too, "
+                                        "but Loihi adds a bias every step; put the Delay before the synapses")
+                    delay += self.delay_steps(node, name)
+                elif isinstance(node, nir.Flatten):
                     pass  # a weight matrix reads (C, H, W) maps flattened in that order anyway
                 elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-                    if synapse_seen or pool or len(shape) != 3:
+                    if synapse_seen or pool or len(shape) != 3 or min(shape[1:]) < 2:
                         raise self.fail(f"pooling node '{name}' must come between a neuron layer's (C, H, W) maps "
                                         "and the next synapses (one pooling per layer)")
                     for param in ("kernel_size", "stride"):
@@ -200,27 +228,70 @@ class _Reader:
                                 "every neuron layer needs an Affine, Linear or Conv2d")
             output = isinstance(node, nir.Output)
             neuron = None if output else _neuron(node, name, self.dt, self.source)
-            gain = 1.0 if neuron is None else neuron.gain
-            spiking = neuron is not None and neuron.threshold is not None
+            neuron = neuron or _Neuron(decay=1.0, gain=1.0, threshold=None)  # synapses feeding the Output
+            spiking = neuron.threshold is not None
             layer_name = f"layer{len(layers)}"
-            module = _lif_module(neuron, self.reset) if spiking else None
-            layers.append(FloatLayer(layer_name, [FloatInput(source, weight * gain, conv)], bias * gain, module))
+            inputs = [FloatInput(source, weight * neuron.gain, conv, delay)]
+            for rname in self.recurrent.get(name, []):
+                if conv is not None:
+                    raise self.fail(f"recurrent synapses '{rname}' feed the convolution layer '{name}' back; the "
+                                    "importer takes recurrence on Affine / Linear layers only")
+                w_rec, b_rec = self.recurrent_synapse(rname, name, int(np.prod(shape)), spiking)
+                inputs.append(FloatInput(layer_name, w_rec * neuron.gain))
+                bias = bias + b_rec
+            layers.append(FloatLayer(
+                layer_name, inputs, bias * neuron.gain, _lif_module(neuron, self.reset) if spiking else None,
+                current_decay=neuron.current_decay, readout_decay=1.0 if spiking else neuron.decay))
             if output:
                 return layers, input_shape
-            if not spiking:  # an I readout must feed the Output
+            if not spiking:  # a readout (I, LI, CubaLI) must feed the Output
                 nxt = self.next(name)
                 if not isinstance(self.graph.nodes[nxt], nir.Output):
-                    raise self.fail(f"the integrator '{name}' never fires, so only the Output may read it")
+                    raise self.fail(f"the readout '{name}' ({type(node).__name__}) never fires, so only the Output "
+                                    "may read it")
                 return layers, input_shape
             source = layer_name
             if isinstance(self.graph.nodes[self.succ[name][0]] if self.succ[name] else None, nir.Output):
                 return layers, input_shape  # a spiking last layer
+
+    def delay_steps(self, node: nir.Delay, name: str) -> int:
+        """A Delay's whole number of timesteps at dt (one for every neuron: Loihi's delay is per connection)."""
+        seconds = _uniform(node, name, "delay", self.source)
+        steps = round(seconds / self.dt)
+        if steps < 0 or not np.isclose(steps * self.dt, seconds, rtol=1e-6, atol=1e-12 * self.dt):
+            raise self.fail(f"Delay '{name}' holds {seconds:.6g} s, not a whole number of timesteps of dt = "
+                            f"{self.dt:.6g} s; Loihi delays by whole timesteps")
+        return steps
+
+    def recurrent_synapse(self, name: str, neuron: str, size: int, spiking: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias per neuron) of the Affine or Linear ``name`` that feeds ``neuron`` its own spikes."""
+        node = self.graph.nodes[name]
+        weight = np.asarray(node.weight, np.float64)
+        if not spiking:
+            raise self.fail(f"'{name}' feeds the readout '{neuron}' its own output, but a readout never fires")
+        if weight.shape != (size, size):
+            raise self.fail(f"recurrent synapses '{name}' have weights {weight.shape}; the neuron '{neuron}' has "
+                            f"{size} neurons, so they must be ({size}, {size})")
+        bias = np.asarray(getattr(node, "bias", 0.0), np.float64) * np.ones(size)
+        return weight, bias
 
     def synapse(self, node, name: str, shape: tuple[int, ...], pool: str | None):
         """(weight, bias per output channel, conv geometry or None, output shape) of one synapse node, with a
         preceding pooling folded in."""
         weight = np.asarray(node.weight, np.float64)
         bias = np.asarray(getattr(node, "bias", 0.0), np.float64) * np.ones(weight.shape[0])
+        if isinstance(node, nir.Conv1d):
+            # A Conv2d over maps of height 1 with a kernel of height 1 is the same sum, exactly; padding would
+            # pad the height too (one padding for both axes), so only an unpadded Conv1d maps.
+            if len(shape) not in (2, 3) or len(shape) == 3 and shape[1] != 1:
+                raise self.fail(f"Conv1d '{name}' reads a {shape} input; it needs (C, L) signals")
+            for param, accepted in (("padding", 0), ("dilation", 1), ("groups", 1)):
+                if isinstance(getattr(node, param), str) or np.any(np.asarray(getattr(node, param)) != accepted):
+                    raise self.fail(f"Conv1d '{name}': {param} = {getattr(node, param)}; only {accepted} is accepted "
+                                    "(it runs as a Conv2d of height 1, whose padding would pad the height too)")
+            conv = {"input_shape": (shape[0], 1, shape[-1]), "stride": int(np.ravel(node.stride)[0]), "padding": 0}
+            weight = weight[:, :, None, :]
+            return weight, bias, conv, FloatInput(INPUT, weight, conv).output_shape()
         if isinstance(node, nir.Conv2d):
             if len(shape) != 3:
                 raise self.fail(f"Conv2d '{name}' reads a {shape} input; it needs (C, H, W) maps")

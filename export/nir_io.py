@@ -5,11 +5,14 @@ before the input encoding), one timestep is ``DT`` = 1e-4 s (snnTorch's fixed dt
 ``dt=1e-4``), and NIR's continuous-time equations, discretised by forward Euler at that dt, give the integer
 network's spikes. A hidden layer is an ``LIF`` (an ``IF`` when it does not leak, a ``CubaLIF`` when its current
 carries over, du < 4095) fed by one ``Affine`` or ``Conv2d`` per connection (a ``Flatten`` before an ``Affine``
-that reads a map); a layer with several connections is a node where edges merge, whose inputs NIR sums. The
+that reads a map); a layer with several connections is a node where edges merge, whose inputs NIR sums, and a
+recurrent connection an ``Affine`` from the neuron back to itself (a cycle, which snnTorch, Norse and Rockpool
+step with the previous timestep's spikes, as the integer network does). The
 non-firing readout is no neuron at all: its synapses feed the ``Output`` directly, and since the readout
 integrates without leak, the sum of the Output over the timesteps is its final voltage over S (the logits). A
 chain reads ``Input -> ((Flatten ->) Affine or Conv2d -> LIF)* -> (Flatten ->) Affine -> Output``; a spiking
-last layer ends ``-> LIF -> Output`` and its spike counts are the prediction.
+last layer ends ``-> LIF -> Output`` and its spike counts are the prediction; a readout that leaks (imported
+from an ``LI`` or ``CubaLI``) ends ``-> LI -> Output`` (or ``CubaLI``), and its final voltage is the logit.
 
 For a layer with scale S (v_int ~= v_float S) and decay dv: ``tau = DT 4096 / dv``, ``r = 1``,
 ``v_threshold = vth 64 / S``, ``v_leak = v_reset = 0``. NIR's LIF ``tau dv/dt = -v + r I`` steps
@@ -55,9 +58,13 @@ from spikefold.export.intnet import (
 )
 
 FORMAT = "spikefold-intnet-1"
-SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "I", "Flatten", "Output")
-NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.I)  # I: the readout of files written before the Output form
+SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "LI", "CubaLI", "I", "Flatten", "Delay",
+                   "Output")
+# I: the readout of files written before the Output form; LI, CubaLI: a readout that leaks
+NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI, nir.I)
 DT = 1e-4  # seconds per timestep in the graphs written here
+READERS = ("euler", "rockpool")  # whose reading of NIR's neurons a graph is written for
+ROCKPOOL_FORGET = 1e-6  # the share of a current Rockpool's LIF keeps where Loihi's forgets it (du = 4095)
 # The dt each tool's graphs mean (NIR stores none), for `spikefold import`'s help and errors.
 DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0: the dt given to its exporter "
                   "(default 1e-4); Norse 1.1: the square of its modules' dt (its exporter writes dt times tau; "
@@ -76,20 +83,50 @@ MAX_TIMESTEPS = 1 << 16
 
 def _gain(layer: Layer) -> float:
     """What the float synapses into ``layer`` carry beyond the integer weights' own value: NIR's neurons take in
-    dt / tau of their input per step where the integer LIF takes it all (see the module docstring)."""
-    if layer.readout:
+    dt / tau of their input per step where the integer LIF takes it all (see the module docstring); the
+    integrating readout's synapses carry none."""
+    if layer.readout and not _leaky_readout(layer):
         return 1.0
     neu = layer.neurons
     membrane = DECAY_UNITY / neu.dv if neu.dv else 1.0  # an IF's r = 1 / DT already adds the whole input
     return membrane * DECAY_UNITY / (neu.du + 1)  # the current's own Euler step (1 for du = 4095)
 
 
-def _synapse(layer: Layer, syn: Dense, input_unit: float) -> nir.NIRNode:
+def _rockpool_keeps(layer: Layer) -> tuple[float, float]:
+    """The share of the current and of the voltage a step keeps, as Rockpool's exp(-dt / tau) decays take them:
+    (4095 - du) / 4096 (at least ROCKPOOL_FORGET: its current cannot forget at once) and (4096 - dv) / 4096."""
     neu = layer.neurons
-    gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) * input_unit * _gain(layer) / layer.scale
-    # NIR sums what arrives at the neuron, so the bias rides on the layer's first connection only.
-    bias = (neu.effective_bias() * _gain(layer) / layer.scale if syn is layer.inputs[0].synapses
-            else np.zeros(neu.size))
+    return max((DECAY_UNITY - 1 - neu.du) / DECAY_UNITY, ROCKPOOL_FORGET), (DECAY_UNITY - neu.dv) / DECAY_UNITY
+
+
+def _rockpool_neuron(layer: Layer, index: int) -> nir.CubaLIF:
+    """A firing layer as Rockpool 3.1's ``from_nir`` reads a CubaLIF (its LIFTorch): ``dt = tau_mem / (1 + r)``,
+    then each step ``i = (i + x) exp(-dt/tau_syn)``, ``v = exp(-dt/tau_mem) v + i + v_leak``; w_in is ignored and
+    v_leak is its bias. So tau_mem gives Loihi's voltage decay at dt = DT, r sets that dt, v_leak carries the
+    bias, and a current that Loihi forgets every step keeps ROCKPOOL_FORGET of itself (the synapses make up for
+    the share the decay takes at once: see :func:`_synapse`)."""
+    neu, shape = layer.neurons, layer.output_shape
+    keep_u, keep_v = _rockpool_keeps(layer)
+    tau_mem = DT / -math.log(keep_v) if keep_v < 1 else DT * 1e12  # an IF: no decay a float32 can see
+    threshold = neu.threshold(0) * (1 << VTH_SHIFT) / layer.scale
+    return nir.CubaLIF(tau_syn=np.full(shape, DT / -math.log(keep_u)), tau_mem=np.full(shape, tau_mem),
+                       r=np.full(shape, tau_mem / DT - 1), v_leak=neu.effective_bias().reshape(shape) / layer.scale,
+                       w_in=np.ones(shape), v_threshold=np.full(shape, threshold), v_reset=np.zeros(shape),
+                       metadata=_neuron_metadata(layer, index))
+
+
+def _synapse(layer: Layer, syn: Dense, input_unit: float, delay: int = 0, reader: str = "euler") -> nir.NIRNode:
+    neu = layer.neurons
+    rockpool = reader == "rockpool" and not layer.readout
+    layer_gain = 1.0 / _rockpool_keeps(layer)[0] if rockpool else _gain(layer)
+    gain = 2.0**syn.weight_exp * (1 << ACT_SHIFT) * input_unit * layer_gain / layer.scale
+    # NIR sums what arrives at the neuron, so the bias rides on the layer's first connection only. Where the
+    # current carries over (du < 4095), a bias in NIR's synapses builds up in it to 4096 / (du + 1) times its
+    # value, as the integer network's voltage bias does together with its first-step pulse into u (export's
+    # quantise): so the bias carries the membrane's gain alone.
+    carried = 1.0 if layer.readout and not _leaky_readout(layer) else (neu.du + 1) / DECAY_UNITY
+    bias = (neu.effective_bias() * _gain(layer) * carried / layer.scale
+            if syn is layer.inputs[0].synapses and not rockpool else np.zeros(neu.size))
     meta = {
         "spikefold.weights": np.asarray(syn.weights, np.int32),
         "spikefold.weight_exp": int(syn.weight_exp),
@@ -97,6 +134,8 @@ def _synapse(layer: Layer, syn: Dense, input_unit: float) -> nir.NIRNode:
         "spikefold.num_message_bits": int(syn.num_message_bits),
         "spikefold.scale": float(layer.scale),
     }
+    if delay:
+        meta["spikefold.delay"] = int(delay)
     if isinstance(syn, Conv2d):
         c_in, h, w = syn.input_shape
         meta |= {"spikefold.input_shape": np.asarray(syn.input_shape), "spikefold.stride": int(syn.stride),
@@ -128,11 +167,26 @@ def _neuron_metadata(layer: Layer, index: int) -> dict[str, Any]:
     return meta
 
 
+def _leaky_readout(layer: Layer) -> bool:
+    """A readout whose voltage leaks (an imported LI or CubaLI): written as that node, not as synapses feeding
+    the Output. (An integrating readout whose current carries over, dv = 0 < 4095 - du, has no NIR node: it is
+    written as its synapses, which a float reader takes without the carry-over; its integers are exact.)"""
+    return layer.readout and layer.neurons.dv > 0
+
+
 def _neuron(layer: Layer, index: int) -> nir.NIRNode:
-    """A firing layer's neuron node (the readout has none: its synapses feed the Output)."""
+    """A firing layer's neuron node, or a leaky readout's (the integrating readout has none: its synapses feed
+    the Output)."""
     neu = layer.neurons
     shape = layer.output_shape
     meta = _neuron_metadata(layer, index)
+    if layer.readout:
+        leak = dict(tau=np.full(shape, DT * DECAY_UNITY / neu.dv), r=np.ones(shape), v_leak=np.zeros(shape),
+                    metadata=meta)
+        if neu.du + 1 == DECAY_UNITY:
+            return nir.LI(**leak)
+        return nir.CubaLI(tau_syn=np.full(shape, DT * DECAY_UNITY / (neu.du + 1)), tau_mem=leak.pop("tau"),
+                          w_in=np.ones(shape), **leak)
     # NIR's neurons have one threshold and a reset to v_reset: a schedule's first value stands in for it and
     # the subtractive reset is only in the metadata, which is what deploy reads.
     common = dict(v_threshold=np.full(shape, neu.threshold(0) * (1 << VTH_SHIFT) / layer.scale),
@@ -147,32 +201,43 @@ def _neuron(layer: Layer, index: int) -> nir.NIRNode:
     return nir.LIF(tau=tau_mem, r=r, v_leak=np.zeros(shape), **common)
 
 
-def to_nir(net: IntNetwork) -> nir.NIRGraph:
+def to_nir(net: IntNetwork, reader: str = "euler") -> nir.NIRGraph:
+    """The graph, read by forward Euler at DT (snnTorch, SpikingJelly, Norse) or, with ``reader="rockpool"``,
+    with firing layers written for Rockpool 3.1's reading of a CubaLIF (:func:`_rockpool_neuron`), which the
+    Euler tools would read otherwise. spikefold reads either back into the identical integer network."""
+    if reader not in READERS:
+        raise ValueError(f"reader '{reader}' is not one of {READERS}")
     shapes: dict[str, tuple[int, ...]] = {}
     first = next(c.synapses for layer in net.layers for c in layer.inputs if c.source == INPUT)
     shapes[INPUT] = first.input_shape if isinstance(first, Conv2d) else (net.input.size,)
     nodes: dict[str, nir.NIRNode] = {INPUT: nir.Input(input_type={"input": np.array(shapes[INPUT])})}
     edges = []
     for i, layer in enumerate(net.layers):
-        if layer.readout:
+        if layer.readout and not _leaky_readout(layer):
             neuron = "output"
             nodes[neuron] = nir.Output(output_type={"output": np.array(layer.output_shape)},
                                        metadata=_neuron_metadata(layer, i))
         else:
             neuron = f"{layer.name}.neuron"
-            nodes[neuron] = _neuron(layer, i)
+            nodes[neuron] = _rockpool_neuron(layer, i) if reader == "rockpool" and not layer.readout else \
+                _neuron(layer, i)
+        shapes[layer.name] = layer.output_shape  # (a recurrent connection reads the layer itself)
         for c in layer.inputs:
             sender = INPUT if c.source == INPUT else f"{c.source}.neuron"
             synapse = f"{layer.name}.synapse" if len(layer.inputs) == 1 else f"{layer.name}.synapse.{c.source}"
+            if c.delay:  # NIR's Delay holds the spikes back; the synapse's metadata keeps the integer
+                nodes[f"{synapse}.delay"] = nir.Delay(delay=np.full(shapes[c.source], c.delay * DT))
+                edges.append((sender, f"{synapse}.delay"))
+                sender = f"{synapse}.delay"
             if not isinstance(c.synapses, Conv2d) and len(shapes[c.source]) > 1:
                 nodes[f"{synapse}.flatten"] = nir.Flatten(input_type={"input": np.array(shapes[c.source])},
                                                           start_dim=0)
                 edges.append((sender, f"{synapse}.flatten"))
                 sender = f"{synapse}.flatten"
-            nodes[synapse] = _synapse(layer, c.synapses, net.input.scale if c.source == INPUT else 1.0)
+            nodes[synapse] = _synapse(layer, c.synapses, net.input.scale if c.source == INPUT else 1.0, c.delay,
+                                      reader)
             edges += [(sender, synapse), (synapse, neuron)]
-        shapes[layer.name] = layer.output_shape
-    if not net.readout.readout:  # a spiking last layer: the Output carries its spikes
+    if "output" not in nodes:  # a spiking last layer (the Output carries its spikes) or a leaky readout
         nodes["output"] = nir.Output(output_type={"output": np.array(net.readout.output_shape)})
         edges.append((f"{net.readout.name}.neuron", "output"))
     metadata: dict[str, Any] = {
@@ -189,10 +254,11 @@ def to_nir(net: IntNetwork) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
-def write(net: IntNetwork, path: str | Path) -> Path:
-    """Write atomically: a crash never leaves a half-written file where a good one was."""
+def write(net: IntNetwork, path: str | Path, reader: str = "euler") -> Path:
+    """Write atomically: a crash never leaves a half-written file where a good one was. ``reader``: as for
+    :func:`to_nir`."""
     with files.atomic_path(path) as tmp:
-        nir.write(tmp, to_nir(net))
+        nir.write(tmp, to_nir(net, reader))
     return Path(path)
 
 
@@ -324,6 +390,9 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
             if isinstance(graph.nodes[sender], nir.Flatten):
                 single(sender, successors, "successors")
                 sender = single(sender, predecessors, "inputs")
+            if isinstance(graph.nodes[sender], nir.Delay):  # (its integer rides in the synapse's metadata)
+                single(sender, successors, "successors")
+                sender = single(sender, predecessors, "inputs")
             if not isinstance(graph.nodes[sender], NEURON_NODES + (nir.Input,)):
                 raise NIRFileError(f"{source}: synapse '{synapse}' reads node '{sender}' "
                                    f"({type(graph.nodes[sender]).__name__}); it must read a neuron or the input")
@@ -345,12 +414,12 @@ def _layers(graph: nir.NIRGraph, source: str) -> list[tuple[str, list[tuple[str,
     pending = dict(layers)
     order: list[tuple[str, list[tuple[str, str]]]] = []
     while pending:
-        ready = [name for name, pairs in pending.items()
-                 if all(sender not in pending for _, sender in pairs)]
+        ready = [name for name, pairs in pending.items()  # (a neuron may read itself: its recurrent synapses)
+                 if all(sender not in pending or sender == name for _, sender in pairs)]
         if not ready:
             # What is left reads a cycle or lies on one; shed what merely reads it to name the cycle itself.
             cycle = set(pending)
-            while sinks := {n for n in cycle if not any(n == s for m in cycle for _, s in pending[m])}:
+            while sinks := {n for n in cycle if not any(n == s != m for m in cycle for _, s in pending[m])}:
                 cycle -= sinks
             raise NIRFileError(f"{source}: the graph has a cycle through the neurons {sorted(cycle)}")
         name = min(ready, key=written)
@@ -447,7 +516,9 @@ def from_nir(graph: nir.NIRGraph, source: str = "<graph>") -> IntNetwork:
                 syn = Conv2d(**common, input_shape=tuple(int(v) for v in shape), stride=stride, padding=padding)
             else:
                 syn = Dense(**common)
-            inputs.append(Connection(INPUT if isinstance(graph.nodes[sender], nir.Input) else names[sender], syn))
+            delay = integer(synapse, sname, "delay") if "spikefold.delay" in (synapse.metadata or {}) else 0
+            inputs.append(Connection(INPUT if isinstance(graph.nodes[sender], nir.Input) else names[sender], syn,
+                                     delay=delay))
         vth = integers(neuron, nname, "vth", (0, 1))
         initial = None
         if "spikefold.initial_weights" in (neuron.metadata or {}):

@@ -183,14 +183,26 @@ def to_model(net: IntNetwork):
         for i, layer in enumerate(net.layers):
             a_in = None
             for j, c in enumerate(layer.inputs):
+                # A delayed connection delivers what was sent c.delay steps before, a recurrent one (the layer's
+                # own spikes) one step more: nothing before the sample's first step.
+                sent_at = t - c.delay - int(c.source == layer.name)
+                if sent_at < 0:
+                    continue
                 if c.source == INPUT:
-                    part = input_part(i, j, t)
+                    part = input_part(i, j, sent_at)
+                elif sent_at != t:
+                    sent = b.op("Cast", spikes[index[c.source]][sent_at], to=onnx.TensorProto.INT64)
+                    part = _synaptic_input(b, c.synapses, sent, f"layer '{layer.name}'")
                 else:
                     src = index[c.source]
                     if src not in as_int:
                         as_int[src] = b.op("Cast", spikes[src][t], to=onnx.TensorProto.INT64)
                     part = _synaptic_input(b, c.synapses, as_int[src], f"layer '{layer.name}'")
                 a_in = part if a_in is None else b.wrap32(b.op("Add", a_in, part))
+            if a_in is None:  # every connection delayed past this step: no synaptic input, for each sample
+                batch = b.op("Slice", b.op("Shape", x), b.const([0]), b.const([1]))
+                a_in = b.op("Expand", b.const(np.zeros((1, layer.size), np.int64)),
+                            b.op("Concat", batch, b.const([layer.size]), axis=0))
             initial = layer.initial_input()
             if initial is not None and t == 0:
                 a_in = b.wrap32(b.op("Add", a_in, b.const(initial, "initial")))

@@ -118,9 +118,9 @@ def layer_terms(fnet: FloatNetwork, input_scale: float) -> list[LayerTerms]:
     for fl in fnet.layers:
         form = fl.neuron.inference_form() if fl.neuron is not None else None
         gain = form.input_gain if form else 1.0
+        sent_scale[fl.name] = form.output_scale if form else 1.0  # (a recurrent connection reads it too)
         terms.append(LayerTerms(fl, form, [fi.weight * gain * sent_scale[fi.source] for fi in fl.inputs],
                                 [input_scale if fi.source == INPUT else 1.0 for fi in fl.inputs], fl.bias * gain))
-        sent_scale[fl.name] = form.output_scale if form else 1.0
     return terms
 
 
@@ -137,16 +137,33 @@ def _quantise_bias(name: str, b: np.ndarray, b_lo: int, b_hi: int, mant_bits: in
     return mant, exp
 
 
-def _quantise_initial(name: str, value: float, size: int, e_lo: int, e_hi: int) -> Dense | None:
-    """MP-Init's initial contribution (in a_in units) as (n, 1) pulse synapses of 8 bits and an exponent."""
-    if value == 0:
+def _quantise_initial(name: str, value: np.ndarray, e_lo: int, e_hi: int) -> Dense | None:
+    """A first-step pulse per neuron (in a_in units: MP-Init's initial potential, a carried-over current's bias
+    transient) as (n, 1) synapses of 8 bits and an exponent."""
+    peak = float(np.abs(value).max(initial=0))
+    if peak == 0:
         return None
-    exp = max(e_lo, math.ceil(math.log2(abs(value) / 255)))
+    exp = max(e_lo, math.ceil(math.log2(peak / 255)))
     if exp > e_hi:
-        raise HardwareRangeError(f"layer '{name}': initial potential {value:.4g} (synaptic units) needs "
+        raise HardwareRangeError(f"layer '{name}': initial potential {peak:.4g} (synaptic units) needs "
                                  f"weight_exp {exp} > {e_hi}; lower the layer scale")
-    w = int(np.clip(np.rint(value / 2.0**exp), -255, 255))
-    return Dense(weights=np.full((size, 1), w, np.int32), weight_exp=exp)
+    w = np.clip(np.rint(value / 2.0**exp), -255, 255)
+    return Dense(weights=w.reshape(-1, 1).astype(np.int32), weight_exp=exp)
+
+
+def _check_decay(name: str, what: str, decay: float, dv: int) -> None:
+    if decay < 1 and dv < 1:  # (a decay of exactly 1, an IF's or an integrator's, is dv = 0)
+        raise HardwareRangeError(f"layer '{name}': {what} {decay:.6f} rounds to dv = 0 (no leak); Loihi's 12-bit "
+                                 "dv needs decay <= 1 - 1/8192")
+
+
+def _current_decay(fl: FloatLayer) -> int:
+    """Loihi's du for the layer's current: 4095 forgets it every step; ``du + 1 = 4096 (1 - current_decay)``."""
+    du = int(round(DECAY_UNITY * (1.0 - fl.current_decay))) - 1
+    if du < 0:
+        raise HardwareRangeError(f"layer '{fl.name}': current decay {fl.current_decay:.6f} rounds to du + 1 = 0 "
+                                 "(a current that never decays); Loihi's du needs decay <= 1 - 1/8192")
+    return du
 
 
 def _scale_and_exponents(lt: LayerTerms, s_max: float, weight_bits: int, e_lo: int, e_hi: int) -> tuple[float, list[int]]:
@@ -221,34 +238,37 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
             raise HardwareRangeError(
                 f"layer '{fl.name}': its threshold schedule has {len(thresholds)} timesteps but the model runs "
                 f"{fnet.timesteps}; retrain with timesteps = {len(thresholds)}")
+        du = _current_decay(fl)
+        # A bias b into a current that carries over (u(t) = a u(t-1) + b + ...) is Loihi's voltage bias b / (1 - a)
+        # plus a first-step pulse of -b a / (1 - a) into u, which decays as u does: together b (1 - a**(t+1)) /
+        # (1 - a) in u at step t, exactly.
+        carry = (DECAY_UNITY - 1 - du) / DECAY_UNITY
         # Largest scale each constraint allows.
         limits = [HEADROOM * STATE_MAX / max(peaks[i], 1e-12)]
         if form is not None:
             limits.append(vth_max * (1 << VTH_SHIFT) / max(float(thresholds.max()), 1e-12))
         if np.abs(lt.bias).max(initial=0) > 0:
-            limits.append(((1 << (mant_bits - 1)) - 1) * 2.0**b_hi / np.abs(lt.bias).max())
+            limits.append(((1 << (mant_bits - 1)) - 1) * 2.0**b_hi * (1 - carry) / np.abs(lt.bias).max())
         scale, exps = _scale_and_exponents(lt, min(limits), weight_bits, e_lo, e_hi)
-        neuron_bias = lt.neuron_bias()
+        neuron_bias = lt.neuron_bias() / (1 - carry)
         mant, bexp = _quantise_bias(fl.name, neuron_bias * scale, b_lo, b_hi, mant_bits)
         size = fl.output_size()
-        initial = None
+        pulse = -neuron_bias * carry * scale / (1 << ACT_SHIFT)  # a_in units
         if form is None:
-            dv, vth, reset = 0, VTH_NEVER, "zero"
+            dv, vth, reset = int(round(DECAY_UNITY * (1.0 - fl.readout_decay))), VTH_NEVER, "zero"
+            _check_decay(fl.name, "readout decay", fl.readout_decay, dv)
         else:
             dv, reset = int(round(DECAY_UNITY * (1.0 - form.decay))), form.reset
             vth_all = np.rint(thresholds * scale / (1 << VTH_SHIFT)).astype(np.int64)
             vth = int(vth_all[0]) if len(vth_all) == 1 else vth_all
-            if form.decay < 1 and dv < 1:  # (a decay of exactly 1, an IF, is dv = 0)
-                raise HardwareRangeError(
-                    f"layer '{fl.name}': decay {form.decay:.6f} rounds to dv = 0 (no leak); Loihi's 12-bit dv "
-                    "needs decay <= 1 - 1/8192")
+            _check_decay(fl.name, "decay", form.decay, dv)
             if vth_all.min() < 1 or vth_all.max() > vth_max:
                 bad = int(vth_all.min() if vth_all.min() < 1 else vth_all.max())
                 raise HardwareRangeError(
                     f"layer '{fl.name}': threshold scales to vth = {bad}, outside the hardware range "
                     f"[1, {vth_max}]; retrain with a larger threshold or lower the layer scale")
-            initial = _quantise_initial(fl.name, form.decay * form.initial * scale / (1 << ACT_SHIFT), size,
-                                        e_lo, e_hi)
+            pulse = pulse + form.decay * form.initial * scale / (1 << ACT_SHIFT)
+        initial = _quantise_initial(fl.name, np.broadcast_to(pulse, (size,)), e_lo, e_hi)
         inputs, exact, rounded, max_abs = [], [], [], 0
         for fi, w, unit, exp in zip(fl.inputs, lt.weights, lt.units, exps):
             w_exact = w * scale / (unit * (1 << ACT_SHIFT) * 2.0**exp)
@@ -260,12 +280,12 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
                                   padding=fi.conv["padding"])
             else:
                 synapses = Dense(**common)
-            inputs.append(Connection(fi.source, synapses))
+            inputs.append(Connection(fi.source, synapses, delay=fi.delay))
             exact.append(w_exact.ravel() * 2.0**exp)  # integer units of the same size across connections
             rounded.append(w_int.ravel() * 2.0**exp)
             max_abs = max(max_abs, int(np.abs(w_int).max()))
         layer = Layer(name=fl.name, inputs=inputs,
-                      neurons=LIF(du=DECAY_UNITY - 1, dv=dv, vth=vth, bias_mant=mant.astype(np.int32),
+                      neurons=LIF(du=du, dv=dv, vth=vth, bias_mant=mant.astype(np.int32),
                                   bias_exp=bexp.astype(np.int32), reset=reset),
                       scale=scale, readout=form is None, initial=initial)
         layers.append(layer)

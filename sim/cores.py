@@ -261,6 +261,9 @@ def consumer_fan_out(net: IntNetwork, index: int, cores: dict[int, list[Core]]) 
     shape = grid(layer.output_shape)
     fan_out = np.zeros(shape, np.int64)
     for k in net.consumers(index):
+        if k == index:  # a recurrent layer's own cores are chosen with it, after this: counted as one (at least)
+            fan_out += 1
+            continue
         for c in net.layers[k].inputs:
             if c.source != layer.name:
                 continue

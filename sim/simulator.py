@@ -135,6 +135,8 @@ class _DeviceLayer:
         # On Lava, what a connection delivers at step t was sent `lag` steps before: one for the Dense, plus
         # the delay that keeps a skip connection in step (both are 0 in layer-synchronous timing).
         self.lava_lags = [1 + net.delay(index, c, depths) for c in layer.inputs]
+        # In layer-synchronous timing only a connection's own delay, and a recurrent one's step, hold it back.
+        self.sync_lags = [int(c.source == layer.name) + c.delay for c in layer.inputs]
         self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
         initial = layer.initial_input()
         self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)
@@ -243,8 +245,8 @@ def _run_batch(net: IntNetwork, layers: list[_DeviceLayer], x, steps: int, timin
         # Lava: what they sent `lag` steps before, which `spikes` already holds.
         for i, dl in enumerate(layers):
             a_in = None
-            for dc, lag, constant in zip(dl.connections, dl.lava_lags, input_current[i]):
-                sent_at = t - lag if lava else t
+            for dc, lag, sync_lag, constant in zip(dl.connections, dl.lava_lags, dl.sync_lags, input_current[i]):
+                sent_at = t - lag if lava else t - sync_lag
                 if dc.source < 0:
                     if not 0 <= sent_at < T:
                         part = None

@@ -199,7 +199,7 @@ def main_campaign() -> None:
     work.mkdir(parents=True)
     split = digits()
     t0 = time.perf_counter()
-    result = train(ModelConfig(hidden=(32, 24), timesteps=4), TrainConfig(epochs=3), split, out=work / "trained")
+    train(ModelConfig(hidden=(32, 24), timesteps=4), TrainConfig(epochs=3), split, out=work / "trained")
     train(ModelConfig(hidden=(20,), timesteps=4), TrainConfig(epochs=1), split, out=work / "other")
     from spikefold.pipeline import export_checkpoint
 

@@ -36,7 +36,8 @@ from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.export.state_range import check_state_range
-from spikefold.sim.simulator import matmul_plan, simulate
+from spikefold.export.runner import matmul_plan
+from spikefold.sim.simulator import simulate
 from spikefold.train.data import Split, digits
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig

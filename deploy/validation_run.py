@@ -33,7 +33,8 @@ from spikefold.core.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
-from spikefold.sim.simulator import SimResult, matmul_plan, simulate
+from spikefold.export.runner import matmul_plan
+from spikefold.sim.simulator import SimResult, simulate
 
 
 @dataclasses.dataclass

@@ -210,7 +210,7 @@ def to_model(net: IntNetwork):
             spikes[i].append(s)
         readout_v.append(v[-1])
     axis = b.const([1])
-    outputs, values = [], []
+    outputs = []
     for layer, per_step in zip(net.layers, spikes):
         name = f"spikes.{layer.name}"
         b.nodes.append(b.helper.make_node("Concat", [b.op("Unsqueeze", s, axis) for s in per_step], [name], axis=1))

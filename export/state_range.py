@@ -2,69 +2,32 @@
 much, if any 24-bit state wraps or saturates or the readout fires; with export's ``QuantReport``, record how much
 of the range each layer uses.
 
-Export owns the check, so an export is complete without the simulator: it steps :mod:`spikefold.export.intnet`'s
-equations layer-synchronously on numpy arrays, batch by batch (memory bounded by a batch, whatever the number of
-samples). The simulator computes the same :class:`LayerStats` for its own runs.
+Export owns the check, so an export is complete without the simulator: it runs the network on
+:mod:`spikefold.export.runner`, the runner the simulator uses too, batch by batch (memory bounded by a batch,
+whatever the number of samples).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from spikefold.core.errors import ConfigError, StateRangeError
-from spikefold.export.intnet import INPUT, STATE_MAX, IntNetwork, wrap32
-
-BATCH_STATE_VALUES = 1 << 17  # a batch keeps each layer's int64 state near 1 MiB, in cache
-
-
-@dataclasses.dataclass
-class LayerStats:
-    """Range use of one layer's 24-bit state over a run."""
-
-    max_abs_u: int = 0
-    max_abs_v: int = 0
-    u_wraps: int = 0
-    v_saturations: int = 0
-
-    def merge(self, other: LayerStats) -> None:
-        self.max_abs_u = max(self.max_abs_u, other.max_abs_u)
-        self.max_abs_v = max(self.max_abs_v, other.max_abs_v)
-        self.u_wraps += other.u_wraps
-        self.v_saturations += other.v_saturations
+from spikefold.core.errors import StateRangeError
+from spikefold.export.intnet import STATE_MAX, IntNetwork
+from spikefold.export.runner import LayerStats, run_batches
 
 
 def measure(net: IntNetwork, x_int: np.ndarray, batch_size: int | None = None) -> tuple[list[LayerStats], int]:
-    """Run encoded input ``x_int`` layer-synchronously for ``net.timesteps`` steps from zero state, ``batch_size``
-    samples at a time (default: as many as keep the widest layer's state near 1 MiB). Returns each layer's range
-    use and how often the last layer fired."""
+    """Run encoded input ``x_int`` layer-synchronously for ``net.timesteps`` steps from zero state on the CPU,
+    ``batch_size`` samples at a time (default: as many as keep the widest layer's state near 1 MiB). Returns
+    each layer's range use and how often the last layer fired."""
     x = net.input.check(x_int, net.timesteps)
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
-    batch = batch_size or min(1024, max(1, BATCH_STATE_VALUES // max(layer.size for layer in net.layers)))
-    weights = [[c.synapses.exact_weights() for c in layer.inputs] for layer in net.layers]
-    biases = [layer.neurons.effective_bias() for layer in net.layers]
-    initials = [layer.initial_input() for layer in net.layers]
     stats = [LayerStats() for _ in net.layers]
     last_fired = 0
-    for start in range(0, len(x), batch):
-        xb = x[start : start + batch]
-        u = [np.zeros((len(xb), layer.size), np.int64) for layer in net.layers]
-        v = [np.zeros_like(state) for state in u]
-        for t in range(net.timesteps):
-            sent = {INPUT: xb[:, t] if net.input.per_timestep else xb}
-            for i, layer in enumerate(net.layers):
-                a_in = np.zeros((len(xb), layer.size), np.int64)
-                for c, w in zip(layer.inputs, weights[i]):
-                    a_in = wrap32(a_in + c.synapses.forward(sent[c.source], w))  # Lava sums a port in int32
-                if initials[i] is not None and t == 0:  # MP-Init's pulse at a sample's first step
-                    a_in = wrap32(a_in + initials[i])
-                out = layer.neurons.step(u[i], v[i], a_in, biases[i], t=t)
-                u[i], v[i], sent[layer.name] = out.u, out.v, out.spikes
-                stats[i].merge(LayerStats(int(np.abs(out.u).max(initial=0)), int(np.abs(out.v).max(initial=0)),
-                                          int(out.u_wrapped.sum()), int(out.v_saturated.sum())))
-            last_fired += int(sent[net.layers[-1].name].sum())
+    for _, _, run in run_batches(net, x, record_state=False, timing="synchronous", device="cpu",
+                                 batch_size=batch_size, threads=None):
+        for total, batch in zip(stats, run.stats):
+            total.merge(batch.result())
+        last_fired += int(run.spikes[-1].sum())
     return stats, last_fired
 
 

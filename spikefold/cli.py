@@ -305,7 +305,8 @@ def _run_data(args, net):
 def cmd_deploy(args) -> int:
     from spikefold.deploy import lava_runner
     from spikefold.deploy.validation import DeployReport, compare
-    from spikefold.sim.simulator import matmul_plan, simulate, spike_table
+    from spikefold.export.runner import matmul_plan
+    from spikefold.sim.simulator import simulate, spike_table
 
     if args.report:
         files.check_output_file(args.report, "--report", args.force)

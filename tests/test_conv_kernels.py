@@ -21,7 +21,8 @@ from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.export.intnet import Conv2d, Dense, IntNetwork
 from spikefold.export.state_range import check_state_range
-from spikefold.sim.simulator import matmul_plan, simulate
+from spikefold.export.runner import matmul_plan
+from spikefold.sim.simulator import simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig, batchnorm_from_data
 from tests.random_nets import conv_skip_network, random_input

@@ -11,9 +11,9 @@ from spikefold.deploy import lava_runner
 from spikefold.core.errors import ConfigError
 from spikefold.export.intnet import (FLOAT32_EXACT, INPUT, LIF, VTH_NEVER, Connection, Dense, InputEncoding,
                                      IntNetwork, Layer)
-from spikefold.export.state_range import measure
-from spikefold.sim.simulator import align_to_synchronous, matmul_plan, simulate
-from tests.random_nets import conv_network, featured_network, random_input, random_network, residual_network
+from spikefold.export.runner import matmul_plan
+from spikefold.sim.simulator import align_to_synchronous, simulate
+from tests.random_nets import random_input, random_network, residual_network
 
 NETWORKS = [dict(seed=s) for s in range(4)] + [dict(seed=s, wild=True) for s in (0, 2, 4)] + [
     dict(seed=7, sizes=(6, 9, 8, 7, 6, 3), timesteps=1), dict(seed=8, timesteps=5)] + [
@@ -113,21 +113,6 @@ def test_results_do_not_depend_on_batch_size_or_threads():
         for i in range(len(net.layers)):
             np.testing.assert_array_equal(ref.spikes[i], got.spikes[i])
             np.testing.assert_array_equal(ref.v[i], got.v[i])
-
-
-@pytest.mark.parametrize("make", [lambda: random_network(5, wild=True), lambda: featured_network(2),
-                                  lambda: residual_network(3, per_timestep=True), lambda: conv_network(1)],
-                         ids=["wild", "featured", "residual-per-timestep", "conv"])
-def test_export_range_check_measures_what_the_simulator_measures(make):
-    """Export runs the network itself for its state-range check (numpy, layer-synchronous); its range use per
-    layer and the last layer's spikes equal the simulator's, wrap-arounds and saturations included."""
-    net = make()
-    x = random_input(net, samples=17, seed=4)
-    ref = simulate(net, x)
-    stats, last_fired = measure(net, x, batch_size=5)
-    assert [vars(s) for s in stats] == [vars(s) for s in ref.stats]
-    assert last_fired == int(ref.spikes[-1].sum())
-    assert sum(s.max_abs_u for s in stats) > 0 and last_fired + sum(int(s.sum()) for s in ref.spikes[:-1]) > 0
 
 
 def test_bad_options_are_named_errors():

@@ -453,6 +453,8 @@ def cmd_convert(args) -> int:
     to = args.to or suffixes.get(Path(args.out).suffix.lower())
     if to is None:
         raise SpikefoldError(f"cannot tell the format of {args.out} from its suffix; pass --to nir, netx or onnx")
+    if args.nir_reader != "euler" and to != "nir":
+        raise ConfigError(f"--nir-reader {args.nir_reader} shapes a NIR file; OUT {args.out} is {to}")
     if args.source_format == "netx":
         net = netx_io.read(args.model, args.timesteps, args.input_bits)
     else:
@@ -462,7 +464,7 @@ def cmd_convert(args) -> int:
 
         path = onnx_io.write(net, args.out)
     else:
-        path = (netx_io if to == "netx" else nir_io).write(net, args.out)
+        path = netx_io.write(net, args.out) if to == "netx" else nir_io.write(net, args.out, reader=args.nir_reader)
     out_console.print(f"wrote {path} ({to}): {len(net.layers)} layers, {net.timesteps} timesteps")
     return 0
 
@@ -541,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timesteps per sample of a netx file (netx files do not record them)")
     p.add_argument("--input-bits", type=int, default=None,
                    help="bits of a netx network's input (hdf5.Network's input_message_bits; default 1: binary spikes)")
+    p.add_argument("--nir-reader", choices=("euler", "rockpool"), default="euler",
+                   help="which reading a NIR OUT is written for: euler (default; snnTorch, SpikingJelly, Norse, "
+                        "Sinabs) or rockpool (each firing layer as the CubaLIF Rockpool 3.1 reads; for Rockpool only)")
     _force_arg(p)
     p.set_defaults(func=cmd_convert)
 

@@ -226,12 +226,17 @@ def test_rockpool_loads_the_graph_written_for_it(exported, split, tmp_path):
     """Rockpool 3.1 cannot read spikefold's LIF nodes (it asks them for tau_mem); the graph written for its
     reading (CubaLIF with its exp(-dt/tau) decays, dt set through r, the bias in v_leak) loads and predicts what
     spikefold's simulator does on nearly every sample (Rockpool resets by subtraction and fires several spikes
-    a step, which no NIR parameter changes); spikefold reads the same integers back from it."""
+    a step, which no NIR parameter changes); spikefold reads the same integers back from it. Written by
+    `spikefold convert --nir-reader rockpool`."""
     pytest.importorskip("rockpool")
     from rockpool.nn.modules.torch.nir import from_nir
 
+    from spikefold.cli import main
+
     _, net, _ = exported
-    path = nir_io.write(net, tmp_path / "rockpool.nir", reader="rockpool")
+    euler = nir_io.write(net, tmp_path / "euler.nir")
+    path = tmp_path / "rockpool.nir"
+    assert main(["convert", str(euler), str(path), "--nir-reader", "rockpool"]) == 0
     x = net.input.encode(split.x_test)
     expected = simulate(net, x).predictions
     np.testing.assert_array_equal(simulate(nir_io.read(path), x).predictions, expected)
@@ -240,7 +245,7 @@ def test_rockpool_loads_the_graph_written_for_it(exported, split, tmp_path):
     agree = (out.detach().sum(1).numpy().argmax(1) == expected).mean()
     assert agree >= 0.97, f"Rockpool agrees with spikefold's simulator on {agree:.2%} of predictions"
     with pytest.raises(AttributeError, match="tau_mem"):  # what the Euler graph gets from it
-        from_nir(nir.read(nir_io.write(net, tmp_path / "euler.nir")))
+        from_nir(nir.read(euler))
 
 
 def test_bad_imports_are_named(snntorch_untrained, split, loihi2):

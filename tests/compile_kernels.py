@@ -124,13 +124,13 @@ def main() -> int:
                                 f"a multiprocessor; launch_shape plans for {ops.PROGRAMS_PER_SM}")
         return ptxs
 
-    forward_flags = ("HARD_RESET", "RELATIVE", "SCALE_OUTPUT", "SAVE_H", "FINAL", "MOMENTS")
+    forward_flags = ("ZERO_RESET", "RELATIVE", "SCALE_OUTPUT", "SAVE_H", "FINAL", "MOMENTS")
     for values in itertools.product((False, True), repeat=len(forward_flags)):
         flags = dict(zip(forward_flags, values))
         for io in ("fp32", "bf16"):
             check(f"forward {io} {flags}", triton_lif.lif_forward_kernel, {**flags, "BLOCK": BLOCK},
                   flags["RELATIVE"], io)
-    dynamics = ("HARD_RESET", "RELATIVE", "SCALE_OUTPUT", "MOMENTS")
+    dynamics = ("ZERO_RESET", "RELATIVE", "SCALE_OUTPUT", "MOMENTS")
     grads = ("DECAY_GRAD", "GAIN_GRAD", "THR_GRAD", "WIDTH_GRAD", "SCALE_GRAD")
     for k, (values, shape) in enumerate(itertools.product(itertools.product((False, True), repeat=len(dynamics)),
                                                           range(len(triton_lif.SURROGATES)))):

@@ -54,7 +54,7 @@ def _unit_stride(x: Tensor) -> Tensor:
 
 @custom_op("spikefold::lif_forward", mutates_args=())
 def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor, width: Tensor, scale: Tensor,
-                initial: Tensor, hard_reset: bool, relative: bool, scale_output: bool, surrogate: str,
+                initial: Tensor, zero_reset: bool, relative: bool, scale_output: bool, surrogate: str,
                 save_h: bool, final: bool, moments: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(output, H for the backward, final U, fired at least once, [sum H, sum H^2]); unrequested ones empty.
     ``surrogate`` only matters to the backward; so does ``width``, which gets a gradient (PSG's smooth step,
@@ -70,13 +70,13 @@ def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor,
     sums = torch.empty((programs, 2) if moments else (0,), dtype=torch.float64, device=current.device)
     triton_lif.lif_forward_kernel[(programs,)](
         current, current.stride(0), out, h, final_u, fired, sums, decay, gain, threshold, _step_stride(threshold),
-        scale, initial, steps, n, HARD_RESET=hard_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
+        scale, initial, steps, n, ZERO_RESET=zero_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
         SAVE_H=save_h, FINAL=final, MOMENTS=moments, BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
     return out, h, final_u, fired.bool(), sums.sum(0) if moments else sums
 
 
 @lif_forward.register_fake
-def _(current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
+def _(current, decay, gain, threshold, width, scale, initial, zero_reset, relative, scale_output, surrogate,
       save_h, final, moments):
     steps, n = current.shape
     f32 = {"dtype": torch.float32, "device": current.device}
@@ -88,7 +88,7 @@ def _(current, decay, gain, threshold, width, scale, initial, hard_reset, relati
 
 @custom_op("spikefold::lif_backward", mutates_args=())
 def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Tensor, decay: Tensor, gain: Tensor,
-                 threshold: Tensor, width: Tensor, scale: Tensor, initial: Tensor, hard_reset: bool,
+                 threshold: Tensor, width: Tensor, scale: Tensor, initial: Tensor, zero_reset: bool,
                  relative: bool, scale_output: bool, surrogate: str, moments: bool, param_grads: Sequence[bool],
                  input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(d loss / d current, the parameter gradients in triton_lif.PARTIALS order as one (5,) tensor).
@@ -105,7 +105,7 @@ def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Ten
         grad_out, grad_out.stride(0), grad_x, h, x, x.stride(0), moments_grad, partials, decay, gain,
         threshold, _step_stride(threshold), width, _step_stride(width), scale, initial, steps, n, (steps - 1) * n,
         (steps - 1) * grad_out.stride(0), (steps - 1) * x.stride(0),
-        HARD_RESET=hard_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
+        ZERO_RESET=zero_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
         SHAPE=triton_lif.SURROGATES.index(surrogate), MOMENTS=moments, DECAY_GRAD=param_grads[0],
         GAIN_GRAD=param_grads[1], THR_GRAD=param_grads[2], WIDTH_GRAD=param_grads[3], SCALE_GRAD=param_grads[4],
         BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
@@ -113,7 +113,7 @@ def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Ten
 
 
 @lif_backward.register_fake
-def _(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial, hard_reset, relative,
+def _(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial, zero_reset, relative,
       scale_output, surrogate, moments, param_grads, input_dtype):
     return (torch.empty(h.shape, dtype=input_dtype, device=h.device),
             torch.empty((len(triton_lif.PARTIALS),), dtype=torch.float32, device=h.device))
@@ -132,13 +132,13 @@ def _param_grads(ctx, first: int) -> list[bool]:
 
 
 def _setup_lif(ctx, inputs, output):
-    (current, decay, gain, threshold, width, scale, initial, hard_reset, relative, scale_output, surrogate,
+    (current, decay, gain, threshold, width, scale, initial, zero_reset, relative, scale_output, surrogate,
      save_h, final, moments) = inputs
     ctx.set_materialize_grads(False)
     # H is the backward's own record, and the final potential and who fired feed running statistics only:
     # no gradient flows back through them, and autograd is told so rather than dropping one silently.
     ctx.mark_non_differentiable(output[1], output[2], output[3])
-    ctx.flags = (hard_reset, relative, scale_output, surrogate, moments)
+    ctx.flags = (zero_reset, relative, scale_output, surrogate, moments)
     ctx.param_grads = _param_grads(ctx, 1)
     ctx.input_dtype = current.dtype
     kept = current if ctx.param_grads[1] else current.new_empty(0)  # the input is read back only for d/d gain
@@ -149,11 +149,11 @@ def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
     h, current, decay, gain, threshold, width, scale, initial = ctx.saved_tensors
     if h.numel() == 0:
         raise RuntimeError("spikefold::lif_forward ran without saving H (save_h=False) but a gradient is needed")
-    hard_reset, relative, scale_output, surrogate, moments = ctx.flags
+    zero_reset, relative, scale_output, surrogate, moments = ctx.flags
     grad_out = _zeros_if_none(grad_out, h, ctx.input_dtype)
     moments_grad = grad_moments if moments and grad_moments is not None else h.new_zeros(2, dtype=torch.float64)
     grad_x, grads = lif_backward(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial,
-                                 hard_reset, relative, scale_output, surrogate, moments, ctx.param_grads,
+                                 zero_reset, relative, scale_output, surrogate, moments, ctx.param_grads,
                                  ctx.input_dtype)
     params = (decay, gain, threshold, width, scale)
     param_grads = [grads[k].reshape(p.shape).to(p.dtype) if ctx.param_grads[k] else None

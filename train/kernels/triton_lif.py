@@ -59,8 +59,8 @@ def _argument(h, thr, RELATIVE: tl.constexpr):
 
 
 @triton.jit
-def _reset(h, s, thr, HARD_RESET: tl.constexpr):
-    if HARD_RESET:
+def _reset(h, s, thr, ZERO_RESET: tl.constexpr):
+    if ZERO_RESET:
         u = h * (1.0 - s)
     else:
         u = h - thr * s
@@ -70,7 +70,7 @@ def _reset(h, s, thr, HARD_RESET: tl.constexpr):
 @triton.jit
 def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr, moments_ptr,
                        decay_ptr, gain_ptr, thr_ptr, thr_stride, scale_ptr, initial_ptr, T, N,
-                       HARD_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
+                       ZERO_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
                        SAVE_H: tl.constexpr, FINAL: tl.constexpr, MOMENTS: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
@@ -110,7 +110,7 @@ def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr
             h64 = tl.where(mask, h, 0.0).to(tl.float64)
             sum_h += h64
             sum_h2 += h64 * h64
-        u = _reset(h, s, thr, HARD_RESET)
+        u = _reset(h, s, thr, ZERO_RESET)
         out_row += N
         h_row += N
     if FINAL:
@@ -125,7 +125,7 @@ def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr
 def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_ptr, x_row_stride,
                         moments_grad_ptr, partials_ptr, decay_ptr, gain_ptr, thr_ptr, thr_stride, width_ptr,
                         width_stride, scale_ptr, initial_ptr, T, N, last_row, last_grad_out_row, last_x_row,
-                        HARD_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
+                        ZERO_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
                         SHAPE: tl.constexpr, MOMENTS: tl.constexpr, DECAY_GRAD: tl.constexpr,
                         GAIN_GRAD: tl.constexpr, THR_GRAD: tl.constexpr, WIDTH_GRAD: tl.constexpr,
                         SCALE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
@@ -189,7 +189,7 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
             grad_s = go * c
         else:
             grad_s = go
-        if HARD_RESET:  # U = H (1 - S): autograd differentiates through S as well
+        if ZERO_RESET:  # U = H (1 - S): autograd differentiates through S as well
             grad_s = grad_s - grad_u * h
             grad_h = grad_u * (1.0 - s)
         else:  # U = H - threshold S
@@ -207,7 +207,7 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
         thr_prev = tl.load(thr_ptr + tl.maximum(t - 1, 0) * thr_stride)
         x_prev = _argument(h_prev, thr_prev, RELATIVE)
         s_prev = tl.where(x_prev > 0.0, 1.0, 0.0)
-        u_prev = tl.where(t > 0, _reset(h_prev, s_prev, thr_prev, HARD_RESET), u0)
+        u_prev = tl.where(t > 0, _reset(h_prev, s_prev, thr_prev, ZERO_RESET), u0)
         if DECAY_GRAD:
             acc_decay += grad_h * u_prev
         if GAIN_GRAD:
@@ -217,7 +217,7 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
                 acc_thr -= grad_x_arg * h / (thr * thr)
             else:
                 acc_thr -= grad_x_arg
-            if not HARD_RESET:
+            if not ZERO_RESET:
                 acc_thr -= grad_u * s
         if WIDTH_GRAD:  # straight-through smooth step g(x/w): dS/dw = -(x/w) f'(x)
             acc_width -= grad_s * (x / w) * sg
@@ -241,7 +241,7 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
 def adaptive_step_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, sums_ptr, totals_ptr, thr_ptr, std_ptr,
                          constants_ptr, decay_ptr, N, t, SPIKE: tl.constexpr, INTEGRATE: tl.constexpr,
                          REDUCED: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """Launch t of DS-ATGO in training (hard reset, U(0) = 0), each program over the blocks pid, pid +
+    """Launch t of DS-ATGO in training (zero reset, U(0) = 0), each program over the blocks pid, pid +
     programs, ... With SPIKE, every program first turns step t - 1's sums of H and H^2 (fp64) into that step's
     threshold f_c (mean + std), all in the same order so that all agree (constants: element count, f_c;
     program 0 stores the threshold and std), then spikes and resets step t - 1; with INTEGRATE it integrates

@@ -15,8 +15,9 @@ Export: spikefold's digits MLP (64-48-10, T = 4), exported by ``nir_io.write``, 
 and Norse (told dt = 1e-4 where they take one); the Output summed over the timesteps is their logits. Reported:
 each tool's accuracy and its agreement with spikefold's simulator on predictions; for Rockpool and Sinabs,
 what they compute, or the error they stop with; Rockpool also on the graph written for its reading
-(``nir_io.write(..., reader="rockpool")``). Then the imported RLeaky network written back and loaded by snnTorch
-and Norse.
+(``nir_io.write(..., reader="rockpool")``). Then the imported RLeaky network written back and loaded by Norse and
+snnTorch (also in the form written for snnTorch, ``reader="snntorch"``). ``--only recurrent`` runs that part
+alone and replaces its rows in an existing JSON file.
 
     .venv/bin/python benchmarks/nir_interop.py          # writes benchmarks/results/nir_interop.json
 """
@@ -129,21 +130,24 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
 
 
 def recurrent_export(split, hw, epochs: int, out: Path) -> list[dict]:
-    """snnTorch's RLeaky network imported (as in :func:`import_direction`), written back by ``nir_io.write``
-    (its recurrent synapses an Affine from the LIF back to itself) and loaded by snnTorch and Norse: their
-    predictions (spike counts of the last layer) against spikefold's simulator."""
+    """snnTorch's RLeaky network imported (as in :func:`import_direction`), written back by ``nir_io.write``: the
+    plain graph (its recurrent synapses an Affine from the LIF back to itself) loaded by Norse and by snnTorch,
+    and the graph written for snnTorch (``reader="snntorch"``) by snnTorch: their predictions (spike counts of
+    the last layer) against spikefold's simulator."""
     from norse.torch import from_nir as norse_from_nir
     from snntorch.import_nir import import_from_nir as snntorch_from_nir
 
     tool_net = nir_tool_nets.snntorch_mlp(split, epochs=epochs, recurrent=True)
     net, _, _ = import_graph(tool_net.graph, hw, tool_net.dt, tool_net.timesteps, tool_net.x_train)
-    path = nir_io.write(net, out / "recurrent.nir")
     sim = simulate(net, net.input.encode(split.x_test))
     x = torch.tensor(split.x_test, dtype=torch.float32)
     rows = []
-    for tool, load in {"snntorch": snntorch_from_nir, "norse": lambda g: norse_from_nir(g, dt=nir_io.DT)}.items():
+    for tool, reader, load in (("norse", "euler", lambda g: norse_from_nir(g, dt=nir_io.DT)),
+                               ("snntorch", "euler", snntorch_from_nir), ("snntorch", "snntorch", snntorch_from_nir)):
+        path = nir_io.write(net, out / f"recurrent_{reader}.nir", reader=reader)
         pred = nir_tool_nets.summed_output(load(nir.read(path)), x, net.timesteps).argmax(1)
-        rows.append({"tool": tool, "network": tool_net.network + " (imported, written back)",
+        rows.append({"tool": tool, "reader": reader,
+                     "network": tool_net.network + f" (imported, written back, reader={reader})",
                      "tool_accuracy": float((pred == split.y_test).mean()),
                      "int_sim_accuracy": float((sim.predictions == split.y_test).mean()),
                      "prediction_agreement": float((pred == sim.predictions).mean())})
@@ -168,14 +172,34 @@ def _sinabs_logits(graph, x: torch.Tensor, steps: int) -> np.ndarray:
     return out.detach().reshape(len(x), steps, -1).sum(1).numpy()
 
 
+def _print_recurrent(rows: list[dict]) -> None:
+    print(f"\n{'export':8} {'tool':13} {'network':84} {'int sim':>8} {'tool':>8} {'predictions':>11}")
+    for r in rows:
+        print(f"{'':8} {r['tool']:13} {r['network']:84} {r['int_sim_accuracy'] * 100:7.2f}% "
+              f"{r['tool_accuracy'] * 100:7.2f}% {r['prediction_agreement'] * 100:10.2f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of the tools' networks")
     parser.add_argument("--lava-samples", type=int, default=60)
     parser.add_argument("--out", default="benchmarks/results/nir_interop.json")
+    parser.add_argument("--only", choices=("recurrent",), default=None,
+                        help="run only the recurrent export rows and replace them in an existing --out")
     args = parser.parse_args()
     split, hw = digits(), hw_config.load("loihi2")
     started = time.time()
+    if args.only:
+        with tempfile.TemporaryDirectory() as work:
+            recurrent = recurrent_export(split, hw, args.epochs, Path(work))
+        _print_recurrent(recurrent)
+        result = json.loads(Path(args.out).read_text())
+        result["recurrent_export"] = recurrent
+        result["recurrent_export_run"] = {"seconds": round(time.time() - started, 1),
+                                          "load_average": os.getloadavg()}
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"\nupdated {args.out}")
+        return
     imported = import_direction(split, hw, args.epochs, args.lava_samples)
     with tempfile.TemporaryDirectory() as work:  # the trained model and its NIR file are not results
         exported = export_direction(split, hw, args.lava_samples, Path(work))
@@ -196,10 +220,7 @@ def main() -> None:
         print(f"{'':8} {r['tool']:32} {r['network']:22} {r['int_sim_accuracy'] * 100:7.2f}% "
               f"{r['lava_accuracy'] * 100:7.2f}% {str(r['lava_equals_sim']):>8} {r['tool_accuracy'] * 100:7.2f}% "
               f"{r['prediction_agreement'] * 100:10.2f}%")
-    print(f"\n{'export':8} {'tool':13} {'network':60} {'int sim':>8} {'tool':>8} {'predictions':>11}")
-    for r in recurrent:
-        print(f"{'':8} {r['tool']:13} {r['network']:60} {r['int_sim_accuracy'] * 100:7.2f}% "
-              f"{r['tool_accuracy'] * 100:7.2f}% {r['prediction_agreement'] * 100:10.2f}%")
+    _print_recurrent(recurrent)
     result = {"import": imported, "export": exported, "recurrent_export": recurrent,
               "test_samples": int(len(split.y_test)),
               "seconds": round(time.time() - started, 1),

@@ -6,8 +6,8 @@ before the input encoding), one timestep is ``DT`` = 1e-4 s (snnTorch's fixed dt
 network's spikes. A hidden layer is an ``LIF`` (an ``IF`` when it does not leak, a ``CubaLIF`` when its current
 carries over, du < 4095) fed by one ``Affine`` or ``Conv2d`` per connection (a ``Flatten`` before an ``Affine``
 that reads a map); a layer with several connections is a node where edges merge, whose inputs NIR sums, and a
-recurrent connection an ``Affine`` from the neuron back to itself (a cycle, which snnTorch, Norse and Rockpool
-step with the previous timestep's spikes, as the integer network does). The
+recurrent connection an ``Affine`` from the neuron back to itself (a cycle, which Norse steps with the previous
+timestep's spikes, as the integer network does; snnTorch 1.0 misreads that form: see ``reader="snntorch"``). The
 non-firing readout is no neuron at all: its synapses feed the ``Output`` directly, and since the readout
 integrates without leak, the sum of the Output over the timesteps is its final voltage over S (the logits). A
 chain reads ``Input -> ((Flatten ->) Affine or Conv2d -> LIF)* -> (Flatten ->) Affine -> Output``; a spiking
@@ -63,7 +63,7 @@ SUPPORTED_NODES = ("Input", "Affine", "Conv2d", "LIF", "IF", "CubaLIF", "LI", "C
 # I: the readout of files written before the Output form; LI, CubaLI: a readout that leaks
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.CubaLI, nir.I)
 DT = 1e-4  # seconds per timestep in the graphs written here
-READERS = ("euler", "rockpool")  # whose reading of NIR's neurons a graph is written for
+READERS = ("euler", "rockpool", "snntorch")  # whose reading of NIR a graph is written for
 ROCKPOOL_FORGET = 1e-6  # the share of a current Rockpool's LIF keeps where Loihi's forgets it (du = 4095)
 # The dt each tool's graphs mean (NIR stores none), for `spikefold import`'s help and errors.
 DT_CONVENTIONS = ("snnTorch 1.0: 1e-4 (fixed in its exporter); SpikingJelly 2.0: the dt given to its exporter "
@@ -204,7 +204,9 @@ def _neuron(layer: Layer, index: int) -> nir.NIRNode:
 def to_nir(net: IntNetwork, reader: str = "euler") -> nir.NIRGraph:
     """The graph, read by forward Euler at DT (snnTorch, SpikingJelly, Norse) or, with ``reader="rockpool"``,
     with firing layers written for Rockpool 3.1's reading of a CubaLIF (:func:`_rockpool_neuron`), which the
-    Euler tools would read otherwise. spikefold reads either back into the identical integer network."""
+    Euler tools would read otherwise; ``reader="snntorch"`` is the Euler graph with each recurrent connection
+    written so that snnTorch 1.0's importer reads it (Norse reads the plain one). spikefold reads each back into
+    the identical integer network."""
     if reader not in READERS:
         raise ValueError(f"reader '{reader}' is not one of {READERS}")
     shapes: dict[str, tuple[int, ...]] = {}
@@ -229,9 +231,15 @@ def to_nir(net: IntNetwork, reader: str = "euler") -> nir.NIRGraph:
                 nodes[f"{synapse}.delay"] = nir.Delay(delay=np.full(shapes[c.source], c.delay * DT))
                 edges.append((sender, f"{synapse}.delay"))
                 sender = f"{synapse}.delay"
-            if not isinstance(c.synapses, Conv2d) and len(shapes[c.source]) > 1:
+            # snnTorch 1.0's importer takes a neuron <-> Affine cycle for its RLeaky and rewires it into a sub-graph
+            # whose input feeds the recurrent weights (the layer's input would pass through them). For it, a
+            # Flatten of one axis onto itself, which changes nothing, keeps the cycle out of that pattern; nirtorch
+            # then steps it with the previous step's spikes, as Norse steps the plain cycle (which that Flatten
+            # confuses).
+            one_axis = reader == "snntorch" and c.source == layer.name and len(shapes[c.source]) == 1
+            if not isinstance(c.synapses, Conv2d) and (len(shapes[c.source]) > 1 or one_axis):
                 nodes[f"{synapse}.flatten"] = nir.Flatten(input_type={"input": np.array(shapes[c.source])},
-                                                          start_dim=0)
+                                                          start_dim=0, end_dim=0 if one_axis else -1)
                 edges.append((sender, f"{synapse}.flatten"))
                 sender = f"{synapse}.flatten"
             nodes[synapse] = _synapse(layer, c.synapses, net.input.scale if c.source == INPUT else 1.0, c.delay,

@@ -543,9 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timesteps per sample of a netx file (netx files do not record them)")
     p.add_argument("--input-bits", type=int, default=None,
                    help="bits of a netx network's input (hdf5.Network's input_message_bits; default 1: binary spikes)")
-    p.add_argument("--nir-reader", choices=("euler", "rockpool"), default="euler",
+    p.add_argument("--nir-reader", choices=("euler", "rockpool", "snntorch"), default="euler",
                    help="which reading a NIR OUT is written for: euler (default; snnTorch, SpikingJelly, Norse, "
-                        "Sinabs) or rockpool (each firing layer as the CubaLIF Rockpool 3.1 reads; for Rockpool only)")
+                        "Sinabs), rockpool (each firing layer as the CubaLIF Rockpool 3.1 reads; for Rockpool only) "
+                        "or snntorch (euler, with recurrent connections as snnTorch 1.0's importer reads them; Norse "
+                        "misreads that form)")
     _force_arg(p)
     p.set_defaults(func=cmd_convert)
 

@@ -21,7 +21,7 @@ LIF neuron of ``spikefold.train.neurons``), and export's calibration-driven quan
 cost. A graph ending in spiking neurons keeps a spiking last layer: its spike counts are the prediction.
 
 Between two neurons any chain of ``Flatten``, ``AvgPool2d`` / ``SumPool2d`` (2x2, stride 2: folded into the next
-synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` / ``Conv1d`` (unpadded: a Conv2d of height 1), ``Scale``
+synapse), one ``Affine`` / ``Linear`` / ``Conv2d`` / ``Conv1d`` (a Conv2d of height 1), ``Scale``
 (after it) and ``Delay`` (whole timesteps: the connection's synaptic delay) is one layer's synapses. Calibration
 data with a time axis (samples, T, features) makes the input per-timestep (``InputEncoding.per_timestep``; plain
 spikes when it holds only 0 and 1). Whatever Loihi 2 cannot run (a voltage leak towards v_leak != 0, a reset
@@ -49,7 +49,7 @@ from spikefold.train.neurons.lif import LIF, LIFOptions
 SYNAPSE_NODES = (nir.Affine, nir.Linear, nir.Conv2d, nir.Conv1d)
 PASSING_NODES = (nir.Flatten, nir.AvgPool2d, nir.SumPool2d, nir.Scale, nir.Delay)
 NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, nir.I, nir.LI, nir.CubaLI)
-ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Conv1d (unpadded), Flatten, AvgPool2d, SumPool2d, Scale, " \
+ACCEPTED = "Input, Output, Affine, Linear, Conv2d, Conv1d, Flatten, AvgPool2d, SumPool2d, Scale, " \
            "Delay (whole timesteps), LIF, IF, CubaLIF, " \
            "I, LI, CubaLI"
 
@@ -281,16 +281,23 @@ class _Reader:
         weight = np.asarray(node.weight, np.float64)
         bias = np.asarray(getattr(node, "bias", 0.0), np.float64) * np.ones(weight.shape[0])
         if isinstance(node, nir.Conv1d):
-            # A Conv2d over maps of height 1 with a kernel of height 1 is the same sum, exactly; padding would
-            # pad the height too (one padding for both axes), so only an unpadded Conv1d maps.
+            # A Conv2d over maps of height 1 is the same sum, exactly. The integer network's Conv2d has one padding
+            # for both axes, so a padding p pads the height too: the kernel gets height 2p + 1, zero but for its
+            # middle row, which alone meets the map (the other rows read the padding's zeros), and the output keeps
+            # height (1 + 2p - (2p + 1)) // stride + 1 = 1. The zero rows hold no synapse (cores and energy count
+            # only taps inside the map); they cost kernel memory and, in a CPU simulation, multiplications by 0.
             if len(shape) not in (2, 3) or len(shape) == 3 and shape[1] != 1:
                 raise self.fail(f"Conv1d '{name}' reads a {shape} input; it needs (C, L) signals")
-            for param, accepted in (("padding", 0), ("dilation", 1), ("groups", 1)):
+            for param, accepted in (("dilation", 1), ("groups", 1)):
                 if isinstance(getattr(node, param), str) or np.any(np.asarray(getattr(node, param)) != accepted):
-                    raise self.fail(f"Conv1d '{name}': {param} = {getattr(node, param)}; only {accepted} is accepted "
-                                    "(it runs as a Conv2d of height 1, whose padding would pad the height too)")
-            conv = {"input_shape": (shape[0], 1, shape[-1]), "stride": int(np.ravel(node.stride)[0]), "padding": 0}
-            weight = weight[:, :, None, :]
+                    raise self.fail(f"Conv1d '{name}': {param} = {getattr(node, param)}; only {accepted} is accepted")
+            padding = np.ravel(node.padding) if not isinstance(node.padding, str) else None
+            if padding is None or padding.size != 1 or padding[0] < 0 or padding[0] != int(padding[0]):
+                raise self.fail(f"Conv1d '{name}': padding = {node.padding!r}; one whole number >= 0 is accepted "
+                                "(zeros on both ends of the signal)")
+            pad = int(padding[0])
+            conv = {"input_shape": (shape[0], 1, shape[-1]), "stride": int(np.ravel(node.stride)[0]), "padding": pad}
+            weight = np.pad(weight[:, :, None, :], ((0, 0), (0, 0), (pad, pad), (0, 0)))
             return weight, bias, conv, FloatInput(INPUT, weight, conv).output_shape()
         if isinstance(node, nir.Conv2d):
             if len(shape) != 3:

@@ -126,10 +126,11 @@ def delayed(tool_net: ToolNet, steps: int) -> ToolNet:
                                graph=graph, spikes=[tool_net.spikes[0], np.stack(out, 1) > 0])
 
 
-def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0, conv1d: bool = False) -> ToolNet:
+def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0, conv1d: bool = False,
+                     padding: int = 0) -> ToolNet:
     """Conv 3x3 (8 maps) -> LIF -> 2x2 average pooling -> Linear -> LIF on 8 x 8 digits, SpikingJelly's hard
     reset to 0 and ``decay_input=False`` (v = (1 - 1/tau) v + x). With ``conv1d``: Conv1d (8 channels, kernel 5,
-    stride 2, unpadded) -> LIF -> Linear -> LIF on the digits as one 64-long signal."""
+    stride 2, ``padding`` zeros at both ends) -> LIF -> Linear -> LIF on the digits as one 64-long signal."""
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
     from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
 
@@ -140,8 +141,9 @@ def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0, conv
                               surrogate_function=surrogate.ATan())
 
     if conv1d:
-        net = torch.nn.Sequential(layer.Conv1d(1, 8, 5, stride=2), lif(), layer.Flatten(), layer.Linear(8 * 30, 10),
-                                  lif())
+        length = (64 + 2 * padding - 5) // 2 + 1
+        net = torch.nn.Sequential(layer.Conv1d(1, 8, 5, stride=2, padding=padding), lif(), layer.Flatten(),
+                                  layer.Linear(8 * length, 10), lif())
         shape = (1, 64)
     else:
         net = torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), lif(), layer.AvgPool2d(2), layer.Flatten(),
@@ -164,7 +166,7 @@ def spikingjelly_cnn(split, epochs: int, timesteps: int = 6, seed: int = 0, conv
                   for s in run(torch.tensor(split.x_test, dtype=torch.float32).reshape(-1, *shape))]
     functional.reset_net(net)
     dt = 1e-4
-    network = "CNN conv1d8 (k5, s2)-10" if conv1d else "CNN conv8-pool-10"
+    network = f"CNN conv1d8 (k5, s2{f', p{padding}' if padding else ''})-10" if conv1d else "CNN conv8-pool-10"
     return ToolNet("spikingjelly", network, export_to_nir(net, x[:1], dt=dt), dt, timesteps, spikes,
                    split.x_train, split.x_test)
 

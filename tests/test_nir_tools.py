@@ -212,18 +212,36 @@ def test_spikingjelly_cnn_with_pooling_imports_and_runs_exactly_in_lava(split, l
 
 
 def test_spikingjelly_conv1d_imports_as_a_conv2d_of_height_1(split, loihi2):
-    """SpikingJelly's Conv1d (8 channels, kernel 5, stride 2, unpadded) on the digits as one 64-long signal runs as
-    a Conv2d over (1, 1, 64) maps with (8, 1, 1, 5) kernels: the same sums, so Lava equals the simulator on every
-    spike and state, and the simulator agrees with SpikingJelly as for its 2-D networks."""
+    """SpikingJelly's Conv1d (8 channels, kernel 5, stride 2, padding 2) on the digits as one 64-long signal runs as
+    a Conv2d over (1, 1, 64) maps with padding 2 and (8, 1, 5, 5) kernels zero but for their middle row (the
+    integer network's one padding pads the height too; the other rows meet only that padding): the same sums,
+    so Lava equals the simulator on every spike and state, and the simulator agrees with SpikingJelly as for its
+    2-D networks. The zero rows hold no synapse in the core mapping."""
     from spikefold.deploy.lava_compat import ensure_lava
+    from spikefold.sim.cores import map_onto_cores
+    from tests.test_onnx import assert_onnx_equals_simulator
 
     ensure_lava()
     import lava.proc.io.source  # noqa: F401  (Lava's runtime fixes the fork start method at import: before training)
 
-    net = _import_and_check(nir_tool_nets.spikingjelly_cnn(split, epochs=2, timesteps=STEPS, conv1d=True), split,
-                            loihi2)
+    tool_net = nir_tool_nets.spikingjelly_cnn(split, epochs=2, timesteps=STEPS, conv1d=True, padding=2)
+    net = _import_and_check(tool_net, split, loihi2)
     synapses = net.layers[0].inputs[0].synapses
-    assert synapses.input_shape == (1, 1, 64) and synapses.weights.shape == (8, 1, 1, 5) and synapses.stride == 2
+    assert synapses.input_shape == (1, 1, 64) and synapses.weights.shape == (8, 1, 5, 5)
+    assert (synapses.stride, synapses.padding, net.layers[0].output_shape) == (2, 2, (8, 1, 32))
+    assert not synapses.weights[:, :, [0, 1, 3, 4]].any() and synapses.weights[:, :, 2].any()
+    unpadded = copy.deepcopy(net)  # the same signal zero-padded by hand, read by kernels of height 1
+    conv = unpadded.layers[0].inputs[0].synapses
+    conv.weights, conv.padding = conv.weights[:, :, 2:3], 0
+    x = net.input.encode(split.x_test[:40])
+    padded_x = np.pad(x.reshape(-1, 1, 64), ((0, 0), (0, 0), (2, 2)))
+    conv.input_shape, unpadded.input.size = (1, 1, 68), 68
+    golden, hand = simulate(net, x), simulate(unpadded, padded_x.reshape(len(x), -1))
+    for a, b in zip(golden.spikes, hand.spikes):
+        np.testing.assert_array_equal(a, b)
+    # 8 maps x 32 outputs x 5 taps, less the taps over the signal's padding (2 at the first output, 1 at the last)
+    assert sum(core.synapses for core in map_onto_cores(net, loihi2).of_layer(0)) == 8 * (32 * 5 - 3)
+    assert_onnx_equals_simulator(net, x)
 
 
 @pytest.mark.slow
@@ -311,6 +329,13 @@ def test_bad_imports_are_named(snntorch_untrained, split, loihi2):
                              edges=list(graph.edges), type_check=False)
     with pytest.raises(NIRFileError, match=r"node '3' \(Threshold\) forgets its voltage every step.*dv = 4096"):
         import_graph(threshold, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
+    first = graph.nodes["0"]  # the first Affine as a Conv1d over the 64 features as one signal, padded "same"
+    same = nir.NIRGraph(nodes=dict(graph.nodes, **{
+        "input": nir.Input(input_type={"input": np.array([1, 64])}),
+        "0": nir.Conv1d(input_shape=64, weight=np.ones((48, 1, 3)), stride=1, padding="same", dilation=1, groups=1,
+                        bias=first.bias)}), edges=list(graph.edges), type_check=False)
+    with pytest.raises(NIRFileError, match=r"Conv1d '0': padding = 'same'; one whole number >= 0 is accepted"):
+        import_graph(same, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
 
 
 def test_import_command(snntorch_untrained, split, tmp_path, capsys):

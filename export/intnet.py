@@ -588,7 +588,11 @@ class IntNetwork:
                     raise HardwareRangeError(
                         f"layer '{layer.name}': its input '{c.source}' is not the input, an earlier layer or itself; "
                         "list layers in topological order (a layer may read a later one's spikes only through its "
-                        "own recurrent connection: Lava's pipeline delivers a later layer's spikes too late)")
+                        "own recurrent connection: Lava's pipeline delivers a later layer's spikes too late. Every "
+                        "Lava synapse delivers one step after its spikes are sent, so a layer at depth d runs "
+                        "timestep t at step t + d; spikes a layer at depth dL sends in its timestep t - 1 arrive "
+                        "at step t + dL, when a layer at depth dK < dL already runs its timestep t + dL - dK, "
+                        "dL - dK steps after it needed them, and a synaptic delay can only add steps)")
                 if syn.shape[1] != sizes[c.source]:
                     raise HardwareRangeError(
                         f"layer '{layer.name}': weights from '{c.source}' expect {syn.shape[1]} inputs but "

@@ -99,7 +99,7 @@ def cases(work: Path, checkpoint: Path, other_checkpoint: Path, model: Path, net
         ("hw_config negative energy", ["sim", m, "--samples", 5, "--hw-config",
                                        _hw(work, "n", "synaptic_op: {value: 23.6e-12", "synaptic_op: {value: -23.6e-12")]),
         ("hw_config negative time", ["sim", m, "--samples", 5, "--hw-config",
-                                     _hw(work, "t", "barrier_sync: {value: 299.0e-9", "barrier_sync: {value: -299.0e-9")]),
+                                     _hw(work, "t", "barrier_sync: {value: 0.6e-6", "barrier_sync: {value: -0.6e-6")]),
         ("train --out under a file", ["train", "--epochs", 1, "--out", afile / "x"]),
         ("export --out under a file", ["export", ck, "--out", afile / "x.nir"]),
         ("sim --out under a file", ["sim", m, "--out", afile / "x"]),

@@ -55,7 +55,7 @@ $(NIRTOOLS): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spikefold pipeline --out runs/demo --threads 1 --force
 
-# Fast suite (about 4 minutes on 2 idle cores; far longer when other jobs share them): everything except tests
+# Fast suite (about 5 minutes of tests on 2 idle cores; far longer when other jobs share them): everything except tests
 # marked slow.
 test: $(STAMP) $(KERNELS) $(INTEROP) $(NIRTOOLS)
 	$(BIN)/python -m pytest -q -m "not slow"

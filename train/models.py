@@ -13,6 +13,7 @@ layer's output averaged over timesteps.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -126,17 +127,17 @@ class SpikingBlock(nn.Module):
         return self.neuron(self.currents(x, static))
 
 
-class SpikingModel(nn.Module):
+class SpikingModel(nn.Module, abc.ABC):
     """Common to every architecture: direct input repeated over T, time-averaged logits, auxiliary losses."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
 
+    @abc.abstractmethod
     def layer_names(self) -> dict[str, str]:
         """The name each weight layer keeps through export, the integer network and every report (``hidden0``,
         ``conv3``, ``block2_conv1``, ``readout``), keyed by the module path of what makes it up."""
-        raise NotImplementedError
 
     def layer_of(self, path: str) -> str:
         """The layer name of the module or parameter at ``path`` (say ``hidden.1.weight.weight``: ``hidden1``)."""

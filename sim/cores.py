@@ -35,7 +35,7 @@ import numpy as np
 
 from spikefold.core.errors import MappingError
 from spikefold.export.hw_config import Figure, HwConfig
-from spikefold.export.intnet import INPUT, Connection, Conv2d, IntNetwork, Layer
+from spikefold.export.intnet import INPUT, Connection, Conv2d, IntNetwork
 
 LIMITS = ("cores", "neurons_per_core", "synapses_per_core", "input_axons_per_core", "output_axons_per_core")
 # Multi-chip Loihi 2 systems, chips each: Intel's Kapoho Point board (8 Loihi 2 chips) and Hala Point

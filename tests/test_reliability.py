@@ -124,7 +124,6 @@ def test_real_data_sets_from_the_command_line(capsys, model, tmp_path, command):
 
 def test_a_cifar_model_exports_and_simulates_from_its_data_root(capsys, tmp_path):
     """--data-root end to end on a small CIFAR-10 folder: export calibrates on it, sim runs its test split."""
-    from spikefold.pipeline import export_checkpoint
     from spikefold.train import data as datasets
     from spikefold.train.loop import TrainConfig, train
     from spikefold.train.models import ModelConfig

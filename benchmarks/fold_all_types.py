@@ -9,14 +9,15 @@ Then the same float model is exported with `--qat-bits`-bit weights (Lava's num_
 costs accuracy, and fine-tuned through the integer forward for `--qat-epochs` epochs: integer accuracy before
 and after. Prints the tables and writes JSON.
 
-    python benchmarks/fold_all_types.py [--epochs 30] [--models mlp,cnn,resnet19,sew_resnet19]
+    python benchmarks/fold_all_types.py [--epochs 30] [--models mlp,cnn,resnet19,sew_resnet19] [--kinds lif,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
 from spikefold.export.qat import finetune
 from spikefold.export.state_range import check_state_range
+from spikefold.reporting import run_metadata
 from spikefold.sim.simulator import simulate
 from spikefold.train import data
 from spikefold.train.loop import TrainConfig, train
@@ -107,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
+    parser.add_argument("--kinds", default=",".join(NEURONS), help="comma-separated, of: " + ", ".join(NEURONS))
     parser.add_argument("--lava-samples", type=int, default=100)
     parser.add_argument("--residual-lava-samples", type=int, default=20)
     parser.add_argument("--qat-bits", type=int, default=3)
@@ -114,12 +117,15 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    for chosen, known, what in ((models, MODELS, "models"), (kinds, NEURONS, "kinds")):
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            parser.error(f"unknown {what} {unknown}; choose from {', '.join(known)}")
+    run = run_metadata(command=[sys.executable, *sys.argv], seed=0) | {"load_average_start": os.getloadavg()}
     rows = []
     for model in models:
-        for kind in NEURONS:
+        for kind in kinds:
             rows.append(one(kind, model, args))
             r = rows[-1]
             print(f"{kind:12s} {model:12s}: float {r['float_accuracy'] * 100:.2f} %, integer {r['int_accuracy'] * 100:.2f} %,"
@@ -128,11 +134,10 @@ def main() -> None:
     print(table(rows))
     print()
     print(qat_table(rows))
+    run["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fold_all_types.json").write_text(json.dumps(
-        {"machine": {"platform": platform.platform(), "processor": platform.processor()}, "epochs": args.epochs,
-         "rows": rows}, indent=1))
+    (out / "fold_all_types.json").write_text(json.dumps({"run": run, "epochs": args.epochs, "rows": rows}, indent=1))
     print(f"wrote {out / 'fold_all_types.json'}")
 
 

@@ -11,6 +11,8 @@ equality and measure their speed, each step in its own process under its own tim
     neuron-kernels   neuron_kernels.py at B=16, T=500, N=4096 and T=4, B=128, 128x32x32: fused vs eager, LIF vs
                      SpikingJelly 2.0 and snnTorch, memory bandwidth
     train-step       train_step.py: ResNet-19 at T=2, batch 128, fused vs eager, samples/s and peak memory
+    launch-sweep     neuron_kernels.py --launch-sweep: the fused LIF at both shapes under each launch shape
+                     (neurons per program, warps), against the default; last, in whatever time is left
 
 A step that fails or runs out of time does not stop the others. Into the output folder (the argument, else $OUT,
 else benchmarks/results/gpu_check/) it writes, rewritten atomically after every step: gpu_check.json (every
@@ -49,11 +51,13 @@ from spikefold.core import files  # noqa: E402  (the repo's own folder: needs no
 
 BENCH = ROOT / "benchmarks"
 WHEELS = ROOT / ".whl"
-STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step")  # after the install, always
+STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "launch-sweep")  # after install
 # Seconds each step may take on the GPU machine. The compile check runs beside the GPU tests; the install and the
-# steps after it sum to 475 s, so a run where every step takes its whole box ends at --budget (470 s) in the
-# last. The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
-BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 75, "neuron-kernels": 110, "train-step": 80}
+# steps after it up to train-step sum to 475 s, so a run where each of them takes its whole box ends at --budget
+# (470 s) in train-step; the launch sweep, a tuning aid, gets what the others left (on the last H200 run they
+# took about 250 s). The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
+BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 75, "neuron-kernels": 110, "train-step": 80,
+       "launch-sweep": 90}
 DRY_BOX = 900
 # Its comparison runs Lava, which the GPU machine does not have (and cannot, with numpy 2).
 LAVA_TEST = "tests/test_simulator.py::test_gpu_float64_layer_and_lava_agree"
@@ -252,6 +256,11 @@ class Check:
                    else ["--warmup", "2", "--repeats", "5"])
         self.benchmark("train-step", "train_step.py", ["--networks", "resnet19-T2", *options], "train_step.json")
 
+    def launch_sweep(self) -> None:
+        options = ["--warmup", "0", "--repeats", "1"] if self.args.dry_run else ["--warmup", "1", "--repeats", "3"]
+        self.benchmark("launch-sweep", "neuron_kernels.py", ["--launch-sweep", "--shapes", "seq-4096", "cifar-T4",
+                                                             *options], "launch_sweep.json")
+
     # --- reporting ---------------------------------------------------------------------------------------------
 
     def save(self, complete: bool) -> int:
@@ -390,6 +399,15 @@ def summary(records: dict, dry_run: bool) -> str:
                 f"{r['cpu_rate']:,.0f} ({r['cpu_threads']} threads) | {r['gpu_rate']:,.0f} | "
                 f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} |"
                 if "error" not in r else f"{_cell(r['error'])} | - | - | - |"))
+    sweep = records.get("launch-sweep", {}).get("result", {}).get("best", {})
+    if sweep:
+        lines += ["", "## Launch shapes, fused LIF forward + backward (neurons per program / warps)", "",
+                  "| shape | default | ms | fastest | ms | default / fastest |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for shape, v in sweep.items():
+            d, b = v["default"], v["best"]
+            lines.append(f"| {shape} | {d['block']} / {d['warps']} | {d['seconds'] * 1e3:.3f} | {b['block']} / "
+                         f"{b['warps']} | {b['seconds'] * 1e3:.3f} | {v['default_over_best']:.2f}x |")
     lines += ["", "## Steps", "", "| step | status | seconds | note |", "| --- | --- | --- | --- |"]
     for step, r in records.items():
         lines.append(f"| {step} | {r['status']} | {r.get('seconds', '-')} | {_cell(r.get('note', ''))} |")
@@ -423,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
           f"budget {args.budget:.0f} s", flush=True)
     phases = [(("install",), check.install), (("compile", "gpu-tests"), check.compile_and_gpu_tests),
               (("simulator",), check.simulator), (("neuron-kernels",), check.neuron_kernels),
-              (("train-step",), check.train_step)]
+              (("train-step",), check.train_step), (("launch-sweep",), check.launch_sweep)]
     reported: set[str] = set()
     for steps, phase in phases:
         if steps == ("install",) or set(steps) & set(args.steps):

@@ -17,6 +17,10 @@ of a type so that the column compares like with like, against the GPU's peak (gp
 which records where the figure comes from). SpikingJelly picks its implementation when imported, so each one
 runs in a subprocess of this script.
 
+``--launch-sweep`` times only the fused LIF, once per launch shape of LAUNCH_GRID (neurons per program, warps)
+besides the default that ``ops.launch_shape`` picks, and writes those rows instead: where the default is far
+from the best, the run says which way to move it, without another run on the GPU.
+
     pip install --no-deps spikingjelly==2.0.0 snntorch==1.0.0 loguru     # loguru: SpikingJelly's logger
     python benchmarks/neuron_kernels.py        # table, and benchmarks/results/neuron_kernels.json
     python benchmarks/neuron_kernels.py --dry-run    # tiny shapes on the CPU (Triton's interpreter): checks the script
@@ -46,6 +50,10 @@ DRY_SHAPES = {"seq-64": (5, 2, 64), "cifar-T2": (2, 2, 4, 4, 4)}
 KINDS = ("lif", "atgo", "agl", "mpinit_trsg", "psg_pda")
 SPIKINGJELLY = ("cuda", "triton", "torch")  # SJ_LIF_CUDA_IMPLEMENTATION values
 # A shape's family is its name up to the first '-': "seq" (T = 500) or "cifar" (T <= 6).
+# (neurons per program, warps) for --launch-sweep: 1 to 8 neurons per thread, 1 to 16 warps
+LAUNCH_GRID = tuple((block, warps) for block in (64, 128, 256, 512, 1024, 2048) for warps in (1, 2, 4, 8, 16)
+                    if 1 <= block // (32 * warps) <= 8)
+DRY_LAUNCH_GRID = ((128, 1), (256, 2))
 TARGETS = {"fused_over_eager": {"seq": 20.0, "cifar": 3.0}, "lif_over_spikingjelly": 1.0,
            "fraction_of_peak_bandwidth": {"cifar": 0.5}}
 
@@ -205,6 +213,30 @@ def summarise(rows: list[dict], peak: float | None, element_bytes: int) -> dict:
     return verdicts
 
 
+def launch_sweep(shapes: dict, device: torch.device, args):
+    """The fused LIF under each launch shape, one list of rows (one per shape) at a time: ``ops.launch_shape`` is
+    replaced for the sweep's own calls (and put back), so every row runs the same kernels with only their grid,
+    block and warps changed."""
+    from spikefold.train.kernels import ops
+
+    default = ops.launch_shape
+    for block, warps in ((None, None), *(DRY_LAUNCH_GRID if args.dry_run else LAUNCH_GRID)):
+        if block is not None:
+            ops.launch_shape = lambda n, _device, b=block, w=warps: (-(-n // b), b, w)
+        try:
+            rows = measure("spikefold-triton:lif", lambda shape: spikefold_layer("lif", "triton", shape, device),
+                           shapes, device, args)
+        finally:
+            ops.launch_shape = default
+        for row in rows:
+            n = 1
+            for d in row["dims"][1:]:
+                n *= d
+            programs, row_block, row_warps = default(n, device) if block is None else (-(-n // block), block, warps)
+            row.update(default=block is None, programs=programs, block=row_block, warps=row_warps)
+        yield rows
+
+
 def chosen_shapes(args) -> dict[str, tuple[int, ...]]:
     return DRY_SHAPES if args.dry_run else {name: SHAPES[name] for name in args.shapes}
 
@@ -241,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         "dry run writes only where --out says)")
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, kernels on Triton's "
                         "interpreter: checks the script end to end, measures nothing")
+    parser.add_argument("--launch-sweep", action="store_true", help="only the fused LIF, under each launch shape "
+                        "of LAUNCH_GRID and the default (rows with programs, block, warps)")
     parser.add_argument("--spikingjelly-worker", choices=SPIKINGJELLY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.spikingjelly_worker:
@@ -253,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or (None if args.dry_run else gpu_timing.RESULTS / "neuron_kernels.json")
     rows: list[dict] = []
+    if args.launch_sweep:
+        return sweep_main(shapes, device, record, out, args)
 
     def save(complete: bool) -> dict:
         """The verdicts so far, and the JSON rewritten with every row measured so far."""
@@ -294,6 +330,46 @@ def main(argv: list[str] | None = None) -> int:
     for target, results in verdicts.items():
         met = sum(v["met"] for v in results.values())
         print(f"  {target} (>= {TARGETS[target]}): met in {met} of {len(results)}")
+    return 0
+
+
+def sweep_summary(rows: list[dict]) -> dict:
+    """Per shape: the default launch shape, the fastest, and how many times slower the default is."""
+    summary = {}
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        timed = [r for r in rows if r["shape"] == shape and "seconds" in r]
+        default = next((r for r in timed if r["default"]), None)
+        if default is None:
+            continue
+        best = min(timed, key=lambda r: r["seconds"])
+        summary[shape] = {"default": {k: default[k] for k in ("block", "warps", "seconds")},
+                          "best": {k: best[k] for k in ("block", "warps", "seconds")},
+                          "default_over_best": default["seconds"] / best["seconds"]}
+    return summary
+
+
+def sweep_main(shapes: dict, device: torch.device, record: dict, out: Path | None, args) -> int:
+    """--launch-sweep: the rows, the JSON rewritten after every launch shape, and per shape the default against
+    the fastest."""
+    rows: list[dict] = []
+    settings = {"warmup": args.warmup, "repeats": args.repeats, "dtype": "float32", "mode": "train",
+                "statistic": "median", "kind": "lif"}
+    grid = DRY_LAUNCH_GRID if args.dry_run else LAUNCH_GRID
+    for measured in launch_sweep(shapes, device, args):
+        rows += measured
+        complete = len(rows) == len(shapes) * (len(grid) + 1)
+        if out is not None:
+            gpu_timing.write(out, {"machine": record, "complete": complete, "settings": settings,
+                                   "best": sweep_summary(rows), "results": rows}, quiet=not complete)
+    print(gpu_timing.table([[r["shape"], "default" if r["default"] else "", str(r["block"]), str(r["warps"]),
+                             str(r["programs"]), f"{r['seconds'] * 1e3:.3f}" if "seconds" in r else r["error"][:60]]
+                            for r in rows], ["shape", "", "block", "warps", "programs", "ms (median)"]))
+    def launch(v: dict) -> str:
+        return f"{v['block']} neurons, {v['warps']} warp{'s' if v['warps'] > 1 else ''}"
+
+    for shape, v in sweep_summary(rows).items():
+        print(f"{shape}: the default ({launch(v['default'])}) takes {v['default_over_best']:.2f}x the time of the "
+              f"fastest ({launch(v['best'])})")
     return 0
 
 

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from spikefold.core import files
 from spikefold.deploy import lava_runner
 from spikefold.deploy.validation import compare
 from spikefold.export import hw_config
@@ -137,7 +138,8 @@ def main() -> None:
     run["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fold_all_types.json").write_text(json.dumps({"run": run, "epochs": args.epochs, "rows": rows}, indent=1))
+    files.write_text(out / "fold_all_types.json",
+                     json.dumps({"run": run, "epochs": args.epochs, "rows": rows}, indent=1))
     print(f"wrote {out / 'fold_all_types.json'}")
 
 

@@ -221,8 +221,8 @@ def launch_sweep(shapes: dict, device: torch.device, args):
 
     default = ops.launch_shape
     for block, warps in ((None, None), *(DRY_LAUNCH_GRID if args.dry_run else LAUNCH_GRID)):
-        if block is not None:
-            ops.launch_shape = lambda n, _device, b=block, w=warps: (-(-n // b), b, w)
+        shape_of = default if block is None else (lambda n, _device, b=block, w=warps: (-(-n // b), b, w))
+        ops.launch_shape = shape_of
         try:
             rows = measure("spikefold-triton:lif", lambda shape: spikefold_layer("lif", "triton", shape, device),
                            shapes, device, args)
@@ -232,7 +232,7 @@ def launch_sweep(shapes: dict, device: torch.device, args):
             n = 1
             for d in row["dims"][1:]:
                 n *= d
-            programs, row_block, row_warps = default(n, device) if block is None else (-(-n // block), block, warps)
+            programs, row_block, row_warps = shape_of(n, device)
             row.update(default=block is None, programs=programs, block=row_block, warps=row_warps)
         yield rows
 
@@ -364,6 +364,7 @@ def sweep_main(shapes: dict, device: torch.device, record: dict, out: Path | Non
     print(gpu_timing.table([[r["shape"], "default" if r["default"] else "", str(r["block"]), str(r["warps"]),
                              str(r["programs"]), f"{r['seconds'] * 1e3:.3f}" if "seconds" in r else r["error"][:60]]
                             for r in rows], ["shape", "", "block", "warps", "programs", "ms (median)"]))
+
     def launch(v: dict) -> str:
         return f"{v['block']} neurons, {v['warps']} warp{'s' if v['warps'] > 1 else ''}"
 

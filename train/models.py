@@ -139,9 +139,10 @@ class SpikingModel(nn.Module, abc.ABC):
         """The name each weight layer keeps through export, the integer network and every report (``hidden0``,
         ``conv3``, ``block2_conv1``, ``readout``), keyed by the module path of what makes it up."""
 
-    def layer_of(self, path: str) -> str:
-        """The layer name of the module or parameter at ``path`` (say ``hidden.1.weight.weight``: ``hidden1``)."""
-        names = self.layer_names()
+    def layer_of(self, path: str, names: dict[str, str] | None = None) -> str:
+        """The layer name of the module or parameter at ``path`` (say ``hidden.1.weight.weight``: ``hidden1``);
+        ``names``: :meth:`layer_names`, when the caller already has it."""
+        names = self.layer_names() if names is None else names
         parts = path.split(".")
         for end in range(len(parts), 0, -1):
             name = names.get(".".join(parts[:end]))
@@ -151,16 +152,20 @@ class SpikingModel(nn.Module, abc.ABC):
 
     def neurons(self) -> list[tuple[str, SpikingNeuron]]:
         """Every neuron module, with the name of its layer."""
-        return [(self.layer_of(name), m) for name, m in self.named_modules() if isinstance(m, SpikingNeuron)]
+        names = self.layer_names()
+        return [(self.layer_of(path, names), m) for path, m in self.named_modules() if isinstance(m, SpikingNeuron)]
+
+    def _neuron_modules(self) -> list[SpikingNeuron]:
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
 
     def set_backend(self, name: str) -> None:
         """Run every neuron layer on ``name``: "auto", "eager" or "triton" (see spikefold.train.kernels)."""
-        for _, neuron in self.neurons():
+        for neuron in self._neuron_modules():
             neuron.backend = name
 
     def auxiliary_loss(self) -> torch.Tensor | None:
-        """The sum of the neurons' regularisers from the last forward (PDA), or None."""
-        terms = [m.auxiliary_loss for _, m in self.neurons() if m.auxiliary_loss is not None]
+        """The sum of the neurons' regularisers from the last forward (PDA), or None; every training step."""
+        terms = [m.auxiliary_loss for m in self._neuron_modules() if m.auxiliary_loss is not None]
         return torch.stack(terms).sum() if terms else None
 
     @property

@@ -99,15 +99,26 @@ class GradientProbe:
 
     def __init__(self):
         self.norms: dict[str, list[float]] = {}
+        self._layers: tuple[nn.Module, dict[str, str]] | None = None  # (model, weight parameter -> layer)
+
+    def _layer_of_weights(self, model: nn.Module) -> dict[str, str]:
+        """Each weight parameter's layer name, worked out at the first step of a model, not at every step."""
+        if self._layers is None or self._layers[0] is not model:
+            names = model.layer_names() if isinstance(model, SpikingModel) else None
+            self._layers = (model, {path: path if names is None else model.layer_of(path, names)
+                                    for path, p in model.named_parameters() if p.dim() >= 2})
+        return self._layers[1]
 
     def __call__(self, model: nn.Module) -> None:
-        squares: dict[str, float] = {}
+        layers = self._layer_of_weights(model)
+        squares: dict[str, torch.Tensor] = {}  # float64 on the device, added in parameter order; one sync a step
         for name, p in model.named_parameters():
-            if p.grad is not None and p.dim() >= 2:
-                layer = layer_name(model, name)
-                squares[layer] = squares.get(layer, 0.0) + float(p.grad.detach().double().square().sum())
-        for layer, square in squares.items():
-            self.norms.setdefault(layer, []).append(square ** 0.5)
+            if p.grad is not None and name in layers:
+                square = p.grad.detach().double().square().sum()
+                squares[layers[name]] = square if layers[name] not in squares else squares[layers[name]] + square
+        if squares:
+            for layer, square in zip(squares, torch.stack(list(squares.values())).tolist()):
+                self.norms.setdefault(layer, []).append(square ** 0.5)
 
     def summary(self) -> dict:
         out = {}

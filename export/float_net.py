@@ -90,8 +90,9 @@ class FloatLayer:
         form = self.neuron.recurrence_form(len(feed))
         state, current = form.initial_state(feed[0]), torch.zeros_like(feed[0])
         sent, outputs, peak = torch.zeros_like(feed[0]), [], 0.0
+        synapses = self.recurrent
         for t in range(len(feed)):
-            recurrent = sum(fi.current(sent.unsqueeze(0))[0] for fi in self.recurrent)
+            recurrent = sum(fi.current(sent.unsqueeze(0))[0] for fi in synapses)
             current = self.current_decay * current + feed[t] + recurrent
             out = form.step(state, current, t)
             state, sent = out.state, out.output
@@ -160,6 +161,14 @@ class FloatNetwork:
             outputs = {INPUT: inp.unsqueeze(0).expand(self.timesteps, *inp.shape)}
         peaks = []
         for i, layer in enumerate(self.layers):
+            if layer.recurrent and not layer.readout:  # (imported graphs only: input gain 1, no initial potential)
+                neuron = layer.neuron.double().eval()
+                try:
+                    outputs[layer.name], peak = layer.run_recurrent(layer.feed(outputs))
+                finally:
+                    neuron.float()
+                peaks.append(peak)
+                continue
             current = layer.currents(outputs)
             if layer.readout:  # its voltage after the last step (over T: an integrator's mean input) is the logit
                 voltage = _leaky_sum(current.flatten(2), layer.readout_decay)
@@ -167,13 +176,6 @@ class FloatNetwork:
                 return (voltage[-1] / self.timesteps).numpy(), peaks
             neuron = layer.neuron.double().eval()
             form = neuron.inference_form()
-            if layer.recurrent:  # (imported graphs only: input gain 1, no initial potential)
-                try:
-                    outputs[layer.name], peak = layer.run_recurrent(layer.feed(outputs))
-                finally:
-                    neuron.float()
-                peaks.append(peak)
-                continue
             recorder = _Peaks()
             neuron.probe, neuron.probe_name = recorder, str(i)
             try:

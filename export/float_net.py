@@ -31,8 +31,9 @@ class FloatInput:
 
     def current(self, h: torch.Tensor) -> torch.Tensor:
         """Synaptic current (no bias) for (T, batch, ...) presynaptic activity."""
-        if self.delay:
-            h = torch.cat([torch.zeros_like(h[: self.delay]), h[: len(h) - self.delay]])
+        if self.delay:  # a delay of T steps or more delivers nothing within the window
+            shift = min(self.delay, len(h))
+            h = torch.cat([torch.zeros_like(h[:shift]), h[: len(h) - shift]])
         steps, batch = h.shape[:2]
         flat, w = h.flatten(0, 1), torch.as_tensor(self.weight)
         if self.conv is None:

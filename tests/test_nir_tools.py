@@ -142,6 +142,21 @@ def test_hand_built_delay_becomes_a_synaptic_delay(snntorch_mlp_1, split, loihi2
         import_graph(odd, loihi2, dt=1e-4, timesteps=STEPS, calibration_x=split.x_train)
 
 
+def test_float_delay_holds_activity_back_even_past_the_window():
+    """The float reference's delayed synapses: a delay of d steps delivers step t's activity at t + d, and one of
+    T steps or more delivers nothing within the T steps (it once returned the wrong number of timesteps)."""
+    from spikefold.export.float_net import FloatInput
+
+    h = torch.arange(24, dtype=torch.float64).reshape(3, 2, 4)  # (T, batch, in)
+    weight = np.eye(4)[:3] * 2.0  # each output twice one input
+    for delay in range(6):
+        got = FloatInput("x", weight, delay=delay).current(h).numpy()
+        want = np.zeros((3, 2, 3))
+        for t in range(delay, 3):
+            want[t] = 2.0 * h[t - delay, :, :3].numpy()
+        np.testing.assert_array_equal(got, want)
+
+
 def test_snntorch_rleaky_imports_its_recurrent_synapses(snntorch_rleaky, split, loihi2, tmp_path):
     """snnTorch's RLeaky (its recurrent Linear exported as an Affine from the LIF back to itself): a recurrent
     connection of the hidden layer, which reads its own spikes of the previous step, as RLeaky does and as Lava's

@@ -240,7 +240,7 @@ def run_layer(net: IntNetwork, index: int, inputs: dict[str, np.ndarray], target
     :func:`run` takes it) or that layer's spikes (samples, T, neurons) in layer-synchronous time, each
     through the layer's own synapses and delays. Its result is aligned like :func:`run`'s."""
     layer = net.layers[index]
-    needed = {c.source for c in layer.inputs if c.source != layer.name}  # its own spikes it makes itself
+    needed = set(layer.sources)
     if set(inputs) != needed:
         raise ConfigError(f"layer '{layer.name}' reads {sorted(needed)}; got spikes for {sorted(inputs)}")
     sources = {name: (net.input.check(values, net.timesteps) if name == INPUT else np.asarray(values))

@@ -162,8 +162,8 @@ def run(cfg, net: IntNetwork, reference: IntNetwork, data: data_source.RunData, 
             if store.has(key):
                 got = store.load_arrays(key)
             else:
-                inputs = {c.source: x if c.source == INPUT else golden.spikes[net.index(c.source)]
-                          for c in layer.inputs if c.source != layer.name}  # a recurrent layer feeds itself
+                inputs = {source: x if source == INPUT else golden.spikes[net.index(source)]
+                          for source in layer.sources}
                 lava = lava_runner.run_layer(net, i, inputs, cfg.target, cfg.states)
                 got = {name: a for name, a in (("spikes", lava.spikes), ("u", lava.u), ("v", lava.v)) if a is not None}
                 store.save_arrays(key, got)

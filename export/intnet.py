@@ -457,6 +457,16 @@ class Layer:
         return any(c.source == self.name for c in self.inputs)
 
     @property
+    def sources(self) -> list[str]:
+        """What feeds the layer, in connection order, other than itself (a recurrent layer makes its own spikes)."""
+        return [c.source for c in self.inputs if c.source != self.name]
+
+    def lag(self, connection: Connection) -> int:
+        """In layer-synchronous timing, the steps between a spike sent on ``connection`` and its delivery: the
+        connection's own delay, plus one for the layer's own spikes of the previous step (a recurrent one)."""
+        return connection.delay + int(connection.source == self.name)
+
+    @property
     def spans_samples(self) -> bool:
         """Whether, on Lava's pipeline, a spike sent in one sample could reach the layer after its next reset:
         through a recurrent or delayed connection (a reset clears u and v, not what is in flight)."""
@@ -515,7 +525,7 @@ class IntNetwork:
         on Lava, the steps by which the layer lags the input."""
         depth: dict[str, int] = {INPUT: 0}
         for layer in self.layers:
-            depth[layer.name] = 1 + max(depth[c.source] for c in layer.inputs if c.source != layer.name)
+            depth[layer.name] = 1 + max(depth[source] for source in layer.sources)
         return [depth[layer.name] for layer in self.layers]
 
     def delay(self, layer_index: int, connection: Connection, depths: list[int] | None = None) -> int:

@@ -178,26 +178,21 @@ def to_model(net: IntNetwork):
     v: list[str | None] = [None] * len(net.layers)
     spikes: list[list[str]] = [[] for _ in net.layers]
     readout_v: list[str] = []
+    as_int: dict[tuple[int, int], str] = {}  # (source layer, step): its spikes as int64, cast once
     for t in range(net.timesteps):
-        as_int: dict[int, str] = {}
         for i, layer in enumerate(net.layers):
             a_in = None
             for j, c in enumerate(layer.inputs):
-                # A delayed connection delivers what was sent c.delay steps before, a recurrent one (the layer's
-                # own spikes) one step more: nothing before the sample's first step.
-                sent_at = t - c.delay - int(c.source == layer.name)
+                sent_at = t - layer.lag(c)  # nothing before the sample's first step
                 if sent_at < 0:
                     continue
                 if c.source == INPUT:
                     part = input_part(i, j, sent_at)
-                elif sent_at != t:
-                    sent = b.op("Cast", spikes[index[c.source]][sent_at], to=onnx.TensorProto.INT64)
-                    part = _synaptic_input(b, c.synapses, sent, f"layer '{layer.name}'")
                 else:
-                    src = index[c.source]
-                    if src not in as_int:
-                        as_int[src] = b.op("Cast", spikes[src][t], to=onnx.TensorProto.INT64)
-                    part = _synaptic_input(b, c.synapses, as_int[src], f"layer '{layer.name}'")
+                    key = (index[c.source], sent_at)
+                    if key not in as_int:
+                        as_int[key] = b.op("Cast", spikes[key[0]][sent_at], to=onnx.TensorProto.INT64)
+                    part = _synaptic_input(b, c.synapses, as_int[key], f"layer '{layer.name}'")
                 a_in = part if a_in is None else b.wrap32(b.op("Add", a_in, part))
             if a_in is None:  # every connection delayed past this step: no synaptic input, for each sample
                 batch = b.op("Slice", b.op("Shape", x), b.const([0]), b.const([1]))

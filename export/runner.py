@@ -125,8 +125,7 @@ class _DeviceLayer:
         # On Lava, what a connection delivers at step t was sent `lag` steps before: one for the Dense, plus
         # the delay that keeps a skip connection in step (both are 0 in layer-synchronous timing).
         self.lava_lags = [1 + net.delay(index, c, depths) for c in layer.inputs]
-        # In layer-synchronous timing only a connection's own delay, and a recurrent one's step, hold it back.
-        self.sync_lags = [int(c.source == layer.name) + c.delay for c in layer.inputs]
+        self.sync_lags = [layer.lag(c) for c in layer.inputs]
         self.bias = torch.as_tensor(layer.neurons.effective_bias(), dtype=torch.int64, device=device)
         initial = layer.initial_input()
         self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)

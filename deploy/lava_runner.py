@@ -20,14 +20,15 @@ import numpy as np
 from spikefold.deploy.lava_compat import ensure_lava
 from spikefold.deploy.lava_runtime import lava_run
 from spikefold.core.errors import ConfigError, TargetError
-from spikefold.export.intnet import INPUT, PER_TIMESTEP_THRESHOLD, SUBTRACTIVE_RESET, Conv2d, Dense, IntNetwork, Layer
+from spikefold.export.intnet import INPUT, Conv2d, Dense, IntNetwork, Layer
 from spikefold.sim.simulator import SimResult
 
 TARGETS = ("loihi2-sim", "loihi2")
-# What Lava's stock LIFReset cannot compute, of what a layer may need (Layer.needs): spikefold's ScheduledLIF
-# does. An initial potential and graded input run on stock processes (a pulse through (n, 1) synapses; a Dense
-# with num_message_bits).
-SCHEDULED_LIF_NEEDS = (PER_TIMESTEP_THRESHOLD, SUBTRACTIVE_RESET)
+# How a layer's neurons run on Lava: Lava's stock LIFReset computes Loihi's basic neuron; what a neuron needs beyond
+# it (LIF.needs: a threshold per timestep, a subtractive reset) takes spikefold's ScheduledLIF. A layer's other
+# needs (Layer.needs: an initial potential, graded input) run on stock processes (a pulse through (n, 1)
+# synapses; a Dense with num_message_bits).
+STOCK, CUSTOM = "stock (hardware-compatible)", "custom (simulation only)"
 
 
 @dataclasses.dataclass
@@ -53,18 +54,22 @@ def check_target(target: str) -> None:
                 "CPU simulation of the same network.")
 
 
-def _stock_lacks(layer: Layer) -> list[str]:
-    """The layer's needs that Lava's stock LIFReset cannot compute."""
-    return [need for need in layer.needs if need in SCHEDULED_LIF_NEEDS]
+def process_kind(layer: Layer) -> str:
+    """:data:`STOCK` where Lava's LIFReset runs the layer's neurons, :data:`CUSTOM` where ScheduledLIF must."""
+    return CUSTOM if layer.neurons.needs else STOCK
 
 
 def lava_process(layer: Layer) -> str:
     """The Lava process that runs the layer's neurons, and whether hardware can run it: "stock
-    (hardware-compatible): LIFReset", or "custom (simulation only): ScheduledLIF for" the first of the layer's
-    needs that the stock process lacks."""
-    lacking = _stock_lacks(layer)
-    return (f"custom (simulation only): ScheduledLIF for {lacking[0]}" if lacking
-            else "stock (hardware-compatible): LIFReset")
+    (hardware-compatible): LIFReset", or "custom (simulation only): ScheduledLIF for" the first of the neuron's
+    needs."""
+    needs = layer.neurons.needs
+    return f"{CUSTOM}: ScheduledLIF for {needs[0]}" if needs else f"{STOCK}: LIFReset"
+
+
+def lava_processes(net: IntNetwork) -> dict[str, str]:
+    """:func:`lava_process` of every layer, by name."""
+    return {layer.name: lava_process(layer) for layer in net.layers}
 
 
 def _run_config(target: str):
@@ -136,7 +141,7 @@ def _build(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], r
         common = dict(shape=(neu.size,), du=int(neu.du), dv=int(neu.dv),
                       bias_mant=np.asarray(neu.bias_mant, np.int32), bias_exp=np.asarray(neu.bias_exp, np.int32),
                       name=f"{layer.name}.lif")
-        if not _stock_lacks(layer):
+        if not layer.neurons.needs:
             lif = LIFReset(vth=int(neu.vth), reset_interval=steps_per_sample, reset_offset=offset, **common)
         else:
             from spikefold.deploy.scheduled_lif import ScheduledLIF

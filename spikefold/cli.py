@@ -192,7 +192,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from spikefold.deploy.lava_runner import lava_process
+    from spikefold.deploy.lava_runner import lava_processes
     from spikefold.export.quantise import ExportReport
     from spikefold.pipeline import export_checkpoint
 
@@ -210,7 +210,7 @@ def cmd_export(args) -> int:
                                                    description=f"QAT  loss {r['loss']:.4f}"))
     reporting.write_export(report_path, ExportReport(
         checkpoint=args.checkpoint, nir=str(nir_path), float_test_accuracy=float_acc, quantisation=report,
-        processes={layer.name: lava_process(layer) for layer in net.layers}), reporting.run_metadata(args.argv))
+        processes=lava_processes(net)), reporting.run_metadata(args.argv))
     rows = [(q.name, q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}", q.vth,
              f"{q.headroom_bits:.2f}") for q in report.layers]
     out_console.print(_table(f"exported {nir_path} and {report_path.name} (float test accuracy "
@@ -231,7 +231,7 @@ def cmd_import(args) -> int:
     from spikefold.core.errors import DataError, NIRFileError
     from spikefold.export import hw_config, nir_io
     from spikefold.export.nir_import import import_graph
-    from spikefold.deploy.lava_runner import lava_process
+    from spikefold.deploy.lava_runner import process_kind
     from spikefold.export.state_range import check_state_range
 
     out = files.check_output_file(args.out, "--out", args.force)
@@ -249,7 +249,7 @@ def cmd_import(args) -> int:
                                   args.weight_bits, source=args.graph)
     check_state_range(net, net.input.encode(x), report)
     nir_io.write(net, out)
-    rows = [(q.name, lava_process(layer).split(":")[0], q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
+    rows = [(q.name, process_kind(layer), q.weight_exp, q.max_abs_weight, f"{q.weight_rel_error:.4f}",
              f"{q.bias_rel_error:.4f}", q.vth, f"{q.headroom_bits:.2f}") for q, layer in zip(report.layers, net.layers)]
     out_console.print(_table(f"imported {args.graph} -> {args.out} ({report.calibration_samples} calibration samples)",
                              rows, ("layer", "process", "weight_exp", "max |w|", "weight rel. error",

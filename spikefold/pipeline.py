@@ -187,7 +187,7 @@ def run_pipeline(cfg: PipelineConfig, progress) -> PipelineReport:
                                   int_sim_on_lava_samples=float((sim_sub.predictions == y).mean()),
                                   test_samples=len(y_all), lava_samples=n_lava),
         agreement=agreement, quantisation=qreport,
-        processes={layer.name: lava_runner.lava_process(layer) for layer in net.layers}, spikes=spike_table(net, lava),
+        processes=lava_runner.lava_processes(net), spikes=spike_table(net, lava),
         energy=report, timings=timings, history=result.history, files={"checkpoint": "model.pt", "nir": "model.nir"},
         run=reporting.run_metadata(cfg.argv, cfg.train.seed))
     reporting.write_pipeline(out, summary)

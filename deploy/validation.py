@@ -65,6 +65,10 @@ class Agreement:
     def exact(self) -> bool:
         return self.spikes_differing == 0 and self.readout_equal and not self.states_differing
 
+    def to_dict(self) -> dict:
+        """As JSON, with the verdict :attr:`exact` beside the counts."""
+        return dataclasses.asdict(self) | {"exact": self.exact}
+
 
 @dataclasses.dataclass
 class Chunks:

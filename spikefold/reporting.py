@@ -90,19 +90,14 @@ def us(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------- JSON forms
 
 
-def agreement_json(agreement) -> dict[str, Any]:
-    return dataclasses.asdict(agreement) | {"exact": agreement.exact}
-
-
 def _plain(report) -> dict[str, Any]:
-    """A report dataclass as JSON, its energy and agreement parts with their derived totals."""
+    """A report dataclass as JSON; a part with its own ``to_dict`` (the energy report, an agreement) gives its
+    derived totals too."""
     out = {}
     for field in dataclasses.fields(report):
         value = getattr(report, field.name)
-        if field.name == "energy" and value is not None:
+        if hasattr(value, "to_dict"):
             out[field.name] = value.to_dict()
-        elif field.name == "agreement" and dataclasses.is_dataclass(value):
-            out[field.name] = agreement_json(value)
         elif dataclasses.is_dataclass(value):
             out[field.name] = dataclasses.asdict(value)
         elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
@@ -411,9 +406,18 @@ def _checks_lines(checks: list[dict]) -> list[str]:
                     f"{'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |" for c in checks]
 
 
+ENERGY_PNGS = ("firing.png", "energy.png", "cores.png")  # what every report with an energy report plots
+
+
+def write_energy_plots(out: Path, energy) -> None:
+    """The :data:`ENERGY_PNGS` of an energy report, in the folder ``out``."""
+    for name, figure in zip(ENERGY_PNGS, (firing_figure, energy_figure, cores_figure)):
+        save_figure(figure(energy), out / name)
+
+
 # ---------------------------------------------------------------------------------------------- validate
 
-VALIDATION_PNGS = ("divergence.png", "firing.png", "energy.png", "cores.png")
+VALIDATION_PNGS = ("divergence.png", *ENERGY_PNGS)
 
 
 def validation_markdown(report: dict[str, Any]) -> str:
@@ -453,9 +457,7 @@ def write_validation(out: Path, report, run: dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     data = _plain(report) | {"files": ["report.json", "report.md", *VALIDATION_PNGS], "run": run}
     save_figure(divergence_figure(report.agreement.layers, report.agreement.first), out / "divergence.png")
-    save_figure(firing_figure(report.energy), out / "firing.png")
-    save_figure(energy_figure(report.energy), out / "energy.png")
-    save_figure(cores_figure(report.energy), out / "cores.png")
+    write_energy_plots(out, report.energy)
     files.write_json(out / "report.json", data)
     files.write_text(out / "report.md", validation_markdown(data))
     return data
@@ -496,7 +498,7 @@ def write_layerwise(out: Path, report, run: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- sim, deploy, export
 
-SIM_FILES = ("energy.json", "energy.md", "firing.png", "energy.png", "cores.png")
+SIM_FILES = ("energy.json", "energy.md", *ENERGY_PNGS)
 
 
 def write_sim(out: Path, report, run: dict[str, Any]) -> Path:
@@ -507,15 +509,13 @@ def write_sim(out: Path, report, run: dict[str, Any]) -> Path:
     if report.sanafe is not None:
         data["sanafe"] = report.sanafe
     data["run"] = run
-    save_figure(firing_figure(report.energy), out / "firing.png")
-    save_figure(energy_figure(report.energy), out / "energy.png")
-    save_figure(cores_figure(report.energy), out / "cores.png")
+    write_energy_plots(out, report.energy)
     files.write_json(out / "energy.json", data)
     lines = [f"# Energy and latency of {report.model} on {report.energy.hw_config}", ""]
     lines += energy_lines(data, report.accuracy)
     if report.sanafe is not None:
         lines += sanafe_lines(report.sanafe)
-    lines += ["", "![firing](firing.png)", "![energy](energy.png)", "![cores](cores.png)"]
+    lines += [""] + [f"![{name[:-4]}]({name})" for name in ENERGY_PNGS]
     files.write_text(out / "energy.md", "\n".join(lines + _run_lines(run)))
     return out
 
@@ -558,7 +558,7 @@ def write_probes(out: Path, activity: dict, gradients: dict | None = None) -> li
 
 # ---------------------------------------------------------------------------------------------- pipeline
 
-PIPELINE_PNGS = ("training.png", "firing.png", "energy.png", "cores.png")
+PIPELINE_PNGS = ("training.png", *ENERGY_PNGS)
 
 
 def pipeline_rows(report) -> list[tuple[str, str]]:
@@ -605,10 +605,8 @@ def pipeline_markdown(report, data: dict[str, Any]) -> str:
 def write_pipeline(out: Path, report) -> dict[str, Any]:
     """A ``PipelineReport``'s report.json, report.md and plots in the run folder ``out``."""
     data = _plain(report)
-    save_figure(training_figure(report.history), out / "training.png", dpi=110)
-    save_figure(firing_figure(report.energy), out / "firing.png")
-    save_figure(energy_figure(report.energy), out / "energy.png")
-    save_figure(cores_figure(report.energy), out / "cores.png")
+    write_training_curve(report.history, out / "training.png")
+    write_energy_plots(out, report.energy)
     files.write_json(out / "report.json", data)
     files.write_text(out / "report.md", pipeline_markdown(report, data))
     return data

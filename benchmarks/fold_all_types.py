@@ -137,7 +137,6 @@ def main() -> None:
     print(qat_table(rows))
     run["load_average_end"] = os.getloadavg()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "fold_all_types.json",
                      json.dumps({"run": run, "epochs": args.epochs, "rows": rows}, indent=1))
     print(f"wrote {out / 'fold_all_types.json'}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def time_layer(layer, shape, device, warmup, repeats, reset=None) -> float:
     return gpu_timing.median_seconds(layer_call(layer, shape, device, reset), device, warmup, repeats)
 
 
-def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=None) -> list[dict]:
+def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=None, profile=True) -> list[dict]:
     rows = []
     for shape_name, shape in shapes.items():
         row = {"shape": shape_name, "dims": list(shape), "contender": name, "kind": kind}
@@ -135,7 +136,7 @@ def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=No
             reset = reset_of(layer) if reset_of else None
             call = layer_call(layer, shape, device, reset)
             row["seconds"] = gpu_timing.median_seconds(call, device, args.warmup, args.repeats)
-            if name.startswith("spikefold-triton"):  # is the fused call's time its kernels', or host work?
+            if profile and name.startswith("spikefold-triton"):  # is the fused call's time its kernels', or host work?
                 row["profile"] = gpu_timing.kernel_breakdown(call, device)
         except Exception as exc:  # a contender that cannot run here is reported, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -182,10 +183,7 @@ def summarise(rows: list[dict], peak: float | None, element_bytes: int) -> dict:
     by = {(r["shape"], r["contender"]): r for r in rows}
     for r in rows:
         if "seconds" in r:
-            elements = 1
-            for d in r["dims"]:
-                elements *= d
-            r["bytes"] = fused_bytes(r["kind"], elements, element_bytes)
+            r["bytes"] = fused_bytes(r["kind"], math.prod(r["dims"]), element_bytes)
             r["bytes_per_s"] = r["bytes"] / r["seconds"]
             r["fraction_of_peak"] = r["bytes_per_s"] / peak if peak else None
     verdicts = {"fused_over_eager": {}, "lif_over_spikingjelly": {}, "fraction_of_peak_bandwidth": {}}
@@ -213,26 +211,23 @@ def summarise(rows: list[dict], peak: float | None, element_bytes: int) -> dict:
     return verdicts
 
 
-def launch_sweep(shapes: dict, device: torch.device, args):
-    """The fused LIF under each launch shape, one list of rows (one per shape) at a time: ``ops.launch_shape`` is
-    replaced for the sweep's own calls (and put back), so every row runs the same kernels with only their grid,
-    block and warps changed."""
+def launch_sweep(shapes: dict, device: torch.device, grid, args):
+    """The fused LIF under the default launch shape, then each of ``grid``, one list of rows (one per shape) at a
+    time: ``ops.launch_shape`` is replaced for the sweep's own calls (and put back), so every row runs the same
+    kernels with only their grid, block and warps changed. Unprofiled: only their times are wanted."""
     from spikefold.train.kernels import ops
 
     default = ops.launch_shape
-    for block, warps in ((None, None), *(DRY_LAUNCH_GRID if args.dry_run else LAUNCH_GRID)):
+    for block, warps in ((None, None), *grid):
         shape_of = default if block is None else (lambda n, _device, b=block, w=warps: (-(-n // b), b, w))
         ops.launch_shape = shape_of
         try:
             rows = measure("spikefold-triton:lif", lambda shape: spikefold_layer("lif", "triton", shape, device),
-                           shapes, device, args)
+                           shapes, device, args, profile=False)
         finally:
             ops.launch_shape = default
         for row in rows:
-            n = 1
-            for d in row["dims"][1:]:
-                n *= d
-            programs, row_block, row_warps = shape_of(n, device)
+            programs, row_block, row_warps = shape_of(math.prod(row["dims"][1:]), device)
             row.update(default=block is None, programs=programs, block=row_block, warps=row_warps)
         yield rows
 
@@ -355,9 +350,9 @@ def sweep_main(shapes: dict, device: torch.device, record: dict, out: Path | Non
     settings = {"warmup": args.warmup, "repeats": args.repeats, "dtype": "float32", "mode": "train",
                 "statistic": "median", "kind": "lif"}
     grid = DRY_LAUNCH_GRID if args.dry_run else LAUNCH_GRID
-    for measured in launch_sweep(shapes, device, args):
+    for done, measured in enumerate(launch_sweep(shapes, device, grid, args)):
         rows += measured
-        complete = len(rows) == len(shapes) * (len(grid) + 1)
+        complete = done == len(grid)  # the default and every launch shape of the grid
         if out is not None:
             gpu_timing.write(out, {"machine": record, "complete": complete, "settings": settings,
                                    "best": sweep_summary(rows), "results": rows}, quiet=not complete)

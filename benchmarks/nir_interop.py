@@ -39,7 +39,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.nir_tool_nets
 
+from spikefold.core import files  # noqa: E402
 from spikefold.deploy import lava_runner  # noqa: E402
+from spikefold.deploy.validation import compare  # noqa: E402
 from spikefold.export import hw_config, nir_io  # noqa: E402
 from spikefold.export.fold import fold  # noqa: E402
 from spikefold.export.nir_import import import_graph  # noqa: E402
@@ -53,27 +55,26 @@ from tests import nir_tool_nets  # noqa: E402
 
 
 def _lava(net, x_int: np.ndarray) -> tuple[bool, np.ndarray]:
-    """Whether Lava equals the simulator on every spike, current and voltage; Lava's predictions."""
+    """Whether Lava equals the simulator on every spike, current, voltage and readout voltage; Lava's
+    predictions."""
     lava, golden = lava_runner.run(net, x_int, record_state=True), simulate(net, x_int, record_state=True)
-    same = all(np.array_equal(a, b) for a, b in zip(golden.spikes + golden.u + golden.v,
-                                                    lava.spikes + lava.u + lava.v))
-    return same, lava.predictions
+    return compare(net, golden, lava).exact, lava.predictions
 
 
-def import_direction(split, hw, epochs: int, lava_samples: int) -> list[dict]:
+def import_direction(split, hw, epochs: int, lava_samples: int, rleaky) -> list[dict]:
+    """Each tool's network imported and run; ``rleaky``: snnTorch's RLeaky network (trained once, for
+    :func:`recurrent_export` too). The hand-built graphs derive from the trained ones without changing them."""
     rows = []
-    def synaptic(*a, **k):
-        return nir_tool_nets.snntorch_mlp(*a, **k, synaptic=True)
-
-    builds = (nir_tool_nets.snntorch_mlp, lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, spike_input=True),
-              synaptic, lambda *a, **k: nir_tool_nets.cuba_readout(synaptic(*a, **k)),
-              lambda *a, **k: nir_tool_nets.snntorch_mlp(*a, **k, recurrent=True),
-              lambda *a, **k: nir_tool_nets.delayed(nir_tool_nets.snntorch_mlp(*a, **k), 2),
-              nir_tool_nets.spikingjelly_cnn, lambda *a, **k: nir_tool_nets.spikingjelly_cnn(*a, **k, conv1d=True),
-              nir_tool_nets.norse_mlp,
-              lambda *a, **k: nir_tool_nets.norse_mlp(*a, **k, leaky_readout=True))
+    mlp = nir_tool_nets.snntorch_mlp(split, epochs=epochs)
+    synaptic = nir_tool_nets.snntorch_mlp(split, epochs=epochs, synaptic=True)
+    builds = (lambda: mlp, lambda: nir_tool_nets.snntorch_mlp(split, epochs=epochs, spike_input=True),
+              lambda: synaptic, lambda: nir_tool_nets.cuba_readout(synaptic), lambda: rleaky,
+              lambda: nir_tool_nets.delayed(mlp, 2), lambda: nir_tool_nets.spikingjelly_cnn(split, epochs=epochs),
+              lambda: nir_tool_nets.spikingjelly_cnn(split, epochs=epochs, conv1d=True),
+              lambda: nir_tool_nets.norse_mlp(split, epochs=epochs),
+              lambda: nir_tool_nets.norse_mlp(split, epochs=epochs, leaky_readout=True))
     for build in builds:
-        tool_net = build(split, epochs=epochs)
+        tool_net = build()
         net, report, _ = import_graph(tool_net.graph, hw, tool_net.dt, tool_net.timesteps, tool_net.x_train)
         check_state_range(net, net.input.encode(tool_net.x_train), report)
         x = net.input.encode(tool_net.x_test)
@@ -129,15 +130,15 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
     return rows
 
 
-def recurrent_export(split, hw, epochs: int, out: Path) -> list[dict]:
-    """snnTorch's RLeaky network imported (as in :func:`import_direction`), written back by ``nir_io.write``: the
+def recurrent_export(split, hw, tool_net, out: Path) -> list[dict]:
+    """snnTorch's RLeaky network ``tool_net`` imported (as in :func:`import_direction`), written back by
+    ``nir_io.write``: the
     plain graph (its recurrent synapses an Affine from the LIF back to itself) loaded by Norse and by snnTorch,
     and the graph written for snnTorch (``reader="snntorch"``) by snnTorch: their predictions (spike counts of
     the last layer) against spikefold's simulator."""
     from norse.torch import from_nir as norse_from_nir
     from snntorch.import_nir import import_from_nir as snntorch_from_nir
 
-    tool_net = nir_tool_nets.snntorch_mlp(split, epochs=epochs, recurrent=True)
     net, _, _ = import_graph(tool_net.graph, hw, tool_net.dt, tool_net.timesteps, tool_net.x_train)
     sim = simulate(net, net.input.encode(split.x_test))
     x = torch.tensor(split.x_test, dtype=torch.float32)
@@ -189,21 +190,22 @@ def main() -> None:
     args = parser.parse_args()
     split, hw = digits(), hw_config.load("loihi2")
     started = time.time()
+    rleaky = nir_tool_nets.snntorch_mlp(split, epochs=args.epochs, recurrent=True)
     if args.only:
         with tempfile.TemporaryDirectory() as work:
-            recurrent = recurrent_export(split, hw, args.epochs, Path(work))
+            recurrent = recurrent_export(split, hw, rleaky, Path(work))
         _print_recurrent(recurrent)
         result = json.loads(Path(args.out).read_text())
         result["recurrent_export"] = recurrent
         result["recurrent_export_run"] = {"seconds": round(time.time() - started, 1),
                                           "load_average": os.getloadavg()}
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        files.write_text(args.out, json.dumps(result, indent=2))
         print(f"\nupdated {args.out}")
         return
-    imported = import_direction(split, hw, args.epochs, args.lava_samples)
+    imported = import_direction(split, hw, args.epochs, args.lava_samples, rleaky)
     with tempfile.TemporaryDirectory() as work:  # the trained model and its NIR file are not results
         exported = export_direction(split, hw, args.lava_samples, Path(work))
-        recurrent = recurrent_export(split, hw, args.epochs, Path(work))
+        recurrent = recurrent_export(split, hw, rleaky, Path(work))
     print(f"{'import':8} {'tool':13} {'network':42} {'tool float':>10} {'int sim':>8} {'Lava':>8} {'Lava=sim':>8} "
           f"{'spike slots':>16} {'predictions':>11}")
     for r in imported:
@@ -226,8 +228,7 @@ def main() -> None:
               "seconds": round(time.time() - started, 1),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__, "load_average": os.getloadavg()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    files.write_text(args.out, json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")
 
 

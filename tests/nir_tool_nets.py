@@ -30,7 +30,7 @@ class ToolNet:
         return (self.spikes[-1].sum(axis=1) if self.readout is None else self.readout).argmax(axis=1)
 
 
-def _train(run, params, x: torch.Tensor, y: torch.Tensor, epochs: int, readout: bool = False) -> None:
+def _train(run, params, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
     """Adam on the cross-entropy of the last layer's spike counts; run(x) returns per-layer (samples, T, n)."""
     opt = torch.optim.Adam(params, 2e-3)
     for _ in range(epochs):
@@ -201,7 +201,7 @@ def norse_mlp(split, epochs: int, timesteps: int = 6, seed: int = 0, leaky_reado
         return [torch.stack(s, 1) for s in spikes]
 
     x = torch.tensor(split.x_train, dtype=torch.float32)
-    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs, readout=leaky_readout)
+    _train(run, net.parameters(), x, torch.tensor(split.y_train), epochs)
     with torch.no_grad():
         out = [s.numpy() for s in run(torch.tensor(split.x_test, dtype=torch.float32))]
     spikes = [s.astype(bool) for s in (out[:1] if leaky_readout else out)]

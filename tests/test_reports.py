@@ -86,9 +86,9 @@ def _text_problems(fig) -> list[str]:
 
 
 def _figures(run, probed, trained):
-    net, x, result, report = run
+    net, _, result, report = run
     activity, gradients = probed
-    flipped = simulate(net, x)
+    flipped = copy.deepcopy(result)
     flipped.spikes[1][0, 2, 0] ^= True  # one spike of the second layer, sample 0, timestep 2
     agreement = compare(net, result, flipped)
     return {

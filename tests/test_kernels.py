@@ -213,6 +213,56 @@ def test_model_on_kernels_equals_eager_in_channels_last(kind):
         torch.testing.assert_close(c, b, msg=lambda m: f"{name}: {m}")
 
 
+def _custom_ops_ran(run) -> set[str]:
+    """The spikefold custom ops ``run()`` went through, by the profiler's record of the operators it ran."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    return {e.name for e in prof.events() if e.name.startswith("spikefold::")}
+
+
+@interpreter
+@pytest.mark.parametrize("kind", ["lif", "atgo", "agl", "mpinit_trsg", "psg_pda"])
+def test_direct_calls_equal_the_custom_ops_to_the_bit(kind, monkeypatch):
+    """Outside torch.compile a layer calls the kernels' functions through a plain autograd.Function, with less
+    host work than the custom ops' dispatch; through the custom ops (as torch.compile runs them) every output,
+    gradient and statistic is the same, to the bit."""
+    from spikefold.train.kernels import ops
+
+    _, direct = _pair(kind, {"learn_beta": True} if kind in ("lif", "psg_pda") else {}, True, 3, 40, "cpu")
+    through_ops = copy.deepcopy(direct)
+    x = torch.randn(3, 2, 40) * 1.5 + 0.4
+    upstream = torch.randn(3, 2, 40)
+    got = {}
+    assert _custom_ops_ran(lambda: got.update(direct=_drive(direct, x, upstream))) == set()
+    monkeypatch.setattr(ops, "lif", ops.lif_forward)
+    monkeypatch.setattr(ops, "atgo", ops.atgo_adaptive_forward)
+    assert _custom_ops_ran(lambda: got.update(ops=_drive(through_ops, x, upstream)))
+    for a, b in zip(got["direct"], got["ops"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    learnable = [(name, p, q) for (name, p), (_, q) in zip(direct.named_parameters(), through_ops.named_parameters())
+                 if p.requires_grad]
+    assert learnable
+    for name, p, q in learnable:
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=lambda m: f"d/d {name}: {m}")
+    for (name, b), (_, c) in zip(direct.named_buffers(), through_ops.named_buffers()):
+        torch.testing.assert_close(b, c, rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
+
+
+@interpreter
+def test_kernel_host_benchmark_runs(tmp_path):
+    """benchmarks/kernel_host.py (host work per fused call, launches stubbed) runs and records every path."""
+    out = tmp_path / "host.json"
+    done = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "kernel_host.py"),
+                           "--calls", "2", "--repeats", "1", "--kinds", "lif", "atgo", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["kind"] for r in rows] == ["lif", "atgo"]
+    assert all(r[path] > 0 for r in rows for path in ("direct", "custom-op", "eager"))
+    assert "direct / custom-op" in done.stdout
+
+
 @interpreter
 @pytest.mark.parametrize("kind", ["lif", "atgo"])
 def test_torch_compile_keeps_the_kernels_whole(kind):

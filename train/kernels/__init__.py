@@ -170,7 +170,7 @@ def lif_sequence(currents: Tensor, form: RecurrenceForm, final_state: bool = Fal
         raise ValueError("the kernels give no gradient to the initial potential; pass it detached")
     initial = _schedule(0.0 if form.initial is None else form.initial, 1, x)
     save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x, decay, gain, threshold, width, scale))
-    out, _, final_u, fired, sums = ops.lif_forward(
+    out, _, final_u, fired, sums = ops.lif(
         x, decay, gain, threshold, width, scale, initial, form.reset == "zero", form.relative,
         form.output_scale is not None, form.surrogate, save_h, final_state, potential_sums)
     moments = None
@@ -188,5 +188,5 @@ def atgo_training_sequence(currents: Tensor, decay: Tensor, fc: float, tgo: str,
     from spikefold.train.kernels import ops
 
     x, unrows = rows(currents)
-    out, _, thresholds, _ = ops.atgo_adaptive_forward(x, _schedule(decay, 1, x), fc, tgo, k0, v_ref)
+    out, _, thresholds, _ = ops.atgo(x, _schedule(decay, 1, x), fc, tgo, k0, v_ref)
     return unrows(out), thresholds

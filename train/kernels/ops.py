@@ -1,17 +1,21 @@
 """The Triton kernels as torch.library custom ops with autograd and fake (shape-only) implementations, so that
-autograd, torch.compile (which treats each as one opaque op, no graph break) and CUDA graphs see one op per
-layer and direction. Tensors here are in rows form, (T, N) with unit stride along N (see ``rows``).
+torch.compile treats each as one opaque op (no graph break) and sees one op per layer and direction. Outside
+torch.compile the same functions run through a plain autograd.Function (:func:`lif` and :func:`atgo`): the custom
+ops' dispatch (schema checks, the dispatcher's round trips through Python, their autograd wrapper) costs the
+host about as much again as the rest of a call (benchmarks/kernel_host.py), and on a layer the GPU runs in a
+fraction of a millisecond the GPU waits for the host. Tensors here are in rows form, (T, N) with unit stride
+along N (see ``rows``).
 
 Imported on first use only: it needs Triton.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
-import triton
 from torch import Tensor
 from torch.library import custom_op
 
@@ -24,11 +28,22 @@ PROGRAMS_PER_SM = 4
 MAX_BLOCK = 512
 
 
+@functools.cache
 def resident_programs(device: torch.device) -> int:
     """The programs a launch aims for: PROGRAMS_PER_SM per multiprocessor (16 off a GPU, on the interpreter).
     It is also the most a kernel that loops over blocks by itself is given."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     return PROGRAMS_PER_SM * sms
+
+
+# Host arithmetic in plain Python: triton.cdiv and triton.next_power_of_2 are Triton functions, a few microseconds
+# per call from Python, twice per launch.
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_power_of_2(a: int) -> int:
+    return 1 << (a - 1).bit_length()
 
 
 def launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
@@ -38,8 +53,8 @@ def launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
     then specialises). Not 1024: the heaviest backward needs up to 128 registers per thread, so only two
     programs of 8 warps would fit on an SM; tests/compile_kernels.py checks that PROGRAMS_PER_SM of MAX_BLOCK
     fit, for every variant, on an H100."""
-    block = min(MAX_BLOCK, max(128, triton.next_power_of_2(triton.cdiv(n, resident_programs(device)))))
-    return triton.cdiv(n, block), block, block // 128
+    block = min(MAX_BLOCK, max(128, _next_power_of_2(_cdiv(n, resident_programs(device)))))
+    return _cdiv(n, block), block, block // 128
 
 
 def _step_stride(schedule: Tensor) -> int:
@@ -52,10 +67,9 @@ def _unit_stride(x: Tensor) -> Tensor:
     return x if x.stride(1) == 1 or x.shape[1] == 1 else x.contiguous()
 
 
-@custom_op("spikefold::lif_forward", mutates_args=())
-def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor, width: Tensor, scale: Tensor,
-                initial: Tensor, zero_reset: bool, relative: bool, scale_output: bool, surrogate: str,
-                save_h: bool, final: bool, moments: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor, width: Tensor, scale: Tensor,
+                 initial: Tensor, zero_reset: bool, relative: bool, scale_output: bool, surrogate: str,
+                 save_h: bool, final: bool, moments: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(output, H for the backward, final U, fired at least once, [sum H, sum H^2]); unrequested ones empty.
     ``surrogate`` only matters to the backward; so does ``width``, which gets a gradient (PSG's smooth step,
     -(x/w) f'(x)) when it requires one."""
@@ -75,6 +89,9 @@ def lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor,
     return out, h, final_u, fired.bool(), sums.sum(0) if moments else sums
 
 
+lif_forward = custom_op("spikefold::lif_forward", _lif_forward, mutates_args=())
+
+
 @lif_forward.register_fake
 def _(current, decay, gain, threshold, width, scale, initial, zero_reset, relative, scale_output, surrogate,
       save_h, final, moments):
@@ -86,11 +103,10 @@ def _(current, decay, gain, threshold, width, scale, initial, zero_reset, relati
             torch.empty((2,) if moments else (0,), dtype=torch.float64, device=current.device))
 
 
-@custom_op("spikefold::lif_backward", mutates_args=())
-def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Tensor, decay: Tensor, gain: Tensor,
-                 threshold: Tensor, width: Tensor, scale: Tensor, initial: Tensor, zero_reset: bool,
-                 relative: bool, scale_output: bool, surrogate: str, moments: bool, param_grads: Sequence[bool],
-                 input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Tensor, decay: Tensor, gain: Tensor,
+                  threshold: Tensor, width: Tensor, scale: Tensor, initial: Tensor, zero_reset: bool,
+                  relative: bool, scale_output: bool, surrogate: str, moments: bool, param_grads: Sequence[bool],
+                  input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(d loss / d current, the parameter gradients in triton_lif.PARTIALS order as one (5,) tensor).
     ``current`` is read only when the input gain needs its gradient (else it may be empty)."""
     h = h.contiguous()  # the kernel steps through H by rows of exactly N
@@ -112,6 +128,9 @@ def lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Ten
     return grad_x, partials.sum(0)
 
 
+lif_backward = custom_op("spikefold::lif_backward", _lif_backward, mutates_args=())
+
+
 @lif_backward.register_fake
 def _(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial, zero_reset, relative,
       scale_output, surrogate, moments, param_grads, input_dtype):
@@ -124,6 +143,12 @@ def _zeros_if_none(grad_out: Tensor | None, h: Tensor, dtype: torch.dtype) -> Te
     if grad_out is not None:
         return grad_out
     return torch.zeros((1, h.shape[1]), dtype=dtype, device=h.device).expand(h.shape)
+
+
+def _backward_op(ctx):
+    """The backward kernel's op: the custom op where the forward ran as one (under torch.compile), else the
+    function itself (see :func:`_direct`)."""
+    return _lif_backward if getattr(ctx, "direct", False) else lif_backward
 
 
 def _param_grads(ctx, first: int) -> list[bool]:
@@ -152,9 +177,9 @@ def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
     zero_reset, relative, scale_output, surrogate, moments = ctx.flags
     grad_out = _zeros_if_none(grad_out, h, ctx.input_dtype)
     moments_grad = grad_moments if moments and grad_moments is not None else h.new_zeros(2, dtype=torch.float64)
-    grad_x, grads = lif_backward(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale, initial,
-                                 zero_reset, relative, scale_output, surrogate, moments, ctx.param_grads,
-                                 ctx.input_dtype)
+    grad_x, grads = _backward_op(ctx)(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale,
+                                      initial, zero_reset, relative, scale_output, surrogate, moments,
+                                      ctx.param_grads, ctx.input_dtype)
     params = (decay, gain, threshold, width, scale)
     param_grads = [grads[k].reshape(p.shape).to(p.dtype) if ctx.param_grads[k] else None
                    for k, p in enumerate(params)]
@@ -165,9 +190,8 @@ def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
 lif_forward.register_autograd(_backward_lif, setup_context=_setup_lif)
 
 
-@custom_op("spikefold::atgo_adaptive_forward", mutates_args=())
-def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k0: float, v_ref: float
-                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k0: float, v_ref: float
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """DS-ATGO in training: (spikes, H, threshold per timestep, surrogate width per timestep).
 
     Each timestep's threshold needs the mean and std of H over the whole layer (and over all processes) before
@@ -191,7 +215,7 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
     if reduced:
         dist.all_reduce(constants[:1])
     launch = triton_lif.adaptive_step_kernel[(programs,)]
-    fixed = {"REDUCED": reduced, "BLOCK": block, "ROWS": triton.next_power_of_2(programs), "num_warps": warps,
+    fixed = {"REDUCED": reduced, "BLOCK": block, "ROWS": _next_power_of_2(programs), "num_warps": warps,
              **triton_lif.LAUNCH}
     for t in range(steps + 1):
         launch(current, current.stride(0), out, h, sums, totals, thresholds, stds, constants, decay, n, t,
@@ -200,6 +224,9 @@ def atgo_adaptive_forward(current: Tensor, decay: Tensor, fc: float, tgo: str, k
             torch.sum(sums[t % 2], 0, out=totals)
             dist.all_reduce(totals)
     return out, h, thresholds, surrogates.tgo_width(tgo, thresholds, stds, k0, v_ref)
+
+
+atgo_adaptive_forward = custom_op("spikefold::atgo_adaptive_forward", _atgo_adaptive_forward, mutates_args=())
 
 
 @atgo_adaptive_forward.register_fake
@@ -222,11 +249,39 @@ def _backward_atgo(ctx, grad_out, grad_h, grad_thresholds, grad_width):
     h, decay, thresholds, width = ctx.saved_tensors
     one, zero = decay.new_ones(1), decay.new_zeros(1)
     grad_out = _zeros_if_none(grad_out, h, ctx.input_dtype)
-    grad_x, grads = lif_backward(grad_out, h.new_zeros(2, dtype=torch.float64), h, h.new_empty(0), decay, one,
-                                 thresholds, width, one, zero, True, False, False, "rectangular", False,
-                                 [bool(ctx.needs_input_grad[1]), False, False, False, False], ctx.input_dtype)
+    grad_x, grads = _backward_op(ctx)(grad_out, h.new_zeros(2, dtype=torch.float64), h, h.new_empty(0), decay,
+                                      one, thresholds, width, one, zero, True, False, False, "rectangular", False,
+                                      [bool(ctx.needs_input_grad[1]), False, False, False, False], ctx.input_dtype)
     return (grad_x if ctx.needs_input_grad[0] else None,
             grads[0].reshape(decay.shape) if ctx.needs_input_grad[1] else None, None, None, None, None)
 
 
 atgo_adaptive_forward.register_autograd(_backward_atgo, setup_context=_setup_atgo)
+
+
+def _direct(name: str, forward, setup_context, backward) -> type[torch.autograd.Function]:
+    """A custom op's forward, autograd set-up and backward as a plain autograd.Function, for calls outside
+    torch.compile: the same functions, so the same values and gradients, without the custom op's dispatch. The
+    forward takes ``ctx`` itself: with a separate setup_context, Function.apply binds its arguments through
+    inspect.signature on every call, about a sixth of a LIF call's host work."""
+    def run(ctx, *inputs):
+        ctx.direct = True  # the backward calls its kernel's function directly too
+        output = forward(*inputs)
+        setup_context(ctx, inputs, output)
+        return output
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(run), "backward": staticmethod(backward)})
+
+
+_LIF = _direct("LIF", _lif_forward, _setup_lif, _backward_lif)
+_ATGO = _direct("ATGO", _atgo_adaptive_forward, _setup_atgo, _backward_atgo)
+
+
+def lif(*inputs):
+    """:func:`lif_forward` with its gradient: the custom op under torch.compile, else the direct Function."""
+    return lif_forward(*inputs) if torch.compiler.is_compiling() else _LIF.apply(*inputs)
+
+
+def atgo(*inputs):
+    """:func:`atgo_adaptive_forward` with its gradient, as :func:`lif` picks."""
+    return atgo_adaptive_forward(*inputs) if torch.compiler.is_compiling() else _ATGO.apply(*inputs)

@@ -8,8 +8,10 @@ import multiprocessing
 import multiprocessing.shared_memory
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +139,46 @@ def test_sigkill_of_the_parent_leaves_nothing_behind(tmp_path, exported):
     assert segments(tag) == []
     lava_runtime.remove_leftovers()  # what the next run does first: the dead run's record goes
     assert not any(path.exists() for path in records)
+
+
+_AFTER_MULTIPROCESSING = """
+import multiprocessing, sys
+import numpy as np
+from spikefold.core.errors import TargetError
+from spikefold.deploy import lava_runner
+from spikefold.sim.simulator import simulate
+from tests.random_nets import random_input, random_network
+
+if sys.argv[1] == "used":  # the default context used, as a DataLoader with workers does: the method is now fixed
+    worker = multiprocessing.Process(target=int)
+    worker.start()
+    worker.join()
+else:
+    multiprocessing.set_start_method(sys.argv[1])
+net = random_network(3)
+x = random_input(net, samples=3, seed=0)
+try:
+    got = lava_runner.run(net, x)
+except TargetError as exc:
+    print("TargetError:", exc)
+    sys.exit(0)
+ref = simulate(net, x)
+assert all(np.array_equal(a, b) for a, b in zip(ref.spikes, got.spikes))
+assert np.array_equal(ref.readout_v, got.readout_v)
+print("same as the simulator, start method", multiprocessing.get_start_method())
+"""
+
+
+@pytest.mark.parametrize("before", ["used", "fork", "spawn"])
+def test_lava_runs_after_the_process_used_multiprocessing(before):
+    """Lava's import sets the start method to "fork", which multiprocessing refuses once a process has used its
+    default context (a DataLoader's workers) or set a method: with "fork" already in place Lava runs as usual;
+    any other method is a named error, not Lava's "context has already been set"."""
+    done = subprocess.run([sys.executable, "-c", _AFTER_MULTIPROCESSING, before], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if before == "spawn":
+        assert "TargetError: Lava runs its processes by fork" in done.stdout
+        assert "set_start_method('fork', force=True)" in done.stdout
+    else:
+        assert "same as the simulator, start method fork" in done.stdout

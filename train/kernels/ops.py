@@ -107,8 +107,9 @@ def _lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Te
                   threshold: Tensor, width: Tensor, scale: Tensor, initial: Tensor, zero_reset: bool,
                   relative: bool, scale_output: bool, surrogate: str, moments: bool, param_grads: Sequence[bool],
                   input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(d loss / d current, the parameter gradients in triton_lif.PARTIALS order as one (5,) tensor).
-    ``current`` is read only when the input gain needs its gradient (else it may be empty)."""
+    """(d loss / d current, the parameter gradients in triton_lif.PARTIALS order as one (5,) tensor, those not in
+    ``param_grads`` undefined). ``current`` is read only when the input gain needs its gradient (else it may be
+    empty)."""
     h = h.contiguous()  # the kernel steps through H by rows of exactly N
     steps, n = h.shape
     programs, block, warps = launch_shape(n, h.device)

@@ -229,12 +229,17 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
         thr = thr_prev
         x = x_prev
         gx_row -= N
-    row = partials_ptr + 5 * pid
-    tl.store(row, tl.sum(acc_decay, 0))
-    tl.store(row + 1, tl.sum(acc_gain, 0))
-    tl.store(row + 2, tl.sum(acc_thr, 0))
-    tl.store(row + 3, tl.sum(acc_width, 0))
-    tl.store(row + 4, tl.sum(acc_scale, 0))
+    row = partials_ptr + 5 * pid  # only the sums asked for: a block-wide reduction each (the rest stay unset)
+    if DECAY_GRAD:
+        tl.store(row, tl.sum(acc_decay, 0))
+    if GAIN_GRAD:
+        tl.store(row + 1, tl.sum(acc_gain, 0))
+    if THR_GRAD:
+        tl.store(row + 2, tl.sum(acc_thr, 0))
+    if WIDTH_GRAD:
+        tl.store(row + 3, tl.sum(acc_width, 0))
+    if SCALE_GRAD:
+        tl.store(row + 4, tl.sum(acc_scale, 0))
 
 
 @triton.jit(do_not_specialize=["t"])

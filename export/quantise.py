@@ -151,15 +151,24 @@ def _quantise_initial(name: str, value: np.ndarray, e_lo: int, e_hi: int) -> Den
     return Dense(weights=w.reshape(-1, 1).astype(np.int32), weight_exp=exp)
 
 
-def _check_decay(name: str, what: str, decay: float, dv: int) -> None:
+def _decay_units(decay: float) -> int:
+    """What a state that keeps ``decay`` of itself per step loses, in Loihi's 12-bit units: round(4096 (1 - decay))
+    (dv for the voltage, du + 1 for the current)."""
+    return int(round(DECAY_UNITY * (1.0 - decay)))
+
+
+def _voltage_decay(name: str, what: str, decay: float) -> int:
+    """Loihi's dv for a voltage that keeps ``decay`` per step; a named error where a leak rounds to none."""
+    dv = _decay_units(decay)
     if decay < 1 and dv < 1:  # (a decay of exactly 1, an IF's or an integrator's, is dv = 0)
         raise HardwareRangeError(f"layer '{name}': {what} {decay:.6f} rounds to dv = 0 (no leak); Loihi's 12-bit "
                                  "dv needs decay <= 1 - 1/8192")
+    return dv
 
 
 def _current_decay(fl: FloatLayer) -> int:
     """Loihi's du for the layer's current: 4095 forgets it every step; ``du + 1 = 4096 (1 - current_decay)``."""
-    du = int(round(DECAY_UNITY * (1.0 - fl.current_decay))) - 1
+    du = _decay_units(fl.current_decay) - 1
     if du < 0:
         raise HardwareRangeError(f"layer '{fl.name}': current decay {fl.current_decay:.6f} rounds to du + 1 = 0 "
                                  "(a current that never decays); Loihi's du needs decay <= 1 - 1/8192")
@@ -255,13 +264,11 @@ def quantise(fnet: FloatNetwork, hw: HwConfig, calibration_x: np.ndarray, input_
         size = fl.output_size()
         pulse = -neuron_bias * carry * scale / (1 << ACT_SHIFT)  # a_in units
         if form is None:
-            dv, vth, reset = int(round(DECAY_UNITY * (1.0 - fl.readout_decay))), VTH_NEVER, "zero"
-            _check_decay(fl.name, "readout decay", fl.readout_decay, dv)
+            dv, vth, reset = _voltage_decay(fl.name, "readout decay", fl.readout_decay), VTH_NEVER, "zero"
         else:
-            dv, reset = int(round(DECAY_UNITY * (1.0 - form.decay))), form.reset
+            dv, reset = _voltage_decay(fl.name, "decay", form.decay), form.reset
             vth_all = np.rint(thresholds * scale / (1 << VTH_SHIFT)).astype(np.int64)
             vth = int(vth_all[0]) if len(vth_all) == 1 else vth_all
-            _check_decay(fl.name, "decay", form.decay, dv)
             if vth_all.min() < 1 or vth_all.max() > vth_max:
                 bad = int(vth_all.min() if vth_all.min() < 1 else vth_all.max())
                 raise HardwareRangeError(

@@ -109,6 +109,28 @@ def test_unrepresentable_threshold_names_layer_value_and_range(exported, split, 
         quantise(bad, loihi2, split.x_train[:100])
 
 
+def test_leaks_too_small_for_loihi_name_layer_and_decay(exported, split, loihi2):
+    """A decay within 1/8192 of 1 leaks nothing in Loihi's 12-bit units: a named error for the voltage, the
+    readout's voltage and the current, never a silently leak-free neuron."""
+    def with_change(change):
+        bad = copy.deepcopy(exported[0])
+        change(bad)
+        return bad
+
+    def neuron_decay(bad):
+        with torch.no_grad():
+            bad.layers[0].neuron.beta_logit.fill_(float(torch.logit(torch.tensor(0.99999, dtype=torch.float64))))
+
+    cases = [(neuron_decay, r"layer 'hidden0': decay 0.99999\d rounds to dv = 0 \(no leak\)"),
+             (lambda bad: setattr(bad.layers[-1], "readout_decay", 0.99999),
+              r"layer 'readout': readout decay 0.999990 rounds to dv = 0"),
+             (lambda bad: setattr(bad.layers[0], "current_decay", 0.99999),
+              r"layer 'hidden0': current decay 0.999990 rounds to du \+ 1 = 0")]
+    for change, message in cases:
+        with pytest.raises(HardwareRangeError, match=message + r".*decay <= 1 - 1/8192"):
+            quantise(with_change(change), loihi2, split.x_train[:100])
+
+
 def test_calibration_overflow_names_layer(exported, split):
     _, net, _ = exported
     hot = dataclasses.replace(net, layers=list(net.layers))

@@ -420,17 +420,23 @@ def write_energy_plots(out: Path, energy) -> None:
 VALIDATION_PNGS = ("divergence.png", *ENERGY_PNGS)
 
 
+def _validation_opening(title: str, report: dict[str, Any], what_ran: str, resumed: str) -> list[str]:
+    """The heading with the verdict, what ran on which samples in how many chunks, and the first divergence:
+    how both validation reports open."""
+    chunks = report["chunks"]
+    return [f"# {title}: {'PASS' if report['passed'] else 'FAIL'}", "",
+            f"{what_ran}, on {report['samples']} samples of `{report['data']}` (T = {report['timesteps']}, timesteps "
+            f"0 .. {report['timesteps'] - 1}), in {chunks['count']} chunks of {chunks['size']}"
+            + (f" ({chunks['reused_samples']} {resumed} resumed from an earlier run)" if chunks["reused_samples"]
+               else "") + ".", "",
+            f"**{first_divergence_sentence(report['first_divergence']).capitalize()}.**", ""]
+
+
 def validation_markdown(report: dict[str, Any]) -> str:
-    verdict = "PASS" if report["passed"] else "FAIL"
-    lines = [f"# spikefold validate: {verdict}", "",
-             f"Target `{report['target']}` running `{report['model']}` against the integer sim of "
-             f"`{report['reference']}`" + (f" and the float model `{report['float_model']}`"
-                                           if report["float_model"] else "")
-             + f", on {report['samples']} samples of `{report['data']}` (T = {report['timesteps']}, timesteps "
-             f"0 .. {report['timesteps'] - 1}), in {report['chunks']['count']} chunks of {report['chunks']['size']}"
-             + (f" ({report['chunks']['reused_samples']} samples resumed from an earlier run)"
-                if report["chunks"]["reused_samples"] else "") + ".", "",
-             f"**{first_divergence_sentence(report['first_divergence']).capitalize()}.**", ""]
+    float_model = f" and the float model `{report['float_model']}`" if report["float_model"] else ""
+    lines = _validation_opening("spikefold validate", report, f"Target `{report['target']}` running "
+                                f"`{report['model']}` against the integer sim of `{report['reference']}`{float_model}",
+                                "samples")
     lines += _checks_lines(report["checks"])
     lines += ["", "## Accuracy", "", "| run | accuracy (%) |", "| --- | --- |"]
     for name, value in report["accuracy"].items():
@@ -464,17 +470,13 @@ def write_validation(out: Path, report, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def layerwise_markdown(report: dict[str, Any]) -> str:
-    verdict = "PASS" if report["passed"] else "FAIL"
-    lines = [f"# spikefold validate, layer by layer: {verdict}", "",
-             f"Target `{report['target']}` running each of {len(report['layers'])} layers of `{report['model']}` "
-             f"on its own, driven by the spikes the integer sim of `{report['reference']}` recorded for its "
-             f"sources, on {report['samples']} samples of `{report['data']}` (T = {report['timesteps']}, timesteps "
-             f"0 .. {report['timesteps'] - 1}), in {report['chunks']['count']} chunks of {report['chunks']['size']}"
-             + (f" ({report['chunks']['reused_samples']} layer-samples resumed from an earlier run)"
-                if report["chunks"]["reused_samples"] else "") + ".", "",
-             f"**{first_divergence_sentence(report['first_divergence']).capitalize()}.**", "",
-             "| layer | sources | neurons | samples | spikes compared | differing | u, v differing | first divergence "
-             "| target time (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = _validation_opening(
+        "spikefold validate, layer by layer", report,
+        f"Target `{report['target']}` running each of {len(report['layers'])} layers of `{report['model']}` on its "
+        f"own, driven by the spikes the integer sim of `{report['reference']}` recorded for its sources",
+        "layer-samples")
+    lines += ["| layer | sources | neurons | samples | spikes compared | differing | u, v differing | first divergence "
+              "| target time (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["layers"]:
         f = row["first_divergence"]
         where = "-" if f is None else f"timestep {f['timestep']} ({f['what']}), sample {f['sample']}, neuron {f['neuron']}"

@@ -258,10 +258,15 @@ def run_layer(net: IntNetwork, index: int, inputs: dict[str, np.ndarray], target
     return LayerRun(spikes, state["u"], state["v"])
 
 
-def chunk_bounds(samples: int, chunk: int) -> list[tuple[int, int]]:
-    """(first sample, end) of each chunk of ``chunk`` samples, in order."""
+def check_chunk(chunk: int) -> None:
+    """A named error for a chunk size (``--chunk``) below one sample."""
     if chunk < 1:
         raise ConfigError(f"--chunk must be >= 1 sample, got {chunk}")
+
+
+def chunk_bounds(samples: int, chunk: int) -> list[tuple[int, int]]:
+    """(first sample, end) of each chunk of ``chunk`` samples, in order."""
+    check_chunk(chunk)
     return [(start, min(start + chunk, samples)) for start in range(0, samples, chunk)]
 
 

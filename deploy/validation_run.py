@@ -120,8 +120,7 @@ def run_validation(cfg: ValidationConfig, on_progress: ProgressCallback | None =
     """Run the whole validation (its chunks kept in ``cfg.out / "chunks"``) and return its report; ``passed``
     says whether every check held. ``spikefold.reporting`` writes it."""
     cfg.tolerances.check()
-    if cfg.chunk < 1:
-        raise ConfigError(f"--chunk must be >= 1 sample, got {cfg.chunk}")
+    lava_runner.check_chunk(cfg.chunk)
     lava_runner.check_target(cfg.target)  # an unreachable target fails before anything else runs
     net = nir_io.read(cfg.model)
     reference_path = cfg.reference or cfg.model
@@ -317,7 +316,8 @@ def _report(cfg: ValidationConfig, net: IntNetwork, data: data_source.RunData, r
     return ValidationReport(
         passed=all(c.passed for c in checks), model=str(cfg.model), reference=str(cfg.reference or cfg.model),
         float_model=str(cfg.float_model) if cfg.float_model else None, target=cfg.target, data=data.source,
-        samples=n, timesteps=net.timesteps, chunks=Chunks(cfg.chunk, -(-n // cfg.chunk), reused),
+        samples=n, timesteps=net.timesteps,
+        chunks=Chunks(cfg.chunk, len(lava_runner.chunk_bounds(n, cfg.chunk)), reused),
         tolerances=cfg.tolerances, checks=checks, first_divergence=agreement.first, agreement=agreement,
         accuracy=accuracy,
         predictions=PredictionAgreement(

@@ -140,6 +140,8 @@ def test_bad_input_gets_named_errors(model, tmp_path, capsys):
     assert "lava-loihi" in error("--target", "loihi2")
     assert "unknown target 'spinnaker'" in error("--target", "spinnaker")
     assert "--spike-tolerance must be a share in [0, 1]" in error("--spike-tolerance", 2)
+    assert "--chunk must be >= 1 sample, got 0" in error("--chunk", 0)
+    assert "--chunk must be >= 1 sample, got 0" in error("--chunk", 0, "--layers", "each")
     other = copy.deepcopy(nir_io.read(model))
     other.timesteps += 1
     other_path = nir_io.write(other, tmp_path / "other.nir")

@@ -180,13 +180,19 @@ def _execute(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int],
     in layer-synchronous time. A recurrent or delayed connection would carry a sample's last spikes into the
     next sample's first steps (a reset clears u and v, not what is in flight), so networks with one run a Lava
     runtime per sample."""
-    n = len(next(iter(sources.values())))
-    if n > 1 and any(net.layers[i].spans_samples for i in layers):
-        parts = [_execute(net, {k: v[i : i + 1] for k, v in sources.items()}, layers, target, record_state)
-                 for i in range(n)]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     check_target(target)
     ensure_lava()
+    n = len(next(iter(sources.values())))
+    if n > 1 and any(net.layers[i].spans_samples for i in layers):
+        parts = [_run_once(net, {k: v[i : i + 1] for k, v in sources.items()}, layers, target, record_state)
+                 for i in range(n)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return _run_once(net, sources, layers, target, record_state)
+
+
+def _run_once(net: IntNetwork, sources: dict[str, np.ndarray], layers: list[int], target: str,
+              record_state: bool) -> dict[tuple[int, str], np.ndarray]:
+    """One Lava runtime over all of ``sources``' samples (see :func:`_execute`)."""
     built = _build(net, sources, layers, record_state)
     n, steps_per_sample, depths = len(next(iter(sources.values()))), net.timesteps, net.depths()
     try:

@@ -11,6 +11,8 @@ equality and measure their speed, each step in its own process under its own tim
     neuron-kernels   neuron_kernels.py at B=16, T=500, N=4096 and T=4, B=128, 128x32x32: fused vs eager, LIF vs
                      SpikingJelly 2.0 and snnTorch, memory bandwidth
     train-step       train_step.py: ResNet-19 at T=2, batch 128, fused vs eager, samples/s and peak memory
+    kernel-host      kernel_host.py: the host's work per fused call on this machine's CPU (launches stubbed),
+                     to set against the fused calls' times above
     launch-sweep     neuron_kernels.py --launch-sweep: the fused LIF at both shapes under each launch shape
                      (neurons per program, warps), against the default; last, in whatever time is left
 
@@ -51,13 +53,13 @@ from spikefold.core import files  # noqa: E402  (the repo's own folder: needs no
 
 BENCH = ROOT / "benchmarks"
 WHEELS = ROOT / ".whl"
-STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "launch-sweep")  # after install
+STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "kernel-host", "launch-sweep")
 # Seconds each step may take on the GPU machine. The compile check runs beside the GPU tests; the install and the
 # steps after it up to train-step sum to 475 s, so a run where each of them takes its whole box ends at --budget
-# (470 s) in train-step; the launch sweep, a tuning aid, gets what the others left (on the last H200 run they
-# took about 250 s). The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
+# (470 s) in train-step; the two tuning aids, the host's work and the launch sweep, get what the others left (on
+# the last H200 run they took about 250 s). The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
 BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 75, "neuron-kernels": 110, "train-step": 80,
-       "launch-sweep": 90}
+       "kernel-host": 40, "launch-sweep": 90}
 DRY_BOX = 900
 # Its comparison runs Lava, which the GPU machine does not have (and cannot, with numpy 2).
 LAVA_TEST = "tests/test_simulator.py::test_gpu_float64_layer_and_lava_agree"
@@ -256,6 +258,10 @@ class Check:
                    else ["--warmup", "2", "--repeats", "5"])
         self.benchmark("train-step", "train_step.py", ["--networks", "resnet19-T2", *options], "train_step.json")
 
+    def kernel_host(self) -> None:
+        self.benchmark("kernel-host", "kernel_host.py", [] if self.args.dry_run else ["--calls", "100"],
+                       "kernel_host.json")
+
     def launch_sweep(self) -> None:
         options = ["--warmup", "0", "--repeats", "1"] if self.args.dry_run else ["--warmup", "1", "--repeats", "3"]
         self.benchmark("launch-sweep", "neuron_kernels.py", ["--launch-sweep", "--shapes", "seq-4096", "cifar-T4",
@@ -399,6 +405,19 @@ def summary(records: dict, dry_run: bool) -> str:
                 f"{r['cpu_rate']:,.0f} ({r['cpu_threads']} threads) | {r['gpu_rate']:,.0f} | "
                 f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} |"
                 if "error" not in r else f"{_cell(r['error'])} | - | - | - |"))
+    host = records.get("kernel-host", {}).get("result", {})
+    if host.get("results"):
+        lines += ["", f"## Host work per fused call ({host['machine']['host']}; launches stubbed, microseconds per "
+                  "forward + backward)", "", "| neuron | direct | custom op | eager | fused call on the GPU, "
+                  "seq / CIFAR (ms) | direct host work, of the CIFAR call |", "| --- | --- | --- | --- | --- | --- |"]
+        shapes = [next((shape for shape, _ in seconds if shape.startswith(family)), None)
+                  for family in ("seq", "cifar")]
+        for r in host["results"]:
+            seq, cifar = (seconds.get((shape, f"spikefold-triton:{r['kind']}")) for shape in shapes)
+            times = " / ".join("-" if c is None else f"{c * 1e3:.3f}" for c in (seq, cifar))
+            share = _pct(r["direct"] / 1e6 / cifar) if cifar else "-"
+            lines.append(f"| {r['kind']} | {r['direct']:.0f} | {r['custom-op']:.0f} | {r['eager']:.0f} | {times} | "
+                         f"{share} |")
     sweep = records.get("launch-sweep", {}).get("result", {}).get("best", {})
     if sweep:
         lines += ["", "## Launch shapes, fused LIF forward + backward (neurons per program / warps)", "",
@@ -441,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
           f"budget {args.budget:.0f} s", flush=True)
     phases = [(("install",), check.install), (("compile", "gpu-tests"), check.compile_and_gpu_tests),
               (("simulator",), check.simulator), (("neuron-kernels",), check.neuron_kernels),
-              (("train-step",), check.train_step), (("launch-sweep",), check.launch_sweep)]
+              (("train-step",), check.train_step), (("kernel-host",), check.kernel_host),
+              (("launch-sweep",), check.launch_sweep)]
     reported: set[str] = set()
     for steps, phase in phases:
         if steps == ("install",) or set(steps) & set(args.steps):

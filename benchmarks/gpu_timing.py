@@ -109,6 +109,17 @@ def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
         return None, f"unknown for '{name}': add it to PEAK_BANDWIDTH in benchmarks/gpu_timing.py"
 
 
+def cpu_name() -> str:
+    """The host CPU's model name (Linux's /proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def machine(device: torch.device) -> dict:
     try:
         import triton
@@ -117,8 +128,8 @@ def machine(device: torch.device) -> dict:
     except ImportError:
         triton_version = None
     bandwidth, source = peak_bandwidth(device)
-    record = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-              or "cpu", "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
+    record = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "host": cpu_name(),
+              "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
               "cuda": torch.version.cuda, "peak_bandwidth_bytes_per_s": bandwidth, "peak_bandwidth_source": source,
               "dry_run": device.type != "cuda"}
     if device.type == "cuda":

@@ -12,10 +12,11 @@ Side by side, per neuron type, on the CPU (tiny tensors: their own arithmetic co
     eager       the layer's eager steps (no kernels), for scale
 
 The median over --repeats batches of --calls calls each, in microseconds per forward + backward; ratios against
-the custom-op row. The GPU check (benchmarks/gpu_check.sh) measures what the kernels themselves take on the GPU
-(``profile`` in neuron_kernels.json).
+the custom-op row. The GPU check (benchmarks/gpu_check.sh) runs it on the GPU machine's host too, beside what the
+kernels themselves take there (``profile`` in neuron_kernels.json).
 
     python benchmarks/kernel_host.py      # table, and benchmarks/results/kernel_host.json
+    python benchmarks/kernel_host.py --dry-run --out /tmp/host.json    # two calls each: checks the script
 """
 
 from __future__ import annotations
@@ -88,19 +89,24 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"neuron types (default all: {', '.join(KINDS)})")
     parser.add_argument("--out", type=Path, default=gpu_timing.RESULTS / "kernel_host.json",
                         help="JSON path (default benchmarks/results/kernel_host.json)")
+    parser.add_argument("--dry-run", action="store_true", help="two calls per path: checks the script")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.calls, args.repeats = 2, 1
     torch.set_num_threads(1)
     from spikefold.train.kernels import ops
 
     stub_launches(ops)
     rows = []
+    record = {"machine": gpu_timing.machine(torch.device("cpu")), "complete": False, "dry_run": args.dry_run,
+              "shape": list(SHAPE), "settings": {"calls": args.calls, "repeats": args.repeats, "statistic": "median",
+                                                 "unit": "microseconds per forward + backward"}, "results": rows}
     for kind in args.kinds:
         row = {"kind": kind, **{path: measure(kind, path, args.calls, args.repeats) for path in PATHS}}
         rows.append(row)
         print(f"{kind}: " + ", ".join(f"{path} {row[path]:.0f} us" for path in PATHS), file=sys.stderr)
-    record = {"machine": gpu_timing.machine(torch.device("cpu")), "shape": list(SHAPE),
-              "settings": {"calls": args.calls, "repeats": args.repeats, "statistic": "median",
-                           "unit": "microseconds per forward + backward"}, "results": rows}
+        gpu_timing.write(args.out, record, quiet=True)  # a run cut off keeps the kinds it measured
+    record["complete"] = True
     gpu_timing.write(args.out, record)
     print(gpu_timing.table([[r["kind"], *(f"{r[p]:.0f}" for p in PATHS), f"{r['direct'] / r['custom-op']:.2f}",
                              f"{r['eager'] / r['custom-op']:.2f}"] for r in rows],

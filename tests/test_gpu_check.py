@@ -85,7 +85,8 @@ def test_dry_run_goes_through_every_step(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = report["steps"]
     assert {name: r["status"] for name, r in steps.items()} == dict.fromkeys(
-        ("install", "compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "launch-sweep"), "passed")
+        ("install", "compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "kernel-host",
+         "launch-sweep"), "passed")
     environment = steps["install"]["environment"]
     assert environment["spikefold_location"].startswith(tempfile.gettempdir()) and not environment["lava_imported"]
     assert steps["compile"]["result"]["compiled"] > 0 and steps["compile"]["result"]["failures"] == []
@@ -103,11 +104,14 @@ def test_dry_run_goes_through_every_step(tmp_path):
     assert all("error" not in r for r in sweep["results"]) and len(sweep["results"]) == 2 * 3
     assert {(r["block"], r["warps"]) for r in sweep["results"] if not r["default"]} == {(128, 1), (256, 2)}
     assert set(sweep["best"]) == {"seq-64", "cifar-T2"} and sweep["complete"]
+    host = steps["kernel-host"]["result"]
+    assert [r["kind"] for r in host["results"]] == list(KINDS) and host["complete"]
     for row in ("| fused vs eager, fwd+bwd | seq-64 | atgo |", "| LIF vs fastest SpikingJelly 2.0 LIF | cifar-T2 |",
                 "| LIF vs snnTorch 1.0 Leaky (no target) |", "| ResNet-19 training step, fused vs eager |",
-                "| digits CNN (2 conv + 2 pool) |", "| seq-64 | 128 / 1 |"):
+                "| digits CNN (2 conv + 2 pool) |", "| seq-64 | 128 / 1 |", "## Host work per fused call"):
         assert row in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",
-                                                          "launch_sweep.json", "neuron_kernels.json",
+                                                          "kernel_host.json", "launch_sweep.json",
+                                                          "neuron_kernels.json",
                                                           "simulator_gpu.json",
                                                           "train_step.json"]

@@ -81,15 +81,21 @@ READ_MEMORY_MIN = 2 << 30
 MAX_TIMESTEPS = 1 << 16
 
 
+def _membrane_gain(layer: Layer) -> float:
+    """What NIR's membrane needs its input multiplied by to take all of it per step, as the integer LIF does:
+    tau / dt = 4096 / dv (see the module docstring); 1 for an IF (r = 1 / DT already adds the whole input) and
+    for the integrating readout."""
+    neu = layer.neurons
+    return 1.0 if (layer.readout and not _leaky_readout(layer)) or not neu.dv else DECAY_UNITY / neu.dv
+
+
 def _gain(layer: Layer) -> float:
-    """What the float synapses into ``layer`` carry beyond the integer weights' own value: NIR's neurons take in
-    dt / tau of their input per step where the integer LIF takes it all (see the module docstring); the
-    integrating readout's synapses carry none."""
+    """What the float synapses into ``layer`` carry beyond the integer weights' own value: the membrane's gain
+    and, where the current carries over, its own Euler step 4096 / (du + 1) (1 for du = 4095); the integrating
+    readout's synapses carry none."""
     if layer.readout and not _leaky_readout(layer):
         return 1.0
-    neu = layer.neurons
-    membrane = DECAY_UNITY / neu.dv if neu.dv else 1.0  # an IF's r = 1 / DT already adds the whole input
-    return membrane * DECAY_UNITY / (neu.du + 1)  # the current's own Euler step (1 for du = 4095)
+    return _membrane_gain(layer) * DECAY_UNITY / (layer.neurons.du + 1)
 
 
 def _rockpool_keeps(layer: Layer) -> tuple[float, float]:
@@ -124,8 +130,7 @@ def _synapse(layer: Layer, syn: Dense, input_unit: float, delay: int = 0, reader
     # current carries over (du < 4095), a bias in NIR's synapses builds up in it to 4096 / (du + 1) times its
     # value, as the integer network's voltage bias does together with its first-step pulse into u (export's
     # quantise): so the bias carries the membrane's gain alone.
-    carried = 1.0 if layer.readout and not _leaky_readout(layer) else (neu.du + 1) / DECAY_UNITY
-    bias = (neu.effective_bias() * _gain(layer) * carried / layer.scale
+    bias = (neu.effective_bias() * _membrane_gain(layer) / layer.scale
             if syn is layer.inputs[0].synapses and not rockpool else np.zeros(neu.size))
     meta = {
         "spikefold.weights": np.asarray(syn.weights, np.int32),

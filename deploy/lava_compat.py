@@ -80,8 +80,8 @@ def _fork_accepted() -> Iterator[None]:
                           f"method to '{method}'. Run the Lava step in a process of its own (the spikefold CLI "
                           "is one), or call multiprocessing.set_start_method('fork', force=True) before it")
     original = multiprocessing.set_start_method
-    multiprocessing.set_start_method = lambda method, force=False: None if method == "fork" else original(
-        method, force)
+    multiprocessing.set_start_method = lambda wanted, force=False: None if wanted == "fork" else original(
+        wanted, force)
     try:
         yield
     finally:

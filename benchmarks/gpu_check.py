@@ -259,7 +259,7 @@ class Check:
         self.benchmark("train-step", "train_step.py", ["--networks", "resnet19-T2", *options], "train_step.json")
 
     def kernel_host(self) -> None:
-        self.benchmark("kernel-host", "kernel_host.py", [] if self.args.dry_run else ["--calls", "100"],
+        self.benchmark("kernel-host", "kernel_host.py", [] if self.args.dry_run else ["--calls", "50"],
                        "kernel_host.json")
 
     def launch_sweep(self) -> None:

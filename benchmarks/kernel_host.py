@@ -11,9 +11,9 @@ Side by side, per neuron type, on the CPU (tiny tensors: their own arithmetic co
                 calls ran before the direct path existed)
     eager       the layer's eager steps (no kernels), for scale
 
-The median over --repeats batches of --calls calls each, in microseconds per forward + backward; ratios against
-the custom-op row. The GPU check (benchmarks/gpu_check.sh) runs it on the GPU machine's host too, beside what the
-kernels themselves take there (``profile`` in neuron_kernels.json).
+The median over --repeats batches of --calls calls each, the three paths' batches taken in turn, in microseconds
+per forward + backward; ratios against the custom-op row. The GPU check (benchmarks/gpu_check.sh) runs it on the
+GPU machine's host too, beside what the kernels themselves take there (``profile`` in neuron_kernels.json).
 
     python benchmarks/kernel_host.py      # table, and benchmarks/results/kernel_host.json
     python benchmarks/kernel_host.py --dry-run --out /tmp/host.json    # two calls each: checks the script
@@ -55,36 +55,47 @@ def stub_launches(ops) -> None:
                                               "adaptive_step_kernel": NoLaunch()})
 
 
-def host_microseconds(call, calls: int, repeats: int) -> float:
+def batch_microseconds(call, calls: int) -> float:
+    start = time.perf_counter()
     for _ in range(calls):
         call()
-    batches = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        batches.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(batches)
+    return (time.perf_counter() - start) / calls * 1e6
 
 
-def measure(kind: str, path: str, calls: int, repeats: int) -> float:
+def measure(kind: str, calls: int, repeats: int) -> dict[str, float]:
+    """Median microseconds per call of each path, the paths' batches taken in turn (one of each per repeat),
+    so that a slow spell of the machine weighs on every path alike."""
     from spikefold.train.kernels import ops
 
-    layer = spikefold_layer(kind, "eager" if path == "eager" else "triton", SHAPE, torch.device("cpu"))
-    saved = ops.lif, ops.atgo
-    if path == "custom-op":
-        ops.lif, ops.atgo = ops.lif_forward, ops.atgo_adaptive_forward
-    try:
-        return host_microseconds(layer_call(layer, SHAPE, torch.device("cpu")), calls, repeats)
-    finally:
-        ops.lif, ops.atgo = saved
+    direct = ops.lif, ops.atgo
+    through_ops = ops.lif_forward, ops.atgo_adaptive_forward
+
+    def run_path(path: str, call):
+        def run():
+            ops.lif, ops.atgo = through_ops if path == "custom-op" else direct
+            try:
+                return batch_microseconds(call, calls)
+            finally:
+                ops.lif, ops.atgo = direct
+        return run
+
+    runs = {path: run_path(path, layer_call(spikefold_layer(kind, "eager" if path == "eager" else "triton", SHAPE,
+                                                            torch.device("cpu")), SHAPE, torch.device("cpu")))
+            for path in PATHS}
+    batches = {path: [] for path in PATHS}
+    for run in runs.values():  # warm-up
+        run()
+    for _ in range(repeats):
+        for path, run in runs.items():
+            batches[path].append(run())
+    return {path: statistics.median(times) for path, times in batches.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=200, help="calls per timed batch (default 200)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed batches; the median is kept (default 7)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed batches; the median is kept (default 15)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
                         help=f"neuron types (default all: {', '.join(KINDS)})")
     parser.add_argument("--out", type=Path, default=gpu_timing.RESULTS / "kernel_host.json",
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               "shape": list(SHAPE), "settings": {"calls": args.calls, "repeats": args.repeats, "statistic": "median",
                                                  "unit": "microseconds per forward + backward"}, "results": rows}
     for kind in args.kinds:
-        row = {"kind": kind, **{path: measure(kind, path, args.calls, args.repeats) for path in PATHS}}
+        row = {"kind": kind, **measure(kind, args.calls, args.repeats)}
         rows.append(row)
         print(f"{kind}: " + ", ".join(f"{path} {row[path]:.0f} us" for path in PATHS), file=sys.stderr)
         gpu_timing.write(args.out, record, quiet=True)  # a run cut off keeps the kinds it measured

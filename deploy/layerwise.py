@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from spikefold.deploy import data_source, lava_runner
-from spikefold.deploy.validation import (Check, Chunks, Divergence, LayerAgreement, first_difference, layer_spikes,
-                                         merge_layer_spikes)
+from spikefold.deploy.validation import (Check, Chunks, Divergence, LayerAgreement, ValidationSummary,
+                                         first_difference, layer_spikes, merge_layer_spikes)
 from spikefold.core.errors import ConfigError
 from spikefold.export.intnet import INPUT, IntNetwork
 from spikefold.sim.simulator import simulate
-
-if TYPE_CHECKING:  # validation_run imports this module
-    from spikefold.deploy.validation_run import Tolerances
 
 # Above this many neurons a network is validated layer by layer unless --layers says otherwise: Lava's CPU
 # simulation of a whole 90,122-neuron ResNet-19 took about 14 GB (issue 13), far beyond a shared machine.
@@ -111,24 +106,12 @@ class LayerwiseRow:
 
 
 @dataclasses.dataclass
-class LayerwiseReport:
-    """A layer-wise validation: every layer's verdict, the checks, and the earliest layer that diverges."""
+class LayerwiseReport(ValidationSummary):
+    """A layer-wise validation: besides the summary, every layer's verdict."""
 
-    passed: bool
     mode: str  # "layerwise"
-    model: str
-    reference: str
-    target: str
-    data: str
-    samples: int
-    timesteps: int
     states: bool
     layers: list[LayerwiseRow]
-    chunks: Chunks
-    tolerances: Tolerances
-    checks: list[Check]
-    first_divergence: Divergence | None
-    timings: dict[str, float]
 
 
 def run(cfg, net: IntNetwork, reference: IntNetwork, data: data_source.RunData, layers: list[int], store,

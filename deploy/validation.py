@@ -1,5 +1,6 @@
 """Compare a target's run with a reference run of the same network shape, spike for spike and integer for
-integer: per layer and timestep, per sample, and where they first diverge."""
+integer: per layer and timestep, per sample, and where they first diverge; and what a validation judges that by
+and reports (its tolerances, checks, and the summary both kinds of validation share)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 
 import numpy as np
 
+from spikefold.core.errors import ConfigError
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim.simulator import SimResult
 
@@ -77,6 +79,48 @@ class Chunks:
     size: int
     count: int
     reused_samples: int
+
+
+@dataclasses.dataclass
+class Tolerances:
+    """What counts as agreement. The defaults demand exact agreement with the integer simulator."""
+
+    spikes: float = 0.0  # largest share of a layer's spike slots (sample x timestep x neuron) that may differ
+    logits: int = 0  # largest |readout voltage difference| after the last timestep
+    agreement: float = 1.0  # smallest share of samples predicted as the integer sim predicts them
+    float_agreement: float = 0.95  # the same against the float model (with a float model)
+    accuracy_drop: float = 0.02  # how far the target's accuracy may fall below the float model's
+
+    FLAGS = {"spikes": "--spike-tolerance", "agreement": "--min-agreement",
+             "float_agreement": "--min-float-agreement", "accuracy_drop": "--max-accuracy-drop"}
+
+    def check(self) -> None:
+        for name, flag in self.FLAGS.items():
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{flag} must be a share in [0, 1], got {value}")
+        if self.logits < 0:
+            raise ConfigError(f"--logit-tolerance must be >= 0, got {self.logits}")
+
+
+@dataclasses.dataclass
+class ValidationSummary:
+    """What both validations report, of the whole network (``validation_run.ValidationReport``) and layer by
+    layer (``layerwise.LayerwiseReport``): the verdict, which runs were compared on which samples in how many
+    chunks, the checks and where the target first diverged."""
+
+    passed: bool
+    model: str
+    reference: str
+    target: str
+    data: str
+    samples: int
+    timesteps: int
+    chunks: Chunks
+    tolerances: Tolerances
+    checks: list[Check]
+    first_divergence: Divergence | None
+    timings: dict[str, float]
 
 
 @dataclasses.dataclass

@@ -28,35 +28,13 @@ import numpy as np
 
 from spikefold.core import files
 from spikefold.deploy import data_source, layerwise, lava_runner
-from spikefold.deploy.validation import Agreement, Check, Chunks, Divergence, compare
+from spikefold.deploy.validation import Agreement, Check, Chunks, Tolerances, ValidationSummary, compare
 from spikefold.core.errors import ConfigError, DataError, NIRFileError
 from spikefold.export import hw_config, nir_io
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim import energy
 from spikefold.export.runner import matmul_plan
 from spikefold.sim.simulator import SimResult, simulate
-
-
-@dataclasses.dataclass
-class Tolerances:
-    """What counts as agreement. The defaults demand exact agreement with the integer simulator."""
-
-    spikes: float = 0.0  # largest share of a layer's spike slots (sample x timestep x neuron) that may differ
-    logits: int = 0  # largest |readout voltage difference| after the last timestep
-    agreement: float = 1.0  # smallest share of samples predicted as the integer sim predicts them
-    float_agreement: float = 0.95  # the same against the float model (with a float model)
-    accuracy_drop: float = 0.02  # how far the target's accuracy may fall below the float model's
-
-    FLAGS = {"spikes": "--spike-tolerance", "agreement": "--min-agreement",
-             "float_agreement": "--min-float-agreement", "accuracy_drop": "--max-accuracy-drop"}
-
-    def check(self) -> None:
-        for name, flag in self.FLAGS.items():
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{flag} must be a share in [0, 1], got {value}")
-        if self.logits < 0:
-            raise ConfigError(f"--logit-tolerance must be >= 0, got {self.logits}")
 
 
 @dataclasses.dataclass
@@ -85,27 +63,15 @@ class PredictionAgreement:
 
 
 @dataclasses.dataclass
-class ValidationReport:
-    """A whole-network validation: every check, where target and reference first part, the agreement per
-    layer and timestep, accuracies, per-sample predictions, and energy and latency from the target's spikes."""
+class ValidationReport(ValidationSummary):
+    """A whole-network validation: besides the summary, the agreement per layer and timestep, accuracies,
+    per-sample predictions, and energy and latency from the target's spikes."""
 
-    passed: bool
-    model: str
-    reference: str
     float_model: str | None
-    target: str
-    data: str
-    samples: int
-    timesteps: int
-    chunks: Chunks
-    tolerances: Tolerances
-    checks: list[Check]
-    first_divergence: Divergence | None
     agreement: Agreement
     accuracy: dict[str, float | None]  # per run (target, int_sim, float); None without labels
     predictions: PredictionAgreement
     energy: energy.EnergyReport
-    timings: dict[str, float]
 
 
 ProgressCallback = Callable[[int, int, int], None]  # (samples done, samples in all, samples reused)

@@ -388,7 +388,8 @@ def _sanafe_beside(net, x_int, report) -> dict:
 
 def cmd_validate(args) -> int:
     from spikefold.deploy.layerwise import LayerwiseReport
-    from spikefold.deploy.validation_run import Tolerances, ValidationConfig, run_validation
+    from spikefold.deploy.validation import Tolerances
+    from spikefold.deploy.validation_run import ValidationConfig, run_validation
 
     # A run folder with finished chunks is kept: it is resumed (--resume) or, with --force, started over.
     files.check_output_folder(args.out, "--out", args.force or args.resume,

@@ -26,6 +26,7 @@ from spikefold.sim.simulator import simulate
 from spikefold.train.loop import TrainConfig, train
 from spikefold.train.models import ModelConfig, batchnorm_from_data
 from tests.random_nets import conv_skip_network, random_input
+from tests.same_runs import assert_same_runs
 
 
 def _unrolled(conv: Conv2d) -> np.ndarray:
@@ -66,15 +67,6 @@ def _as_dense(net: IntNetwork) -> IntNetwork:
                 c.synapses = Dense(_unrolled(syn).astype(np.int32), syn.weight_exp, syn.num_weight_bits,
                                    syn.num_message_bits)
     return dense
-
-
-def _assert_same(net, ref, got, states=True):
-    for i, layer in enumerate(net.layers):
-        np.testing.assert_array_equal(ref.spikes[i], got.spikes[i], err_msg=f"{layer.name} spikes")
-        if states:
-            np.testing.assert_array_equal(ref.u[i], got.u[i], err_msg=f"{layer.name} u")
-            np.testing.assert_array_equal(ref.v[i], got.v[i], err_msg=f"{layer.name} v")
-    np.testing.assert_array_equal(ref.readout_v, got.readout_v)
 
 
 GEOMETRIES = [  # (c_in, c_out, input h, w, kernel, stride, padding)
@@ -134,8 +126,8 @@ def test_convolutions_with_skips_pooling_and_delays_run_exactly_in_lava(seed):
     x = random_input(net, samples=4, seed=seed)
     ref = simulate(net, x, record_state=True)
     assert all(s.any() for s in ref.spikes[:-1]), "every convolution layer must spike"
-    _assert_same(net, ref, simulate(_as_dense(net), x, record_state=True))
-    _assert_same(net, ref, lava_runner.run(net, x, record_state=True))
+    assert_same_runs(net, ref, simulate(_as_dense(net), x, record_state=True))
+    assert_same_runs(net, ref, lava_runner.run(net, x, record_state=True))
     lava_timing = simulate(net, x, timing="lava", batch_size=3)
     assert lava_timing.spikes[0].shape[1] == net.timesteps + max(net.depths())
 
@@ -167,7 +159,7 @@ def test_digits_cnn_and_sew_net_match_the_unrolled_formulation(split, loihi2, ar
     x = net.input.encode(split.x_test[:3])
     ref = simulate(_as_dense(net), x, record_state=True)
     assert all(s.any() for s in ref.spikes[:-1]), "every layer must spike"
-    _assert_same(net, ref, simulate(net, x, record_state=True))
+    assert_same_runs(net, ref, simulate(net, x, record_state=True))
     if arch == "vgg":
-        _assert_same(net, ref, lava_runner.run(net, x, record_state=True))
+        assert_same_runs(net, ref, lava_runner.run(net, x, record_state=True))
     assert all(p.dtype == "float32" for p in matmul_plan(net))

@@ -21,6 +21,7 @@ from spikefold.export.state_range import check_state_range
 from spikefold.sim.simulator import SimResult, simulate
 from tests.lava_dl import import_netx
 from tests.random_nets import featured_network, random_input, residual_network
+from tests.same_runs import assert_same_runs
 
 
 def run_netx(path, x_int: np.ndarray, timesteps: int, input_bits: int) -> SimResult:
@@ -71,11 +72,7 @@ def run_netx(path, x_int: np.ndarray, timesteps: int, input_bits: int) -> SimRes
 
 def assert_equal_runs(net: IntNetwork, x_int: np.ndarray, lava: SimResult) -> int:
     """Every layer's spikes and the last layer's voltage equal; returns the spikes compared."""
-    sim = simulate(net, x_int)
-    for i, layer in enumerate(net.layers):
-        np.testing.assert_array_equal(lava.spikes[i], sim.spikes[i], err_msg=f"spikes of {layer.name}")
-    np.testing.assert_array_equal(lava.readout_v, sim.readout_v, err_msg="last layer's voltage")
-    return sum(s.size for s in sim.spikes)
+    return assert_same_runs(net, simulate(net, x_int), lava, states=False)
 
 
 def netx_ready_network(seed: int, timesteps: int = 4) -> IntNetwork:

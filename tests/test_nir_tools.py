@@ -23,6 +23,7 @@ snn = pytest.importorskip("snntorch")
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
 from tests import nir_euler, nir_tool_nets  # noqa: E402
+from tests.same_runs import assert_same_runs  # noqa: E402
 
 STEPS = 6
 
@@ -63,11 +64,7 @@ def _import_and_check(tool_net, split, loihi2):
     assert (sim.predictions == tool_net.predictions).mean() >= 0.95
     x = net.input.encode(x_test[:6])
     lava = lava_runner.run(net, x, record_state=True)
-    golden = simulate(net, x, record_state=True)
-    for a, b in zip(golden.spikes + golden.u + golden.v, lava.spikes + lava.u + lava.v):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(golden.readout_v, lava.readout_v)
-    np.testing.assert_array_equal(golden.predictions, lava.predictions)
+    assert_same_runs(net, simulate(net, x, record_state=True), lava)
     return net
 
 
@@ -113,9 +110,8 @@ def test_hand_built_cuba_readout_against_euler(snntorch_synaptic, split, loihi2,
     assert [type(n).__name__ for n in written.nodes.values()].count("CubaLIF") == 1
     assert [type(n).__name__ for n in written.nodes.values()].count("CubaLI") == 1
     x = net.input.encode(split.x_test)
-    golden, back = simulate(net, x, record_state=True), simulate(nir_io.read(path), x, record_state=True)
-    for a, b in zip(golden.spikes + golden.u + golden.v, back.spikes + back.u + back.v):
-        np.testing.assert_array_equal(a, b)
+    golden = simulate(net, x, record_state=True)
+    assert_same_runs(net, golden, simulate(nir_io.read(path), x, record_state=True))
     final = nir_euler.run(written, split.x_test, STEPS, nir_io.DT)[-1]
     assert (final.argmax(1) == golden.predictions).mean() >= 0.98
 
@@ -132,9 +128,7 @@ def test_hand_built_delay_becomes_a_synaptic_delay(snntorch_mlp_1, split, loihi2
     written = nir_io.write(net, tmp_path / "delayed.nir")
     assert any(isinstance(node, nir.Delay) for node in nir.read(written).nodes.values())
     x = net.input.encode(split.x_test[:50])
-    golden, back = simulate(net, x, record_state=True), simulate(nir_io.read(written), x, record_state=True)
-    for a, b in zip(golden.spikes + golden.u + golden.v, back.spikes + back.u + back.v):
-        np.testing.assert_array_equal(a, b)
+    assert_same_runs(net, simulate(net, x, record_state=True), simulate(nir_io.read(written), x, record_state=True))
     assert_onnx_equals_simulator(net, x)
     odd = nir_tool_nets.delayed(snntorch_mlp_1, 2).graph
     odd.nodes["delay"] = nir.Delay(delay=np.full(48, 1.5e-4))
@@ -186,9 +180,7 @@ def test_snntorch_rleaky_imports_its_recurrent_synapses(snntorch_rleaky, split, 
     x = net.input.encode(split.x_test[:50])
     golden = simulate(net, x, record_state=True)
     for written in (path, nir_io.write(net, tmp_path / "snntorch.nir", reader="snntorch")):
-        back = simulate(nir_io.read(written), x, record_state=True)
-        for a, b in zip(golden.spikes + golden.u + golden.v, back.spikes + back.u + back.v):
-            np.testing.assert_array_equal(a, b)
+        assert_same_runs(net, golden, simulate(nir_io.read(written), x, record_state=True))
     assert_onnx_equals_simulator(net, x)
 
 
@@ -251,9 +243,7 @@ def test_spikingjelly_conv1d_imports_as_a_conv2d_of_height_1(split, loihi2):
     x = net.input.encode(split.x_test[:40])
     padded_x = np.pad(x.reshape(-1, 1, 64), ((0, 0), (0, 0), (2, 2)))
     conv.input_shape, unpadded.input.size = (1, 1, 68), 68
-    golden, hand = simulate(net, x), simulate(unpadded, padded_x.reshape(len(x), -1))
-    for a, b in zip(golden.spikes, hand.spikes):
-        np.testing.assert_array_equal(a, b)
+    assert_same_runs(net, simulate(net, x), simulate(unpadded, padded_x.reshape(len(x), -1)), states=False)
     # 8 maps x 32 outputs x 5 taps, less the taps over the signal's padding (2 at the first output, 1 at the last)
     assert sum(core.synapses for core in map_onto_cores(net, loihi2).of_layer(0)) == 8 * (32 * 5 - 3)
     assert_onnx_equals_simulator(net, x)

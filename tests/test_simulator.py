@@ -14,6 +14,7 @@ from spikefold.export.intnet import (FLOAT32_EXACT, INPUT, LIF, VTH_NEVER, Conne
 from spikefold.export.runner import matmul_plan
 from spikefold.sim.simulator import align_to_synchronous, simulate
 from tests.random_nets import random_input, random_network, residual_network
+from tests.same_runs import assert_same_runs
 
 NETWORKS = [dict(seed=s) for s in range(4)] + [dict(seed=s, wild=True) for s in (0, 2, 4)] + [
     dict(seed=7, sizes=(6, 9, 8, 7, 6, 3), timesteps=1), dict(seed=8, timesteps=5)] + [
@@ -110,9 +111,7 @@ def test_results_do_not_depend_on_batch_size_or_threads():
             got = align_to_synchronous(net, got)
         else:  # (Lava timing's stats also cover the steps outside each layer's window)
             assert [vars(s) for s in got.stats] == [vars(s) for s in ref.stats]
-        for i in range(len(net.layers)):
-            np.testing.assert_array_equal(ref.spikes[i], got.spikes[i])
-            np.testing.assert_array_equal(ref.v[i], got.v[i])
+        assert_same_runs(net, ref, got)
 
 
 def test_bad_options_are_named_errors():
@@ -138,10 +137,7 @@ def test_gpu_equals_cpu(kwargs):
     for timing in ("synchronous", "lava"):
         cpu = simulate(net, x, record_state=True, timing=timing, device="cpu")
         gpu = simulate(net, x, record_state=True, timing=timing, device="cuda")
-        for i in range(len(net.layers)):
-            np.testing.assert_array_equal(cpu.spikes[i], gpu.spikes[i])
-            np.testing.assert_array_equal(cpu.u[i], gpu.u[i])
-            np.testing.assert_array_equal(cpu.v[i], gpu.v[i])
+        assert_same_runs(net, cpu, gpu)
         assert [vars(s) for s in cpu.stats] == [vars(s) for s in gpu.stats]
 
 

@@ -1,7 +1,7 @@
 """The GPU check (benchmarks/gpu_check.py) cannot rot between GPU runs: its dry run goes through every step on the
 CPU (the install from the package's source and the carried wheels, the sm_90 compile check, pytest -m gpu, the
-simulator on both "devices", both benchmarks on Triton's interpreter) and writes its JSON and table; its exit
-status names what failed."""
+simulator on both "devices", both benchmarks and the launch sweep on Triton's interpreter, the host-work benchmark)
+and writes its JSON and table; its exit status names what failed."""
 
 from __future__ import annotations
 

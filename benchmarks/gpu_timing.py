@@ -129,9 +129,9 @@ def machine(device: torch.device) -> dict:
         triton_version = None
     bandwidth, source = peak_bandwidth(device)
     record = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "host": cpu_name(),
-              "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
-              "cuda": torch.version.cuda, "peak_bandwidth_bytes_per_s": bandwidth, "peak_bandwidth_source": source,
-              "dry_run": device.type != "cuda"}
+              "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+              "triton": triton_version, "cuda": torch.version.cuda, "peak_bandwidth_bytes_per_s": bandwidth,
+              "peak_bandwidth_source": source, "dry_run": device.type != "cuda"}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         record.update(multiprocessors=props.multi_processor_count, memory_bytes=props.total_memory)

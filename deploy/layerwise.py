@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+
 import numpy as np
 
 from spikefold.deploy import data_source, lava_runner

@@ -25,9 +25,13 @@ from spikefold.train.models import SpikingModel
 from spikefold.train.neurons import SpikingNeuron
 
 
-def layer_name(model: nn.Module, path: str) -> str:
-    """Export's name of the layer a module or parameter belongs to; a bare module keeps its own path."""
-    return model.layer_of(path) if isinstance(model, SpikingModel) else path
+def layers_of(model: nn.Module, paths) -> dict[str, str]:
+    """Export's name of the layer each module or parameter at ``paths`` belongs to; a bare module keeps its own
+    path. The model's layer names are worked out once for all of them."""
+    if not isinstance(model, SpikingModel):
+        return {path: path for path in paths}
+    names = model.layer_names()
+    return {path: model.layer_of(path, names) for path in paths}
 
 
 class _LayerTally:
@@ -50,8 +54,9 @@ class ActivityProbe:
     @contextlib.contextmanager
     def attached(self, model: nn.Module) -> Iterator["ActivityProbe"]:
         neurons = [(name, m) for name, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+        names = layers_of(model, [name for name, _ in neurons])
         for name, neuron in neurons:
-            neuron.probe, neuron.probe_name = self, layer_name(model, name)
+            neuron.probe, neuron.probe_name = self, names[name]
         try:
             yield self
         finally:
@@ -104,9 +109,7 @@ class GradientProbe:
     def _layer_of_weights(self, model: nn.Module) -> dict[str, str]:
         """Each weight parameter's layer name, worked out at the first step of a model, not at every step."""
         if self._layers is None or self._layers[0] is not model:
-            names = model.layer_names() if isinstance(model, SpikingModel) else None
-            self._layers = (model, {path: path if names is None else model.layer_of(path, names)
-                                    for path, p in model.named_parameters() if p.dim() >= 2})
+            self._layers = (model, layers_of(model, [path for path, p in model.named_parameters() if p.dim() >= 2]))
         return self._layers[1]
 
     def __call__(self, model: nn.Module) -> None:

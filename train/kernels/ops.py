@@ -1,10 +1,10 @@
 """The Triton kernels as torch.library custom ops with autograd and fake (shape-only) implementations, so that
 torch.compile treats each as one opaque op (no graph break) and sees one op per layer and direction. Outside
-torch.compile the same functions run through a plain autograd.Function (:func:`lif` and :func:`atgo`): the custom
-ops' dispatch (schema checks, the dispatcher's round trips through Python, their autograd wrapper) costs the
-host about as much again as the rest of a call (benchmarks/kernel_host.py), and on a layer the GPU runs in a
-fraction of a millisecond the GPU waits for the host. Tensors here are in rows form, (T, N) with unit stride
-along N (see ``rows``).
+torch.compile the same functions run through a plain autograd.Function (``lif`` and ``atgo``, see :func:`_either`):
+the custom ops' dispatch (schema checks, the dispatcher's round trips through Python, their autograd wrapper) costs
+the host about as much again as the rest of a call (benchmarks/kernel_host.py), and on a layer the GPU runs in a
+fraction of a millisecond the GPU waits for the host. Tensors here are in rows form, (T, N) with unit stride along N
+(see ``rows``).
 
 Imported on first use only: it needs Triton.
 """
@@ -148,7 +148,7 @@ def _zeros_if_none(grad_out: Tensor | None, h: Tensor, dtype: torch.dtype) -> Te
 
 def _backward_op(ctx):
     """The backward kernel's op: the custom op where the forward ran as one (under torch.compile), else the
-    function itself (see :func:`_direct`)."""
+    function itself (see :func:`_either`)."""
     return _lif_backward if getattr(ctx, "direct", False) else lif_backward
 
 
@@ -260,29 +260,26 @@ def _backward_atgo(ctx, grad_out, grad_h, grad_thresholds, grad_width):
 atgo_adaptive_forward.register_autograd(_backward_atgo, setup_context=_setup_atgo)
 
 
-def _direct(name: str, forward, setup_context, backward) -> type[torch.autograd.Function]:
-    """A custom op's forward, autograd set-up and backward as a plain autograd.Function, for calls outside
-    torch.compile: the same functions, so the same values and gradients, without the custom op's dispatch. The
-    forward takes ``ctx`` itself: with a separate setup_context, Function.apply binds its arguments through
-    inspect.signature on every call, about a sixth of a LIF call's host work."""
+def _either(op, forward, setup_context, backward):
+    """Call ``op`` (a custom op) with its gradient: the op itself under torch.compile; elsewhere its forward,
+    autograd set-up and backward as a plain autograd.Function, the same functions, so the same values and
+    gradients, without the custom op's dispatch. The Function's forward takes ``ctx`` itself: with a separate
+    setup_context, Function.apply binds its arguments through inspect.signature on every call, about a sixth of a
+    LIF call's host work."""
     def run(ctx, *inputs):
         ctx.direct = True  # the backward calls its kernel's function directly too
         output = forward(*inputs)
         setup_context(ctx, inputs, output)
         return output
 
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(run), "backward": staticmethod(backward)})
+    direct = type(f"Direct{forward.__name__}", (torch.autograd.Function,),
+                  {"forward": staticmethod(run), "backward": staticmethod(backward)})
+
+    def call(*inputs):
+        return op(*inputs) if torch.compiler.is_compiling() else direct.apply(*inputs)
+
+    return call
 
 
-_LIF = _direct("LIF", _lif_forward, _setup_lif, _backward_lif)
-_ATGO = _direct("ATGO", _atgo_adaptive_forward, _setup_atgo, _backward_atgo)
-
-
-def lif(*inputs):
-    """:func:`lif_forward` with its gradient: the custom op under torch.compile, else the direct Function."""
-    return lif_forward(*inputs) if torch.compiler.is_compiling() else _LIF.apply(*inputs)
-
-
-def atgo(*inputs):
-    """:func:`atgo_adaptive_forward` with its gradient, as :func:`lif` picks."""
-    return atgo_adaptive_forward(*inputs) if torch.compiler.is_compiling() else _ATGO.apply(*inputs)
+lif = _either(lif_forward, _lif_forward, _setup_lif, _backward_lif)
+atgo = _either(atgo_adaptive_forward, _atgo_adaptive_forward, _setup_atgo, _backward_atgo)

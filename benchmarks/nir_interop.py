@@ -133,8 +133,8 @@ def export_direction(split, hw, lava_samples: int, out: Path) -> list[dict]:
 def recurrent_export(split, hw, tool_net, out: Path) -> list[dict]:
     """snnTorch's RLeaky network ``tool_net`` imported (as in :func:`import_direction`), written back by
     ``nir_io.write``: the plain graph (its recurrent synapses an Affine from the LIF back to itself) loaded by
-    Norse and by snnTorch, and the graph written for snnTorch (``reader="snntorch"``) by snnTorch: their predictions (spike counts of
-    the last layer) against spikefold's simulator."""
+    Norse and by snnTorch, and the graph written for snnTorch (``reader="snntorch"``) by snnTorch: their
+    predictions (spike counts of the last layer) against spikefold's simulator."""
     from norse.torch import from_nir as norse_from_nir
     from snntorch.import_nir import import_from_nir as snntorch_from_nir
 

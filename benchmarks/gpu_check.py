@@ -9,7 +9,8 @@ equality and measure their speed, each step in its own process under its own tim
     gpu-tests        pytest -m gpu on the kernel, simulator and QAT tests (the one that runs Lava deselected)
     simulator        gpu_check_sim.py: simulator throughput GPU vs CPU, every spike compared
     neuron-kernels   neuron_kernels.py at B=16, T=500, N=4096 and T=4, B=128, 128x32x32: fused vs eager, LIF vs
-                     SpikingJelly 2.0 and snnTorch, memory bandwidth
+                     SpikingJelly 2.0 and snnTorch, memory bandwidth; and on a tiny layer (T=4, 256 neurons),
+                     where a call's time is its fixed cost (host work, launches), every contender alike
     train-step       train_step.py: ResNet-19 at T=2, batch 128, fused vs eager, samples/s and peak memory
     kernel-host      kernel_host.py: the host's work per fused call on this machine's CPU (launches stubbed),
                      to set against the fused calls' times above
@@ -58,7 +59,7 @@ STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "k
 # steps after it up to train-step sum to 475 s, so a run where each of them takes its whole box ends at --budget
 # (470 s) in train-step; the two tuning aids, the host's work and the launch sweep, get what the others left (on
 # the last H200 run they took about 250 s). The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
-BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 75, "neuron-kernels": 110, "train-step": 80,
+BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 65, "neuron-kernels": 120, "train-step": 80,
        "kernel-host": 40, "launch-sweep": 90}
 DRY_BOX = 900
 # Its comparison runs Lava, which the GPU machine does not have (and cannot, with numpy 2).
@@ -250,8 +251,8 @@ class Check:
     def neuron_kernels(self) -> None:
         options = (["--warmup", "0", "--repeats", "1", "--worker-timeout", "300"] if self.args.dry_run
                    else ["--warmup", "2", "--repeats", "5", "--worker-timeout", "30"])
-        self.benchmark("neuron-kernels", "neuron_kernels.py", ["--shapes", "seq-4096", "cifar-T4", *options],
-                       "neuron_kernels.json")
+        self.benchmark("neuron-kernels", "neuron_kernels.py",
+                       ["--shapes", "seq-4096", "cifar-T4", "tiny-T4", *options], "neuron_kernels.json")
 
     def train_step(self) -> None:
         options = (["--kinds", "lif", "--warmup", "0", "--repeats", "1"] if self.args.dry_run
@@ -405,17 +406,28 @@ def summary(records: dict, dry_run: bool) -> str:
                 f"{r['cpu_rate']:,.0f} ({r['cpu_threads']} threads) | {r['gpu_rate']:,.0f} | "
                 f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} |"
                 if "error" not in r else f"{_cell(r['error'])} | - | - | - |"))
+    by_family = {family: next((shape for shape, _ in seconds if shape.startswith(family + "-")), None)
+                 for family in ("tiny", "seq", "cifar")}
+    tiny, cifar = by_family["tiny"], by_family["cifar"]
+    if tiny:
+        lines += ["", f"## Fixed cost per call ({tiny}: 256 neurons, so little work for the GPU that a call's time "
+                  "is its host work and launches; forward + backward)", "",
+                  f"| contender | {tiny} call (ms) | {cifar} call (ms) | tiny / CIFAR |", "| --- | --- | --- | --- |"]
+        for (shape, contender), s in seconds.items():
+            if shape == tiny:
+                big = seconds.get((cifar, contender))
+                lines.append(f"| {contender} | {s * 1e3:.3f} | " + (f"{big * 1e3:.3f} | {_pct(s / big)} |" if big
+                                                                  else "- | - |"))
     host = records.get("kernel-host", {}).get("result", {})
     if host.get("results"):
         lines += ["", f"## Host work per fused call ({host['machine']['host']}; launches stubbed, microseconds per "
                   "forward + backward)", "", "| neuron | direct | custom op | eager | fused call on the GPU, "
-                  "seq / CIFAR (ms) | direct host work, of the CIFAR call |", "| --- | --- | --- | --- | --- | --- |"]
-        shapes = [next((shape for shape, _ in seconds if shape.startswith(family)), None)
-                  for family in ("seq", "cifar")]
+                  "tiny / seq / CIFAR (ms) | direct host work, of the tiny call |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in host["results"]:
-            seq, cifar = (seconds.get((shape, f"spikefold-triton:{r['kind']}")) for shape in shapes)
-            times = " / ".join("-" if c is None else f"{c * 1e3:.3f}" for c in (seq, cifar))
-            share = _pct(r["direct"] / 1e6 / cifar) if cifar else "-"
+            calls = [seconds.get((by_family[f], f"spikefold-triton:{r['kind']}")) for f in ("tiny", "seq", "cifar")]
+            times = " / ".join("-" if c is None else f"{c * 1e3:.3f}" for c in calls)
+            share = _pct(r["direct"] / 1e6 / calls[0]) if calls[0] else "-"
             lines.append(f"| {r['kind']} | {r['direct']:.0f} | {r['custom-op']:.0f} | {r['eager']:.0f} | {times} | "
                          f"{share} |")
     sweep = records.get("launch-sweep", {}).get("result", {}).get("best", {})

@@ -79,6 +79,20 @@ def test_gpu_tests_step_runs_every_gpu_test_but_the_lava_one(tmp_path):
     assert "| pytest -m gpu (kernels, simulator, QAT) | passed |" in table
 
 
+def test_a_spikingjelly_worker_out_of_time_leaves_an_error_row_per_shape(monkeypatch):
+    """The worker is killed at --worker-timeout; each shape it did not finish gets that reason, none is lost."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import neuron_kernels
+
+    args = neuron_kernels.argparse.Namespace(shapes=["seq-4096", "tiny-T4"], warmup=0, repeats=1, dry_run=True,
+                                             worker_timeout=0.05)
+    shapes = neuron_kernels.chosen_shapes(args)
+    assert list(shapes) == ["seq-64", "tiny-T4"]  # a dry run: the dry shape of each family asked for
+    rows = neuron_kernels.spikingjelly_rows(shapes, args, neuron_kernels.torch.device("cpu"))
+    assert [(r["shape"], r["contender"], r["error"]) for r in rows] == [
+        (shape, "spikingjelly-torch", "no result within --worker-timeout 0.05 s") for shape in shapes]
+
+
 @pytest.mark.slow  # 5 minutes on the 2-core machine under other jobs' load (78 s of CPU time)
 def test_dry_run_goes_through_every_step(tmp_path):
     done, report, table = _run(str(tmp_path), "--dry-run", timeout=1800)
@@ -98,6 +112,8 @@ def test_dry_run_goes_through_every_step(tmp_path):
     assert set(kernels["verdicts"]["fused_over_eager"]) == {f"{s}/{k}" for s in ("seq-64", "cifar-T2") for k in KINDS}
     assert set(kernels["verdicts"]["lif_over_spikingjelly"]) == {"seq-64", "cifar-T2"}
     assert {r["contender"] for r in kernels["results"]} >= {"spikingjelly-torch", "snntorch-leaky"}
+    tiny = {r["contender"] for r in kernels["results"] if r["shape"] == "tiny-T4"}  # every contender, no target
+    assert tiny == {r["contender"] for r in kernels["results"] if r["shape"] == "cifar-T2"}
     train = steps["train-step"]["result"]
     assert set(train["verdicts"]) == {"lif/fp32"} and all("error" not in r for r in train["results"])
     sweep = steps["launch-sweep"]["result"]  # the default and each of the dry grid's launch shapes, per shape
@@ -108,7 +124,8 @@ def test_dry_run_goes_through_every_step(tmp_path):
     assert [r["kind"] for r in host["results"]] == list(KINDS) and host["complete"]
     for row in ("| fused vs eager, fwd+bwd | seq-64 | atgo |", "| LIF vs fastest SpikingJelly 2.0 LIF | cifar-T2 |",
                 "| LIF vs snnTorch 1.0 Leaky (no target) |", "| ResNet-19 training step, fused vs eager |",
-                "| digits CNN (2 conv + 2 pool) |", "| seq-64 | 128 / 1 |", "## Host work per fused call"):
+                "| digits CNN (2 conv + 2 pool) |", "| seq-64 | 128 / 1 |", "## Host work per fused call",
+                "## Fixed cost per call", "| spikingjelly-torch |"):
         assert row in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",
                                                           "kernel_host.json", "launch_sweep.json",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -410,8 +411,9 @@ def summary(records: dict, dry_run: bool) -> str:
                  for family in ("tiny", "seq", "cifar")}
     tiny, cifar = by_family["tiny"], by_family["cifar"]
     if tiny:
-        lines += ["", f"## Fixed cost per call ({tiny}: 256 neurons, so little work for the GPU that a call's time "
-                  "is its host work and launches; forward + backward)", "",
+        dims = next(r["dims"] for r in kernels["results"] if r["shape"] == tiny)
+        lines += ["", f"## Fixed cost per call ({tiny}: T = {dims[0]}, {math.prod(dims[1:])} neurons, so little "
+                  "work for the GPU that a call's time is its host work and launches; forward + backward)", "",
                   f"| contender | {tiny} call (ms) | {cifar} call (ms) | tiny / CIFAR |", "| --- | --- | --- | --- |"]
         for (shape, contender), s in seconds.items():
             if shape == tiny:

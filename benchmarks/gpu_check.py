@@ -399,6 +399,13 @@ def summary(records: dict, dry_run: bool) -> str:
         lines.append(f"| ResNet-19 training step, fused vs eager | T=2, batch {fused.get('batch')} | {kind} | "
                      f"{v['speedup']:.2f}x ({rates}{memory}) | >= {train['target_resnet19_t2_speedup']:g}x | "
                      f"{'yes' if v['met'] else 'NO'} |")
+    for (kind, backend), r in rows.items():
+        p = r.get("profile") or {}
+        if p.get("kernel_seconds"):
+            lines.append(f"| ResNet-19 step: GPU kernel time of the step's time (no target) | T=2, batch {r['batch']} "
+                         f"| {kind}, {'fused' if backend == 'triton' else 'eager'} | "
+                         f"{_pct(p['kernel_seconds'] / r['seconds'])} ({p['kernels']} kernels, "
+                         f"{p['kernel_seconds'] * 1e3:.1f} of {r['seconds'] * 1e3:.1f} ms) | - | - |")
     if sim_rows:
         lines += ["", "## Simulator throughput (sample-timesteps/s)", "",
                   "| network | CPU | GPU | GPU / CPU | spikes differing |", "| --- | --- | --- | --- | --- |"]

@@ -52,6 +52,32 @@ def test_exit_status_names_what_failed():
         assert check.exit_status(incomplete, steps) == 3
 
 
+def test_summary_of_a_gpu_run_reads_its_profiles_and_tiny_layer():
+    """What only a GPU run writes (kernel times in the profiles, the tiny layer's rows) goes into the table; the
+    dry run's CPU profiles have none. The records are those of the H200's first run (its training step) and
+    second (the kernels, with SpikingJelly), with the fields that the benchmarks have written since added."""
+    check = _gpu_check()
+    runs = BENCH / "results" / "gpu_check"
+    steps = json.loads((runs / "run1_full_without_wheels.json").read_text())["steps"]
+    steps["neuron-kernels"] = json.loads((runs / "run2_kernels_with_contenders.json").read_text())["steps"][
+        "neuron-kernels"]
+    kernels = steps["neuron-kernels"]["result"]["results"]
+    fused = {r["shape"]: r for r in kernels if r["contender"] == "spikefold-triton:lif"}
+    fused["cifar-T4"]["profile"] = {"kernels": 9, "kernel_seconds": 0.25 * fused["cifar-T4"]["seconds"]}
+    kernels += [{**r, "shape": "tiny-T4", "dims": [4, 2, 8, 4, 4], "seconds": 0.5 * fused["cifar-T4"]["seconds"]}
+                for r in kernels if r["shape"] == "cifar-T4" and "seconds" in r]
+    step = next(r for r in steps["train-step"]["result"]["results"] if (r["kind"], r["backend"]) == ("lif", "triton"))
+    step["profile"] = {"kernels": 800, "kernel_seconds": 0.5 * step["seconds"]}
+    table = check.summary(steps, dry_run=False)
+    ms = fused["cifar-T4"]["seconds"] * 1e3
+    assert f"| cifar-T4 | lif | 25 % (9 kernels, {ms / 4:.3f} of {ms:.3f} ms) |" in table
+    assert "## Fixed cost per call (tiny-T4: T = 4, 256 neurons," in table
+    assert f"| spikefold-triton:lif | {ms / 2:.3f} | {ms:.3f} | 50 % |" in table
+    assert sum(line.startswith("| spikingjelly-") for line in table.split("## Fixed cost")[1].splitlines()) == 2
+    assert (f"| T=2, batch 128 | lif, fused | 50 % (800 kernels, {step['seconds'] * 500:.1f} of "
+            f"{step['seconds'] * 1e3:.1f} ms) |") in table
+
+
 def test_wheel_list_matches_the_bench_extra():
     """What the GPU machine gets as wheels is what the Makefile installs here for the dry run."""
     wanted = {line.split("==")[0]: line for line in (BENCH / "gpu_wheels.txt").read_text().splitlines()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("tonic")
-pytest.importorskip("dv_processing")
+pytest.importorskip("tonic", reason="tonic (the dvs extra) is not installed; `make test` installs it")
+pytest.importorskip("dv_processing", reason="dv-processing (the dvs extra) is not installed; `make test` installs it")
 
 from spikefold.cli import main  # noqa: E402
 from spikefold.deploy import lava_runner  # noqa: E402

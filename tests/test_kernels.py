@@ -139,10 +139,10 @@ def compare(kind, options, training, shape, device, dtype=torch.float32, layout=
     assert float(ref_grad.abs().sum()) > 0
     torch.testing.assert_close(loss, ref_loss, **summed)
     learnable = [(name, p) for name, p in ref.named_parameters() if p.requires_grad]
-    for (name, p), q in zip(learnable, [q for _, q in fast.named_parameters() if q.requires_grad]):
+    for (name, p), q in zip(learnable, [q for _, q in fast.named_parameters() if q.requires_grad], strict=True):
         assert p.grad is not None and q.grad is not None, name
         torch.testing.assert_close(q.grad, p.grad, **summed, msg=lambda m: f"d/d {name}: {m}")
-    for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers()):
+    for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers(), strict=True):
         torch.testing.assert_close(c, b, msg=lambda m: f"{name}: {m}")
     return ref, fast
 
@@ -206,10 +206,14 @@ def test_model_on_kernels_equals_eager_in_channels_last(kind):
         logits = model(x)
         (logits.logsumexp(1).mean() + (model.auxiliary_loss() or 0)).backward()
     torch.testing.assert_close(fast(x), ref(x))
-    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters()):
+    compared = 0
+    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
-    for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers()):
+            compared += 1
+    assert compared > 0
+    for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers(), strict=True):
         torch.testing.assert_close(c, b, msg=lambda m: f"{name}: {m}")
 
 
@@ -514,9 +518,13 @@ def test_compiled_model_on_kernels_equals_eager_on_gpu(kind):
     x = torch.rand(8, 2, 8, 8, device="cuda").contiguous(memory_format=torch.channels_last)
     for model in (ref, compiled):
         model(x).logsumexp(1).mean().backward()
-    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters()):
+    compared = 0
+    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
+            compared += 1
+    assert compared > 0
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = compiled(x).logsumexp(1).mean()
     loss.backward()

@@ -11,7 +11,8 @@ from spikefold.export.intnet import Conv2d, Dense
 from spikefold.sim.energy import nonzero_fan
 from spikefold.train.models import ModelConfig, build_model
 
-neurobench_models = pytest.importorskip("neurobench.models")
+neurobench_models = pytest.importorskip(
+    "neurobench.models", reason="NeuroBench (the neurobench extra) is not installed; `make test` installs it")
 from neurobench.hooks.layer import LayerHook  # noqa: E402
 from neurobench.metrics.workload import SynapticOperations  # noqa: E402
 

@@ -19,7 +19,7 @@ from spikefold.export.nir_import import import_graph
 from spikefold.export.state_range import check_state_range
 from spikefold.sim.simulator import simulate
 
-snn = pytest.importorskip("snntorch")
+snn = pytest.importorskip("snntorch", reason="snnTorch (the nir-tools extra) is not installed; `make test` installs it")
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
 from tests import nir_euler, nir_tool_nets  # noqa: E402
@@ -286,7 +286,7 @@ def test_rockpool_loads_the_graph_written_for_it(exported, split, tmp_path):
     spikefold's simulator does on nearly every sample (Rockpool resets by subtraction and fires several spikes
     a step, which no NIR parameter changes); spikefold reads the same integers back from it. Written by
     `spikefold convert --nir-reader rockpool`."""
-    pytest.importorskip("rockpool")
+    pytest.importorskip("rockpool", reason="Rockpool (the nir-tools extra) is not installed; `make test` installs it")
     from rockpool.nn.modules.torch.nir import from_nir
 
     from spikefold.cli import main

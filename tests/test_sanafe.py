@@ -7,14 +7,13 @@ import pytest
 
 from spikefold.core.errors import SanaFeError
 from spikefold.export import hw_config
-from spikefold.sim import energy
+from spikefold.sim import energy, sanafe_engine
 from spikefold.export.intnet import INPUT
 from spikefold.sim.cores import Box, Core, grid, map_onto_cores, synapses_per_source
 from spikefold.sim.simulator import align_to_synchronous, simulate
 from tests.random_nets import conv_network, random_input, random_network, residual_network
 
-sanafe_engine = pytest.importorskip("spikefold.sim.sanafe_engine")
-pytest.importorskip("sanafe")
+pytest.importorskip("sanafe", reason="SANA-FE (the sanafe extra) is not installed; `make test` installs it")
 
 
 def _compare(net, x):

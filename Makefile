@@ -13,7 +13,8 @@ PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
 env: $(STAMP)
 
-# torch is pinned to the CPU wheel first so that nothing pulls a CUDA build; lava-nc declares
+# torch is pinned first so that nothing pulls another build (this machine's pip finds the CPU wheel on disk;
+# elsewhere install it first from https://download.pytorch.org/whl/cpu, see the README); lava-nc declares
 # Python <3.11, so it is installed without its metadata checks (its dependencies are in pyproject.toml,
 # pinned to versions that ship wheels for 3.11) and spikefold patches its one 3.11 incompatibility at import.
 # SpikingJelly, snnTorch and loguru (benchmarks/gpu_wheels.txt, the "bench" extra) without their dependencies

@@ -3,7 +3,7 @@ side by side on the same integer networks and the same inputs, with a check that
 
 Networks: the demo model (digits, 64-128-128-10, T = 4, the `make demo` recipe), a 784-256-256-10 MLP
 (trained on digits scaled up to 28 x 28, T = 4), the digits CNN (recipes/digits_cnn.yaml: conv 16, pool,
-conv 32, pool) and a SEW-ResNet-19 at 1/16 width (digits, T = 4; 21 layers and 33 connections, skips through
+conv 32, pool) and a SEW-ResNet-19 at 1/16 width (digits, T = 4; 21 layers and 42 connections, skips through
 DelayDense). Lava runs the residual net's many processes slowly, so it gets shorter runs (--residual-lava-samples).
 
 Throughput is sample-timesteps per second. Lava's is its marginal rate, the difference between a long and a

@@ -599,7 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, samples_default=None)
     p.add_argument("--hw-config", default=None, help="loihi2, loihi1 or a .yaml path (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per pass (default 1024 on CPU, all on GPU)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per pass (default: as many as a bounded state memory holds: sized by the widest "
+                        "layer on CPU, at most 1024; by all layers on GPU)")
     _threads_arg(p)
     p.add_argument("--out", default=None, help="also write energy.json, energy.md and plots here")
     p.add_argument("--energy-engine", choices=("spikefold", "sanafe"), default="spikefold",

@@ -45,15 +45,15 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
-def synthetic_cifar(samples: int, seed: int):
-    """CIFAR-shaped images (3 x 32 x 32 in [0, 1]) whose class shifts each channel's brightness, so a few
-    steps of training have something to fit."""
+def synthetic_cifar(samples: int, seed: int, side: int = 32):
+    """CIFAR-shaped images (3 x side x side in [0, 1]; CIFAR's side is 32) whose class shifts each channel's
+    brightness, so a few steps of training have something to fit."""
     from spikefold.train.data import Split
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, size=samples)
     tint = rng.random((10, 3, 1, 1))
-    x = np.clip(0.5 * rng.random((samples, 3, 32, 32)) + 0.5 * tint[y], 0.0, 1.0).astype(np.float32)
+    x = np.clip(0.5 * rng.random((samples, 3, side, side)) + 0.5 * tint[y], 0.0, 1.0).astype(np.float32)
     return Split(x, y.astype(np.int64), x[: max(1, samples // 4)], y[: max(1, samples // 4)].astype(np.int64))
 
 

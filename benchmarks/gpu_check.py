@@ -7,7 +7,8 @@ equality and measure their speed, each step in its own process under its own tim
     compile          tests/compile_kernels.py: every kernel variant compiled for sm_90, PTX and cubins checked
                      (on the CPU: it runs beside gpu-tests)
     gpu-tests        pytest -m gpu on the kernel, simulator and QAT tests (the one that runs Lava deselected)
-    simulator        gpu_check_sim.py: simulator throughput GPU vs CPU, every spike compared
+    simulator        gpu_check_sim.py: simulator throughput GPU vs CPU on the digits networks and the full-width
+                     CIFAR-10 ResNet-19, every spike compared
     neuron-kernels   neuron_kernels.py at B=16, T=500, N=4096 and T=4, B=128, 128x32x32: fused vs eager, LIF vs
                      SpikingJelly 2.0 and snnTorch, memory bandwidth; and on a tiny layer (T=4, 256 neurons),
                      where a call's time is its fixed cost (host work, launches), every contender alike
@@ -60,7 +61,7 @@ STEPS = ("compile", "gpu-tests", "simulator", "neuron-kernels", "train-step", "k
 # steps after it up to train-step sum to 475 s, so a run where each of them takes its whole box ends at --budget
 # (470 s) in train-step; the two tuning aids, the host's work and the launch sweep, get what the others left (on
 # the last H200 run they took about 250 s). The dry run (a loaded 2-core CPU, Triton's interpreter) gets more.
-BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 65, "neuron-kernels": 120, "train-step": 80,
+BOX = {"install": 60, "compile": 150, "gpu-tests": 150, "simulator": 90, "neuron-kernels": 120, "train-step": 55,
        "kernel-host": 40, "launch-sweep": 90}
 DRY_BOX = 900
 # Its comparison runs Lava, which the GPU machine does not have (and cannot, with numpy 2).
@@ -237,7 +238,8 @@ class Check:
                 record["status"] = "incomplete" if record["status"] == "passed" else record["status"]
 
     def simulator(self) -> None:
-        options = (["--epochs", "1", "--samples", "64", "--repeats", "1", "--resnet19-width", "0.0625"]
+        options = (["--epochs", "1", "--samples", "64", "--repeats", "1", "--resnet19-width", "0.0625",
+                    "--resnet19-samples", "8"]
                    if self.args.dry_run else ["--epochs", "10", "--resnet19-width", str(self.args.resnet19_width)])
         self.benchmark("simulator", "gpu_check_sim.py", options, "simulator_gpu.json")
         record = self.records.get("simulator", {})
@@ -408,12 +410,15 @@ def summary(records: dict, dry_run: bool) -> str:
                          f"{p['kernel_seconds'] * 1e3:.1f} of {r['seconds'] * 1e3:.1f} ms) | - | - |")
     if sim_rows:
         lines += ["", "## Simulator throughput (sample-timesteps/s)", "",
-                  "| network | CPU | GPU | GPU / CPU | spikes differing |", "| --- | --- | --- | --- | --- |"]
+                  "| network | CPU | GPU | GPU / CPU | spikes differing | spikes fired (layers silent) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in sim_rows:
+            fired = (f"{r['spikes_fired']:,} ({', '.join(r['silent_layers']) or 'none'})" if "spikes_fired" in r
+                     else "-")
             lines.append(f"| {r['network']} | " + (
                 f"{r['cpu_rate']:,.0f} ({r['cpu_threads']} threads) | {r['gpu_rate']:,.0f} | "
-                f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} |"
-                if "error" not in r else f"{_cell(r['error'])} | - | - | - |"))
+                f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} | {fired} |"
+                if "error" not in r else f"{_cell(r['error'])} | - | - | - | - |"))
     by_family = {family: next((shape for shape, _ in seconds if shape.startswith(family + "-")), None)
                  for family in ("tiny", "seq", "cifar")}
     tiny, cifar = by_family["tiny"], by_family["cifar"]
@@ -466,9 +471,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds for the whole check (default 470 on a GPU, 3600 for a dry run)")
     parser.add_argument("--skip-install", action="store_true",
                         help="use the environment's spikefold and packages instead of installing them")
-    parser.add_argument("--resnet19-width", type=float, default=0.0,
-                        help="the simulator step adds a ResNet-19 of this width (default 0: off; see "
-                             "gpu_check_sim.resnet19_network)")
+    parser.add_argument("--resnet19-width", type=float, default=1.0,
+                        help="the simulator step's CIFAR-10 ResNet-19 is of this width (default 1, full width; 0: "
+                             "none; see gpu_check_sim.resnet19_network)")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU: tiny shapes, Triton's interpreter, "
                         "both sides of the simulator comparison on the CPU; checks the script, measures nothing")
     args = parser.parse_args(argv)

@@ -3,9 +3,10 @@ and every spike, readout voltage and spike count compared. The GPU check's simul
 
 Networks, as in sim_vs_lava.py (which compares the CPU simulator with Lava) and trained the same way, for
 --epochs (on the GPU where there is one): the demo MLP 64-128-128-10, a 784-256-256-10 MLP on digits scaled up
-to 28 x 28, the digits CNN (conv 16, pool, conv 32, pool). --resnet19-width adds a ResNet-19 (see
-resnet19_network). Throughput is sample-timesteps per second, the median of --repeats runs over --samples samples
-(the data set repeated), after a warm-up run; the CPU uses all of torch's threads.
+to 28 x 28, the digits CNN (conv 16, pool, conv 32, pool); and the CIFAR-10 ResNet-19 at --resnet19-width (full
+width unless told otherwise; see resnet19_network). Throughput is sample-timesteps per second, the median of
+--repeats runs over --samples samples (--resnet19-samples for the ResNet-19; the data repeated), after a warm-up
+run; the CPU uses all of torch's threads.
 
     python benchmarks/gpu_check_sim.py --out sim.json          # needs CUDA
     python benchmarks/gpu_check_sim.py --dry-run --out sim.json  # tiny runs, "GPU" = the CPU in other batches
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 import gpu_timing
+from full_size import RECIPE, TIMESTEPS, synthetic_cifar
 from sim_vs_lava import _export, digits_28x28, median_time
 from spikefold.export import hw_config
 from spikefold.export.fold import fold
@@ -32,20 +35,22 @@ from spikefold.export.quantise import quantise
 from spikefold.export.intnet import IntNetwork
 from spikefold.sim.simulator import SimResult, simulate
 from spikefold.train.data import digits
-from spikefold.train.models import ModelConfig, build_model
+from spikefold.train.models import ModelConfig, batchnorm_from_data, build_model
 
 
-def resnet19_network(width: float, input_shape: tuple[int, int, int]) -> tuple[IntNetwork, np.ndarray]:
-    """HOOK for the full-width ResNet-19 (issue 13 makes the simulator run convolutions as convolutions; until
-    then a full-width network does not fit in memory, so --resnet19-width is 0, off, by default). Untrained,
-    folded and quantised on uniform random CIFAR-shaped input: its throughput, not its accuracy, is measured.
-    When issue 13's benchmark has a builder of a briefly trained ResNet-19 with calibrated BatchNorm statistics,
-    call it here instead."""
+def resnet19_network(width: float, side: int) -> tuple[IntNetwork, np.ndarray]:
+    """ResNet-19 as full_size.py builds it (recipes/mpd_agl_cifar10_resnet19.yaml's architecture, T = 2) at
+    ``width`` on side x side CIFAR-shaped images, untrained, its BatchNorm statistics set from the data so that
+    every layer spikes, folded and quantised on such images: its throughput, not its accuracy, is measured. The
+    network and 64 images to run."""
+    recipe = yaml.safe_load(RECIPE.read_text())
+    cfg = ModelConfig.from_dict({**recipe["model"], "width": width, "timesteps": TIMESTEPS,
+                                 "input_shape": [3, side, side]})
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="resnet19", input_shape=input_shape, width=width, timesteps=2)).eval()
-    x = np.random.default_rng(0).random((256, int(np.prod(input_shape))), dtype=np.float32)
-    net, _ = quantise(fold(model), hw_config.load("loihi2"), x)
-    return net, x
+    model = batchnorm_from_data(build_model(cfg), synthetic_cifar(8, seed=1, side=side).x_train)
+    calibration = synthetic_cifar(16, seed=2, side=side).x_train.reshape(16, -1)
+    net, _ = quantise(fold(model), hw_config.load("loihi2"), calibration)
+    return net, synthetic_cifar(64, seed=3, side=side).x_train.reshape(64, -1)
 
 
 def networks(args, work: Path) -> list[tuple[str, IntNetwork, np.ndarray]]:
@@ -57,33 +62,37 @@ def networks(args, work: Path) -> list[tuple[str, IntNetwork, np.ndarray]]:
              ("MLP 784-256-256-10", _export(big, ModelConfig(input_shape=(784,), hidden=(256, 256)), args.epochs,
                                             work / "mlp784"), big.x_test),
              ("digits CNN (2 conv + 2 pool)", _export(d, cnn, args.epochs, work / "cnn"), d.x_test)]
+    found = [(name, net, x, args.samples) for name, net, x in found]
     if args.resnet19_width:
-        shape = (3, 8, 8) if args.dry_run else (3, 32, 32)
-        net, x = resnet19_network(args.resnet19_width, shape)
-        found.append((f"ResNet-19, width {args.resnet19_width:g}, {shape[1]}x{shape[2]}", net, x))
+        side = 8 if args.dry_run else 32
+        net, x = resnet19_network(args.resnet19_width, side)
+        found.append((f"ResNet-19, width {args.resnet19_width:g}, {side}x{side}", net, x, args.resnet19_samples))
     return found
 
 
-def differences(a: SimResult, b: SimResult) -> dict:
-    """Spikes compared and differing over every layer, and whether readout voltages and counts are equal."""
+def differences(net: IntNetwork, a: SimResult, b: SimResult) -> dict:
+    """Spikes compared, fired (in ``a``) and differing over every layer, the layers but the readout that never
+    fired (where a comparison would say little), and whether readout voltages and counts are equal."""
     compared = sum(s.size for s in a.spikes)
-    differing = sum(int(np.count_nonzero(s != t)) for s, t in zip(a.spikes, b.spikes))
-    return {"spikes_compared": compared, "spikes_differing": differing,
+    differing = sum(int(np.count_nonzero(s != t)) for s, t in zip(a.spikes, b.spikes, strict=True))
+    silent = [layer.name for layer, s in zip(net.layers[:-1], a.spikes) if not s.any()]
+    return {"spikes_compared": compared, "spikes_fired": sum(int(np.count_nonzero(s)) for s in a.spikes),
+            "silent_layers": silent, "spikes_differing": differing,
             "readout_equal": bool(np.array_equal(a.readout_v, b.readout_v)),
             "stats_equal": [vars(s) for s in a.stats] == [vars(s) for s in b.stats]}
 
 
-def bench(name: str, net: IntNetwork, x_float: np.ndarray, gpu: str, args) -> dict:
-    x = np.resize(net.input.encode(x_float), (args.samples, net.input.size))
-    steps = args.samples * net.timesteps
+def bench(name: str, net: IntNetwork, x_float: np.ndarray, samples: int, gpu: str, args) -> dict:
+    x = np.resize(net.input.encode(x_float), (samples, net.input.size))
+    steps = samples * net.timesteps
     # the dry run's "GPU" is the CPU again in batches of 7 samples, so the comparison still crosses batchings
     gpu_batch = 7 if args.dry_run else None
     runs = {"cpu": lambda: simulate(net, x, device="cpu"),
             "gpu": lambda: simulate(net, x, device=gpu, batch_size=gpu_batch)}
     results = {device: run() for device, run in runs.items()}  # also the warm-up
     row = {"network": name, "sizes": [net.input.size] + [layer.size for layer in net.layers],
-           "timesteps": net.timesteps, "samples": args.samples, "cpu_threads": torch.get_num_threads(),
-           **differences(results["cpu"], results["gpu"])}
+           "timesteps": net.timesteps, "samples": samples, "cpu_threads": torch.get_num_threads(),
+           **differences(net, results["cpu"], results["gpu"])}
     for device, run in runs.items():
         row[f"{device}_rate"] = steps / median_time(run, args.repeats)
     row["gpu_over_cpu"] = row["gpu_rate"] / row["cpu_rate"]
@@ -99,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of each network (default 10)")
     parser.add_argument("--samples", type=int, default=20000, help="samples per timed run (default 20000)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--resnet19-width", type=float, default=0.0,
-                        help="add a ResNet-19 of this width (1 = full; default 0: off, see resnet19_network)")
+    parser.add_argument("--resnet19-width", type=float, default=1.0,
+                        help="add a ResNet-19 of this width (default 1, full width; 0: none; see resnet19_network)")
+    parser.add_argument("--resnet19-samples", type=int, default=64,
+                        help="samples per timed run of the ResNet-19 (default 64)")
     parser.add_argument("--out", type=Path, required=True, help="JSON path")
     parser.add_argument("--dry-run", action="store_true", help="tiny runs on the CPU, both sides: checks the script")
     args = parser.parse_args(argv)
@@ -115,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             "out": str(args.out)}, "results": rows}, quiet=not complete)
 
     with tempfile.TemporaryDirectory() as work:
-        for name, net, x in networks(args, Path(work)):
+        for name, net, x, samples in networks(args, Path(work)):
             try:
-                row = bench(name, net, x, "cuda" if device.type == "cuda" else "cpu", args)
+                row = bench(name, net, x, samples, "cuda" if device.type == "cuda" else "cpu", args)
             except Exception as exc:  # e.g. out of memory: reported, the other networks still run
                 row = {"network": name, "error": f"{type(exc).__name__}: {exc}"[:300]}
             rows.append(row)

@@ -323,6 +323,15 @@ def _pct(x) -> str:
     return f"{100 * x:.0f} %"
 
 
+def _profiled(profile: dict, seconds: float) -> str:
+    """A profiled call or step: its kernels' share of its time, and the host events that took longest."""
+    host = "; ".join(f"{_cell(h['name'][:40])} x{h['count']} {h['seconds'] * 1e3:.3f} ms"
+                     for h in profile.get("host_longest", [])[:3])
+    return (f"{_pct(profile['kernel_seconds'] / seconds)} ({profile['kernels']} kernels, "
+            f"{profile['kernel_seconds'] * 1e3:.3f} of {seconds * 1e3:.3f} ms" + (f"; host: {host}" if host else "")
+            + ")")
+
+
 def _cell(text: str) -> str:
     """Free text (a note, an error) as one markdown table cell."""
     return " ".join(str(text).split()).replace("|", "/")[:200]
@@ -381,10 +390,8 @@ def summary(records: dict, dry_run: bool) -> str:
             lines.append(f"| LIF vs snnTorch 1.0 Leaky (no target) | {shape} | lif | {s / fused:.1f}x | - | - |")
     profiled = [r for r in kernels.get("results", []) if (r.get("profile") or {}).get("kernel_seconds")]
     for r in profiled:
-        p = r["profile"]
         lines.append(f"| fused call: GPU kernel time of the call's time (no target) | {r['shape']} | "
-                     f"{r['kind']} | {_pct(p['kernel_seconds'] / r['seconds'])} ({p['kernels']} kernels, "
-                     f"{p['kernel_seconds'] * 1e3:.3f} of {r['seconds'] * 1e3:.3f} ms) | - | - |")
+                     f"{r['kind']} | {_profiled(r['profile'], r['seconds'])} | - | - |")
     for key, v in verdicts.get("fraction_of_peak_bandwidth", {}).items():
         shape, kind = key.split("/")
         lines.append(f"| memory bandwidth, of peak | {shape} | {kind} | {_pct(v['fraction'])} "
@@ -405,9 +412,8 @@ def summary(records: dict, dry_run: bool) -> str:
         p = r.get("profile") or {}
         if p.get("kernel_seconds"):
             lines.append(f"| ResNet-19 step: GPU kernel time of the step's time (no target) | T=2, batch {r['batch']} "
-                         f"| {kind}, {'fused' if backend == 'triton' else 'eager'} | "
-                         f"{_pct(p['kernel_seconds'] / r['seconds'])} ({p['kernels']} kernels, "
-                         f"{p['kernel_seconds'] * 1e3:.1f} of {r['seconds'] * 1e3:.1f} ms) | - | - |")
+                         f"| {kind}, {'fused' if backend == 'triton' else 'eager'} | {_profiled(p, r['seconds'])} "
+                         "| - | - |")
     if sim_rows:
         lines += ["", "## Simulator throughput (sample-timesteps/s)", "",
                   "| network | CPU | GPU | GPU / CPU | spikes differing | spikes fired (layers silent) |",

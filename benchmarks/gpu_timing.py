@@ -64,8 +64,10 @@ def median_seconds(run: Callable[[], object], device: torch.device, warmup: int,
 def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int = 4) -> dict:
     """Where one call of ``run()`` spends its time, from torch's profiler: on a GPU, the kernels it launched
     (how many, their summed device time, the longest by name), so that a caller can set that against the call's
-    CUDA-event time (the rest is host work and gaps between launches); on the CPU (a dry run), the operators it
-    ran. One extra untimed call first, so nothing compiles inside the profile."""
+    CUDA-event time (the rest is host work and gaps between launches), and the host's events that took longest
+    by their own time (operators, and CUDA runtime and driver calls such as launches, allocations or a
+    synchronisation); on the CPU (a dry run), the operators it ran and those host events. One extra untimed
+    call first, so nothing compiles inside the profile."""
     from torch.profiler import ProfilerActivity, profile
 
     run()
@@ -77,13 +79,18 @@ def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int =
         if cuda:
             torch.cuda.synchronize(device)
     averages = list(prof.key_averages())
+    host = sorted(((a.key, a.count, a.self_cpu_time_total / 1e6) for a in averages if a.self_cpu_time_total > 0),
+                  key=lambda k: -k[2])
+    host_longest = [{"name": name[:120], "count": count, "seconds": t} for name, count, t in host[:top]]
     if not cuda:
-        return {"operators": sum(a.count for a in averages), "kernels": None, "kernel_seconds": None}
+        return {"operators": sum(a.count for a in averages), "kernels": None, "kernel_seconds": None,
+                "host_longest": host_longest}
     # self device time counts each kernel once, under its own name (an operator's total would count it again)
     kernels = [(a.key, a.count, a.self_device_time_total / 1e6) for a in averages if a.self_device_time_total > 0]
     kernels.sort(key=lambda k: -k[2])
     return {"kernels": sum(count for _, count, _ in kernels), "kernel_seconds": sum(t for _, _, t in kernels),
-            "longest": [{"name": name[:120], "count": count, "seconds": t} for name, count, t in kernels[:top]]}
+            "longest": [{"name": name[:120], "count": count, "seconds": t} for name, count, t in kernels[:top]],
+            "host_longest": host_longest}
 
 
 def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:

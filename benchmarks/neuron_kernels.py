@@ -11,9 +11,9 @@ Input currents (T, batch, ...), fp32, every layer in training mode, a random ups
                                                       its fixed cost (host work, launches), no target
 
 Timing: CUDA events around one forward + backward, after warm-up; the median of --repeats. For spikefold's
-fused rows, one more call under torch's profiler records the kernels it launched and their summed GPU time
-(``profile`` in the JSON): where that falls well short of the call's time, host work or launch gaps cost the
-rest. Bandwidth: the
+fused rows, one more call under torch's profiler records the kernels it launched and their summed GPU time,
+and the host events that took longest (``profile`` in the JSON): where the kernels' time falls well short of the
+call's, host work or launch gaps cost the rest, and the host events say which. Bandwidth: the
 bytes the fused kernel of that type moves (``fused_bytes``) over the time, the same count for every contender
 of a type so that the column compares like with like, against the GPU's peak (gpu_timing.peak_bandwidth,
 which records where the figure comes from). SpikingJelly picks its implementation when imported, so each one

@@ -63,19 +63,22 @@ def test_summary_of_a_gpu_run_reads_its_profiles_and_tiny_layer():
         "neuron-kernels"]
     kernels = steps["neuron-kernels"]["result"]["results"]
     fused = {r["shape"]: r for r in kernels if r["contender"] == "spikefold-triton:lif"}
-    fused["cifar-T4"]["profile"] = {"kernels": 9, "kernel_seconds": 0.25 * fused["cifar-T4"]["seconds"]}
+    launches = {"name": "cuLaunchKernelEx", "count": 2, "seconds": 1e-4}  # what the profiler names a host event
+    fused["cifar-T4"]["profile"] = {"kernels": 9, "kernel_seconds": 0.25 * fused["cifar-T4"]["seconds"],
+                                    "host_longest": [launches, {"name": "aten::empty", "count": 7, "seconds": 5e-5}]}
     kernels += [{**r, "shape": "tiny-T4", "dims": [4, 2, 8, 4, 4], "seconds": 0.5 * fused["cifar-T4"]["seconds"]}
                 for r in kernels if r["shape"] == "cifar-T4" and "seconds" in r]
     step = next(r for r in steps["train-step"]["result"]["results"] if (r["kind"], r["backend"]) == ("lif", "triton"))
     step["profile"] = {"kernels": 800, "kernel_seconds": 0.5 * step["seconds"]}
     table = check.summary(steps, dry_run=False)
     ms = fused["cifar-T4"]["seconds"] * 1e3
-    assert f"| cifar-T4 | lif | 25 % (9 kernels, {ms / 4:.3f} of {ms:.3f} ms) |" in table
+    assert (f"| cifar-T4 | lif | 25 % (9 kernels, {ms / 4:.3f} of {ms:.3f} ms; host: cuLaunchKernelEx x2 0.100 ms; "
+            "aten::empty x7 0.050 ms) |") in table
     assert "## Fixed cost per call (tiny-T4: T = 4, 256 neurons," in table
     assert f"| spikefold-triton:lif | {ms / 2:.3f} | {ms:.3f} | 50 % |" in table
     assert sum(line.startswith("| spikingjelly-") for line in table.split("## Fixed cost")[1].splitlines()) == 2
-    assert (f"| T=2, batch 128 | lif, fused | 50 % (800 kernels, {step['seconds'] * 500:.1f} of "
-            f"{step['seconds'] * 1e3:.1f} ms) |") in table
+    assert (f"| T=2, batch 128 | lif, fused | 50 % (800 kernels, {step['seconds'] * 500:.3f} of "
+            f"{step['seconds'] * 1e3:.3f} ms) |") in table
 
 
 def test_wheel_list_matches_the_bench_extra():

@@ -11,9 +11,9 @@ Input currents (T, batch, ...), fp32, every layer in training mode, a random ups
                                                       its fixed cost (host work, launches), no target
 
 Timing: CUDA events around one forward + backward, after warm-up; the median of --repeats. For spikefold's
-fused rows, one more call under torch's profiler records the kernels it launched and their summed GPU time,
-and the host events that took longest (``profile`` in the JSON): where the kernels' time falls well short of the
-call's, host work or launch gaps cost the rest, and the host events say which. Bandwidth: the
+fused rows, once every row is timed, one more call under torch's profiler records the kernels it launched and
+their summed GPU time, and the host events that took longest (``profile`` in the JSON): where the kernels' time
+falls well short of the call's, host work or launch gaps cost the rest, and the host events say which. Bandwidth: the
 bytes the fused kernel of that type moves (``fused_bytes``) over the time, the same count for every contender
 of a type so that the column compares like with like, against the GPU's peak (gpu_timing.peak_bandwidth,
 which records where the figure comes from). SpikingJelly picks its implementation when imported, so each one
@@ -129,28 +129,45 @@ def time_layer(layer, shape, device, warmup, repeats, reset=None) -> float:
     return gpu_timing.median_seconds(layer_call(layer, shape, device, reset), device, warmup, repeats)
 
 
-def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=None, profile=True) -> list[dict]:
+def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=None) -> list[dict]:
     rows = []
     for shape_name, shape in shapes.items():
         row = {"shape": shape_name, "dims": list(shape), "contender": name, "kind": kind}
         try:
             layer = make(shape)
             reset = reset_of(layer) if reset_of else None
-            call = layer_call(layer, shape, device, reset)
-            row["seconds"] = gpu_timing.median_seconds(call, device, args.warmup, args.repeats)
-            if profile and name.startswith("spikefold-triton"):  # is the fused call's time its kernels', or host work?
-                row["profile"] = gpu_timing.kernel_breakdown(call, device)
+            row["seconds"] = gpu_timing.median_seconds(layer_call(layer, shape, device, reset), device, args.warmup,
+                                                       args.repeats)
         except Exception as exc:  # a contender that cannot run here is reported, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        profile = row.get("profile") or {}
         print(f"  {shape_name:10s} {name:28s} " + (f"{row['seconds'] * 1e3:10.3f} ms" if "seconds" in row
-                                                   else row["error"][:90])
-              + (f"  ({profile['kernels']} kernels, {profile['kernel_seconds'] * 1e3:.3f} ms on the GPU)"
-                 if profile.get("kernel_seconds") is not None else ""), flush=True)
+                                                   else row["error"][:90]), flush=True)
         rows.append(row)
     return rows
+
+
+def profile_fused(rows: list[dict], device):
+    """Each timed fused row, once more under torch's profiler (gpu_timing.kernel_breakdown): is the call's time
+    its kernels', or host work? Only after every row is timed: a profiler that recorded CUDA activity leaves
+    CUPTI attached, which slows the launches of whatever runs after it (pytorch/pytorch#144455). Yields after
+    each row."""
+    for row in rows:
+        if not row["contender"].startswith("spikefold-triton") or "seconds" not in row:
+            continue
+        shape = tuple(row["dims"])
+        try:
+            call = layer_call(spikefold_layer(row["kind"], "triton", shape, device), shape, device)
+            row["profile"] = p = gpu_timing.kernel_breakdown(call, device)
+            note = (f"{p['kernels']} kernels, {p['kernel_seconds'] * 1e3:.3f} ms on the GPU"
+                    if p["kernel_seconds"] is not None else f"{p['operators']} operators")
+        except Exception as exc:
+            row["profile_error"] = note = f"{type(exc).__name__}: {exc}"[:300]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(f"  {row['shape']:10s} {row['contender']:28s} profiled: {note[:90]}", flush=True)
+        yield
 
 
 def spikingjelly_rows(shapes: dict, args, device) -> list[dict]:
@@ -217,7 +234,7 @@ def summarise(rows: list[dict], peak: float | None, element_bytes: int) -> dict:
 def launch_sweep(shapes: dict, device: torch.device, grid, args):
     """The fused LIF under the default launch shape, then each of ``grid``, one list of rows (one per shape) at a
     time: ``ops.launch_shape`` is replaced for the sweep's own calls (and put back), so every row runs the same
-    kernels with only their grid, block and warps changed. Unprofiled: only their times are wanted."""
+    kernels with only their grid, block and warps changed."""
     from spikefold.train.kernels import ops
 
     default = ops.launch_shape
@@ -226,7 +243,7 @@ def launch_sweep(shapes: dict, device: torch.device, grid, args):
         ops.launch_shape = shape_of
         try:
             rows = measure("spikefold-triton:lif", lambda shape: spikefold_layer("lif", "triton", shape, device),
-                           shapes, device, args, profile=False)
+                           shapes, device, args)
         finally:
             ops.launch_shape = default
         for row in rows:
@@ -312,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += spikingjelly_rows(shapes, args, device)
         save(False)
         rows += measure("snntorch-leaky", lambda shape: snntorch_layer(), shapes, device, args)
+    for _ in profile_fused(rows, device):
+        save(False)
     verdicts = save(True)
 
     eager = {(r["shape"], r["kind"]): r["seconds"] for r in rows

@@ -6,9 +6,10 @@ neuron layers on the fused kernels and on the eager steps: samples/s and peak GP
     vggsnn-T10    VGGSNN, CIFAR10-DVS shapes (2 x 48 x 48 frames, T = 10 of them), batch 32
 
 Synthetic data (the step's cost does not depend on it). Timing: CUDA events around a whole step after
-warm-up, the median of --repeats; peak memory: torch.cuda.max_memory_allocated over the timed steps. One more
-step under torch's profiler records the kernels it launched and their summed GPU time (``profile`` in the JSON):
-where that falls well short of the step's time, the GPU waited on the host.
+warm-up, the median of --repeats; peak memory: torch.cuda.max_memory_allocated over the timed steps. Once every
+row is timed, one more step of each under torch's profiler records the kernels it launched and their summed GPU
+time, and the host events that took longest (``profile`` in the JSON): where the kernels' time falls well short
+of the step's, the GPU waited on the host.
 --variants adds bf16 autocast with channels_last ("bf16-cl") and torch.compile ("compile") runs.
 
     python benchmarks/train_step.py            # table, and benchmarks/results/train_step.json
@@ -132,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
                         row.update(seconds=seconds, samples_per_s=batch / seconds)
                         if device.type == "cuda":
                             row["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-                        row["profile"] = gpu_timing.kernel_breakdown(step, device)  # GPU busy, or waiting on the host?
                     except Exception as exc:  # e.g. out of memory: reported, the run goes on
                         row["error"] = f"{type(exc).__name__}: {exc}"[:300]
                     del step
@@ -143,6 +143,21 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True)
                     rows.append(row)
                     save(None)
+    # Is the GPU busy through a step, or waiting on the host? Profiled only once every row is timed: a profiler
+    # that recorded CUDA activity leaves CUPTI attached, which slows the launches of whatever runs after it
+    # (pytorch/pytorch#144455).
+    for row in rows:
+        if "seconds" not in row:
+            continue
+        fields, batch = chosen[row["network"]]
+        try:
+            row["profile"] = gpu_timing.kernel_breakdown(
+                step_of(fields, batch, row["kind"], row["backend"], row["variant"], device), device)
+        except Exception as exc:
+            row["profile_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        save(None)
 
     by = {(r["network"], r["kind"], r["variant"], r["backend"]): r for r in rows}
     lines, verdicts = [], {}

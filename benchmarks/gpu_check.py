@@ -432,7 +432,8 @@ def summary(records: dict, dry_run: bool) -> str:
         dims = next(r["dims"] for r in kernels["results"] if r["shape"] == tiny)
         lines += ["", f"## Fixed cost per call ({tiny}: T = {dims[0]}, {math.prod(dims[1:])} neurons, so little "
                   "work for the GPU that a call's time is its host work and launches; forward + backward)", "",
-                  f"| contender | {tiny} call (ms) | {cifar} call (ms) | tiny / CIFAR |", "| --- | --- | --- | --- |"]
+                  f"| contender | {tiny} call (ms) | {cifar or 'CIFAR'} call (ms) | tiny / CIFAR |",
+                  "| --- | --- | --- | --- |"]
         for (shape, contender), s in seconds.items():
             if shape == tiny:
                 big = seconds.get((cifar, contender))

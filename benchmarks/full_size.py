@@ -57,13 +57,21 @@ def synthetic_cifar(samples: int, seed: int, side: int = 32):
     return Split(x, y.astype(np.int64), x[: max(1, samples // 4)], y[: max(1, samples // 4)].astype(np.int64))
 
 
+def model_config(width: float, side: int = 32):
+    """The recipe's ResNet-19 at ``width``, T = TIMESTEPS, on side x side images (CIFAR's side is 32)."""
+    from spikefold.train.models import ModelConfig
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    return ModelConfig.from_dict({**recipe["model"], "width": width, "timesteps": TIMESTEPS,
+                                  "input_shape": [3, side, side]})
+
+
 def stage_train(width: float, steps: int, batch: int, out: Path) -> dict:
     from spikefold.train import checkpoint
     from spikefold.train.loop import TrainConfig, train
-    from spikefold.train.models import ModelConfig, batchnorm_from_data
+    from spikefold.train.models import batchnorm_from_data
 
-    recipe = yaml.safe_load(RECIPE.read_text())
-    cfg = ModelConfig.from_dict({**recipe["model"], "width": width, "timesteps": TIMESTEPS})
+    cfg = model_config(width)
     data = synthetic_cifar(steps * batch, seed=0)
     start = time.perf_counter()
     model = train(cfg, TrainConfig(epochs=1, batch_size=batch, optimiser="sgd", lr=0.05, seed=0, device="cpu"),

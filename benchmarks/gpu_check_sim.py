@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 import gpu_timing
-from full_size import RECIPE, TIMESTEPS, synthetic_cifar
+from full_size import model_config, synthetic_cifar
 from sim_vs_lava import _export, digits_28x28, median_time
 from spikefold.export import hw_config
 from spikefold.export.fold import fold
@@ -43,11 +42,8 @@ def resnet19_network(width: float, side: int) -> tuple[IntNetwork, np.ndarray]:
     ``width`` on side x side CIFAR-shaped images, untrained, its BatchNorm statistics set from the data so that
     every layer spikes, folded and quantised on such images: its throughput, not its accuracy, is measured. The
     network and 64 images to run."""
-    recipe = yaml.safe_load(RECIPE.read_text())
-    cfg = ModelConfig.from_dict({**recipe["model"], "width": width, "timesteps": TIMESTEPS,
-                                 "input_shape": [3, side, side]})
     torch.manual_seed(0)
-    model = batchnorm_from_data(build_model(cfg), synthetic_cifar(8, seed=1, side=side).x_train)
+    model = batchnorm_from_data(build_model(model_config(width, side)), synthetic_cifar(8, seed=1, side=side).x_train)
     calibration = synthetic_cifar(16, seed=2, side=side).x_train.reshape(16, -1)
     net, _ = quantise(fold(model), hw_config.load("loihi2"), calibration)
     return net, synthetic_cifar(64, seed=3, side=side).x_train.reshape(64, -1)

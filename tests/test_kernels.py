@@ -188,6 +188,17 @@ def test_kernel_takes_bf16_and_keeps_its_state_in_fp32(kind, options):
     compare(kind, options, True, shape=(4, 2, 3, 50), device="cpu", dtype=torch.bfloat16)
 
 
+def _assert_same_gradients(ref: torch.nn.Module, fast: torch.nn.Module, rtol: float, atol: float) -> None:
+    """Both models gave a gradient to the same parameters, at least one, and the gradients agree."""
+    compared = 0
+    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+            compared += 1
+    assert compared > 0
+
+
 def _tiny_vgg(kind: str, steps: int = 3) -> ModelConfig:
     return ModelConfig(arch="vgg", input_shape=(2, 8, 8), classes=5, timesteps=steps, neuron=NeuronConfig(kind),
                        norm="tdbn" if kind == "agl" else "bn", plan=(8, "A", 8, "A"))
@@ -206,13 +217,7 @@ def test_model_on_kernels_equals_eager_in_channels_last(kind):
         logits = model(x)
         (logits.logsumexp(1).mean() + (model.auxiliary_loss() or 0)).backward()
     torch.testing.assert_close(fast(x), ref(x))
-    compared = 0
-    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
-        assert (p.grad is None) == (q.grad is None), name
-        if p.grad is not None:
-            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
-            compared += 1
-    assert compared > 0
+    _assert_same_gradients(ref, fast, rtol=1e-4, atol=1e-6)
     for (name, b), (_, c) in zip(ref.named_buffers(), fast.named_buffers(), strict=True):
         torch.testing.assert_close(c, b, msg=lambda m: f"{name}: {m}")
 
@@ -518,13 +523,7 @@ def test_compiled_model_on_kernels_equals_eager_on_gpu(kind):
     x = torch.rand(8, 2, 8, 8, device="cuda").contiguous(memory_format=torch.channels_last)
     for model in (ref, compiled):
         model(x).logsumexp(1).mean().backward()
-    compared = 0
-    for (name, p), (_, q) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
-        assert (p.grad is None) == (q.grad is None), name
-        if p.grad is not None:
-            torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
-            compared += 1
-    assert compared > 0
+    _assert_same_gradients(ref, fast, rtol=1e-3, atol=1e-5)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = compiled(x).logsumexp(1).mean()
     loss.backward()

@@ -93,6 +93,21 @@ def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int =
             "host_longest": host_longest}
 
 
+def profile_row(row: dict, make_run: Callable[[], Callable[[], object]], device: torch.device) -> str:
+    """A timed row once more under the profiler: ``row["profile"]`` from :func:`kernel_breakdown` of a fresh
+    ``make_run()``, or ``row["profile_error"]`` when it fails; a line to print either way. Call it only once every
+    row is timed: a profiler that recorded CUDA activity leaves CUPTI attached, which slows the launches of
+    whatever runs after it (pytorch/pytorch#144455)."""
+    try:
+        row["profile"] = p = kernel_breakdown(make_run(), device)
+        note = (f"{p['kernels']} kernels, {p['kernel_seconds'] * 1e3:.3f} ms on the GPU"
+                if p["kernel_seconds"] is not None else f"{p['operators']} operators")
+    except Exception as exc:  # reported in the row; the other rows still get theirs
+        row["profile_error"] = note = f"{type(exc).__name__}: {exc}"[:300]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return note
+
 def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
     """(bytes/s, where the figure comes from): the data-sheet figure for the device's name, else the memory clock
     and bus width from NVML when it is installed. The data sheet first: for the H200's HBM3e, NVML's clock times

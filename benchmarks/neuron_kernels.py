@@ -149,23 +149,14 @@ def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=No
 
 
 def profile_fused(rows: list[dict], device):
-    """Each timed fused row, once more under torch's profiler (gpu_timing.kernel_breakdown): is the call's time
-    its kernels', or host work? Only after every row is timed: a profiler that recorded CUDA activity leaves
-    CUPTI attached, which slows the launches of whatever runs after it (pytorch/pytorch#144455). Yields after
-    each row."""
+    """Each timed fused row, once more under torch's profiler (gpu_timing.profile_row, once every row is timed):
+    is the call's time its kernels', or host work? Yields after each row."""
     for row in rows:
         if not row["contender"].startswith("spikefold-triton") or "seconds" not in row:
             continue
         shape = tuple(row["dims"])
-        try:
-            call = layer_call(spikefold_layer(row["kind"], "triton", shape, device), shape, device)
-            row["profile"] = p = gpu_timing.kernel_breakdown(call, device)
-            note = (f"{p['kernels']} kernels, {p['kernel_seconds'] * 1e3:.3f} ms on the GPU"
-                    if p["kernel_seconds"] is not None else f"{p['operators']} operators")
-        except Exception as exc:
-            row["profile_error"] = note = f"{type(exc).__name__}: {exc}"[:300]
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        note = gpu_timing.profile_row(
+            row, lambda: layer_call(spikefold_layer(row["kind"], "triton", shape, device), shape, device), device)
         print(f"  {row['shape']:10s} {row['contender']:28s} profiled: {note[:90]}", flush=True)
         yield
 

@@ -143,20 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True)
                     rows.append(row)
                     save(None)
-    # Is the GPU busy through a step, or waiting on the host? Profiled only once every row is timed: a profiler
-    # that recorded CUDA activity leaves CUPTI attached, which slows the launches of whatever runs after it
-    # (pytorch/pytorch#144455).
+    # Is the GPU busy through a step, or waiting on the host? Profiled only once every row is timed (see
+    # gpu_timing.profile_row).
     for row in rows:
         if "seconds" not in row:
             continue
         fields, batch = chosen[row["network"]]
-        try:
-            row["profile"] = gpu_timing.kernel_breakdown(
-                step_of(fields, batch, row["kind"], row["backend"], row["variant"], device), device)
-        except Exception as exc:
-            row["profile_error"] = f"{type(exc).__name__}: {exc}"[:300]
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        gpu_timing.profile_row(row, lambda: step_of(fields, batch, row["kind"], row["backend"], row["variant"],
+                                                    device), device)
         save(None)
 
     by = {(r["network"], r["kind"], r["variant"], r["backend"]): r for r in rows}

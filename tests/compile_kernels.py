@@ -5,10 +5,11 @@ IEEE division where a division decides a spike (Triton 3.3 to 3.5 flush its subn
 round-to-nearest conversion to bf16; in DS-ATGO's step kernel, IEEE float64 division and square root for the
 threshold, as PyTorch computes it. And check the cubins for what their speed rests on: as Triton specialises a
 launch whose tensors are 16-byte aligned and whose N and row offsets are multiples of 16 (the usual layer),
-128-bit loads and stores, and registers and shared memory that let ops.PROGRAMS_PER_SM programs of the largest
-launch (ops.launch_shape) reside on one multiprocessor together. Register spills are listed, not failed: ptxas
-decides them, differently from version to version (Triton 3.5, 3.6 and 3.9 each spill one register of one
-forward variant, not the same one).
+a pipelined timestep loop (its loads are asynchronous copies, cp.async, issued ops.PIPELINE_STAGES - 1 timesteps
+ahead), 128-bit loads and stores, and registers and shared memory (the pipeline's buffers) that let
+ops.PROGRAMS_PER_SM programs of the largest launch (ops.launch_shape) reside on one multiprocessor together.
+Register spills are listed, not failed: ptxas decides them, differently from version to version (none with
+Triton 3.3 to 3.9 since the loops are pipelined).
 
 Variants: the forward with every combination of its six flags, with fp32 and with bf16 input and output (128);
 the backward with every combination of its four dynamics flags for each surrogate, the gradient flags all on or
@@ -55,6 +56,7 @@ IO = ("x_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr")  # the input's dtype; st
 # the integers Triton marks as multiples of 16 in the usual launch (the schedules' strides are 0 or 1, T any)
 MULTIPLES_OF_16 = ("N", "x_row_stride", "grad_out_row_stride", "last_row", "last_grad_out_row", "last_x_row")
 _, BLOCK, WARPS = ops.launch_shape(1 << 30, torch.device("cpu"))  # the largest launch: most warps per program
+LOOP = {"BLOCK": BLOCK, "STAGES": ops.PIPELINE_STAGES}  # the timestep loops' constants, as ops launches them
 
 
 def compile_kernel(kernel, constexprs: dict, aligned: bool, io: str = "fp32"):
@@ -114,8 +116,13 @@ def main() -> int:
             if not aligned:
                 continue
             vector = r"\b{}\.global(\.\w+)*\.v[24]\."
-            if not (re.search(vector.format("ld"), ptx) and re.search(vector.format("st"), ptx)):
+            # the timestep loops load through cp.async: 16 bytes a copy (8 for four bf16 values)
+            vector_load = re.search(vector.format("ld"), ptx) or re.search(r"\bcp\.async\.\S+ [^;]*, 0x(8|10)\b", ptx)
+            if not (vector_load and re.search(vector.format("st"), ptx)):
                 failures.append(f"{name}: no vector loads and stores")
+            if "STAGES" in constexprs and "cp.async.commit_group" not in ptx:
+                failures.append(f"{name}: the timestep loop is not pipelined (no cp.async), so every timestep "
+                                f"waits out a memory latency")
             if used["spilled"]:  # reported, not failed: ptxas's choice, and it varies with its version
                 spills.append(f"{name}: {used['spilled']} bytes per thread of local memory")
             if used["programs_per_sm"] < ops.PROGRAMS_PER_SM:
@@ -128,8 +135,7 @@ def main() -> int:
     for values in itertools.product((False, True), repeat=len(forward_flags)):
         flags = dict(zip(forward_flags, values))
         for io in ("fp32", "bf16"):
-            check(f"forward {io} {flags}", triton_lif.lif_forward_kernel, {**flags, "BLOCK": BLOCK},
-                  flags["RELATIVE"], io)
+            check(f"forward {io} {flags}", triton_lif.lif_forward_kernel, {**flags, **LOOP}, flags["RELATIVE"], io)
     dynamics = ("ZERO_RESET", "RELATIVE", "SCALE_OUTPUT", "MOMENTS")
     grads = ("DECAY_GRAD", "GAIN_GRAD", "THR_GRAD", "WIDTH_GRAD", "SCALE_GRAD")
     for k, (values, shape) in enumerate(itertools.product(itertools.product((False, True), repeat=len(dynamics)),
@@ -137,7 +143,7 @@ def main() -> int:
         flags = {**dict(zip(dynamics, values)), **dict.fromkeys(grads, k % 2 == 0)}
         io = ("fp32", "bf16")[k // 2 % 2]
         check(f"backward {io} {triton_lif.SURROGATES[shape]} {flags}", triton_lif.lif_backward_kernel,
-              {**flags, "SHAPE": shape, "BLOCK": BLOCK}, flags["RELATIVE"], io)
+              {**flags, "SHAPE": shape, **LOOP}, flags["RELATIVE"], io)
     rows = triton.next_power_of_2(ops.PROGRAMS_PER_SM * 132)  # H100 SXM: 132 multiprocessors
     for (spike, integrate), reduced in itertools.product(((False, True), (True, True), (True, False)),
                                                          (False, True)):

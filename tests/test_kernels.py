@@ -153,12 +153,15 @@ def test_kernel_equals_eager_on_interpreter(case):
     compare(*case, shape=(4, 2, 3, 50), device="cpu")  # 300 neurons: three programs, the last one partial
 
 
+SHORT_SEQUENCE_KINDS = [("lif", {"learn_beta": True, "reset": "subtract"}), ("atgo", {}),
+                        ("mpinit_trsg", {"reset": "zero"})]
+
+
 @interpreter
 @pytest.mark.parametrize("steps", [1, 2])
-@pytest.mark.parametrize("kind,options", [("lif", {"learn_beta": True, "reset": "subtract"}), ("atgo", {}),
-                                          ("mpinit_trsg", {"reset": "zero"})])
-def test_kernels_run_sequences_shorter_than_their_prefetch(kind, options, steps):
-    """The kernels fetch each stream two timesteps ahead; at T = 1 and 2 those rows do not exist."""
+@pytest.mark.parametrize("kind,options", SHORT_SEQUENCE_KINDS)
+def test_kernels_run_sequences_shorter_than_their_pipeline(kind, options, steps):
+    """The backward reads H(t - 1), which does not exist at t = 0, and at T = 1 its first row is its last."""
     compare(kind, options, True, shape=(steps, 2, 3, 50), device="cpu")
 
 
@@ -501,6 +504,16 @@ def test_kernel_equals_eager_on_gpu(case):
                                           (None, torch.bfloat16), ("channels_last", torch.bfloat16)])
 def test_kernel_layouts_and_bf16_on_gpu(kind, layout, dtype):
     compare(kind, {}, True, shape=(4, 31, 64, 15, 15), device="cuda", dtype=dtype, layout=layout)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kind,options", SHORT_SEQUENCE_KINDS)
+def test_kernels_run_sequences_around_their_pipeline_depth_on_gpu(kind, options, steps):
+    """Triton's pipeline fetches ops.PIPELINE_STAGES - 1 timesteps ahead: sequences shorter than it,
+    as long and longer, on aligned rows (32 768 neurons) that load by 16-byte asynchronous copies."""
+    compare(kind, options, True, shape=(steps, 16, 64, 32), device="cuda")
 
 
 @pytest.mark.gpu

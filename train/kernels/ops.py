@@ -26,6 +26,11 @@ from spikefold.train.kernels import triton_lif
 
 PROGRAMS_PER_SM = 4
 MAX_BLOCK = 512
+# The timestep loops' pipeline (see triton_lif): each program keeps its loads of the next PIPELINE_STAGES - 1
+# timesteps in flight. Each stage costs a row of shared memory per stream, so a deeper pipeline lets fewer
+# programs of MAX_BLOCK reside on a multiprocessor (tests/compile_kernels.py checks PROGRAMS_PER_SM still fit);
+# the GPU check's launch sweep times other depths.
+PIPELINE_STAGES = 4
 
 
 @functools.cache
@@ -85,7 +90,8 @@ def _lif_forward(current: Tensor, decay: Tensor, gain: Tensor, threshold: Tensor
     triton_lif.lif_forward_kernel[(programs,)](
         current, current.stride(0), out, h, final_u, fired, sums, decay, gain, threshold, _step_stride(threshold),
         scale, initial, steps, n, ZERO_RESET=zero_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
-        SAVE_H=save_h, FINAL=final, MOMENTS=moments, BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
+        SAVE_H=save_h, FINAL=final, MOMENTS=moments, BLOCK=block, STAGES=PIPELINE_STAGES, num_warps=warps,
+        **triton_lif.LAUNCH)
     return out, h, final_u, fired.bool(), sums.sum(0) if moments else sums
 
 
@@ -125,7 +131,7 @@ def _lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Te
         ZERO_RESET=zero_reset, RELATIVE=relative, SCALE_OUTPUT=scale_output,
         SHAPE=triton_lif.SURROGATES.index(surrogate), MOMENTS=moments, DECAY_GRAD=param_grads[0],
         GAIN_GRAD=param_grads[1], THR_GRAD=param_grads[2], WIDTH_GRAD=param_grads[3], SCALE_GRAD=param_grads[4],
-        BLOCK=block, num_warps=warps, **triton_lif.LAUNCH)
+        BLOCK=block, STAGES=PIPELINE_STAGES, num_warps=warps, **triton_lif.LAUNCH)
     return grad_x, partials.sum(0)
 
 

@@ -6,13 +6,19 @@ registers. The forward writes H (fp32) for the backward, which walks the timeste
 S(t) and U(t-1) from H exactly as the forward made them. Parameter gradients are summed per program into a
 partials row (decay, input gain, threshold, width, output scale) that the caller adds up.
 
+Both timestep loops are software-pipelined by Triton (``tl.range(T, num_stages=STAGES)``): the loads of the next
+STAGES - 1 timesteps (the input; in the backward the upstream gradient, H and the input) are in flight as
+asynchronous copies into shared memory while a program computes the current one, so that a long sequence over
+few neurons is not bound by one memory latency per timestep. Fetching ahead by hand into registers does not do
+this: handing a fetched value on to the next iteration is a register move, and a move waits for its load.
+
 Arithmetic follows the eager reference operation by operation (``enable_fp_fusion=False`` keeps a * u + b * i
 two roundings, like two PyTorch ops; division that decides a spike is IEEE-rounded ``div_rn``), so spikes agree
 bit for bit and gradients to fp32 rounding. tests/compile_kernels.py compiles 198 variants for sm_90 (every
 forward flag combination, every backward dynamics combination per surrogate, DS-ATGO's step modes), each with
-and without Triton's alignment specialisation, checks their PTX, and checks that the aligned cubins use 128-bit
-accesses and fit ops.PROGRAMS_PER_SM programs per multiprocessor; it and the interpreter tests pass with Triton
-3.3 to 3.9.
+and without Triton's alignment specialisation, checks their PTX, and checks that the aligned cubins are
+pipelined, use 128-bit accesses and fit ops.PROGRAMS_PER_SM programs per multiprocessor; it and the interpreter
+tests pass with Triton 3.3 to 3.9.
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ def _reset(h, s, thr, ZERO_RESET: tl.constexpr):
 def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr, moments_ptr,
                        decay_ptr, gain_ptr, thr_ptr, thr_stride, scale_ptr, initial_ptr, T, N,
                        ZERO_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
-                       SAVE_H: tl.constexpr, FINAL: tl.constexpr, MOMENTS: tl.constexpr, BLOCK: tl.constexpr):
+                       SAVE_H: tl.constexpr, FINAL: tl.constexpr, MOMENTS: tl.constexpr, BLOCK: tl.constexpr,
+                       STAGES: tl.constexpr):
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     mask = cols < N
@@ -84,16 +91,9 @@ def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr
     sum_h2 = tl.zeros([BLOCK], tl.float64)
     out_row = out_ptr + cols
     h_row = h_ptr + cols
-    # inputs are fetched two timesteps ahead, so that a load's latency overlaps two steps' work
     x_row = x_ptr + cols
-    i_next = tl.load(x_row, mask=mask, other=0.0)
-    x_row += x_row_stride
-    i_after = tl.load(x_row, mask=_within(cols, N, T > 1), other=0.0)
-    for t in range(T):
-        i = i_next.to(tl.float32)
-        i_next = i_after
-        x_row += x_row_stride
-        i_after = tl.load(x_row, mask=_within(cols, N, t + 2 < T), other=0.0)
+    for t in tl.range(T, num_stages=STAGES):  # pipelined: see the module's docstring
+        i = tl.load(x_row, mask=mask, other=0.0).to(tl.float32)
         thr = tl.load(thr_ptr + t * thr_stride)
         h = a * u + b * i
         s = tl.where(_argument(h, thr, RELATIVE) > 0.0, 1.0, 0.0)
@@ -111,6 +111,7 @@ def lif_forward_kernel(x_ptr, x_row_stride, out_ptr, h_ptr, final_ptr, fired_ptr
             sum_h += h64
             sum_h2 += h64 * h64
         u = _reset(h, s, thr, ZERO_RESET)
+        x_row += x_row_stride
         out_row += N
         h_row += N
     if FINAL:
@@ -128,7 +129,7 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
                         ZERO_RESET: tl.constexpr, RELATIVE: tl.constexpr, SCALE_OUTPUT: tl.constexpr,
                         SHAPE: tl.constexpr, MOMENTS: tl.constexpr, DECAY_GRAD: tl.constexpr,
                         GAIN_GRAD: tl.constexpr, THR_GRAD: tl.constexpr, WIDTH_GRAD: tl.constexpr,
-                        SCALE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+                        SCALE_GRAD: tl.constexpr, BLOCK: tl.constexpr, STAGES: tl.constexpr):
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     mask = cols < N
@@ -146,42 +147,20 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
     acc_width = tl.zeros([BLOCK], tl.float32)
     acc_scale = tl.zeros([BLOCK], tl.float32)
     gx_row = grad_x_ptr + last_row + cols
-    # As in the forward, every stream is fetched two timesteps ahead of its use: the upstream gradient, H (the
-    # step needs H(t) and H(t - 1)) and, for the input gain's gradient, the input. Each pointer is at the row
-    # it last fetched.
     go_row = grad_out_ptr + last_grad_out_row + cols
-    go_next = tl.load(go_row, mask=mask, other=0.0)
-    go_row -= grad_out_row_stride
-    go_after = tl.load(go_row, mask=_within(cols, N, T > 1), other=0.0)
+    x_row = x_ptr + last_x_row + cols
     h_row = h_ptr + last_row + cols
     h = tl.load(h_row, mask=mask, other=0.0)
-    h_row -= N
-    h_next = tl.load(h_row, mask=_within(cols, N, T > 1), other=0.0)
-    h_row -= N
-    h_after = tl.load(h_row, mask=_within(cols, N, T > 2), other=0.0)
-    if GAIN_GRAD:
-        x_row = x_ptr + last_x_row + cols
-        x_next = tl.load(x_row, mask=mask, other=0.0)
-        x_row -= x_row_stride
-        x_after = tl.load(x_row, mask=_within(cols, N, T > 1), other=0.0)
     # the surrogate's argument of step t; each step computes step t - 1's to rebuild U(t - 1) and hands it on
     thr = tl.load(thr_ptr + (T - 1) * thr_stride)
     x = _argument(h, thr, RELATIVE)
-    for k in range(T):
+    for k in tl.range(T, num_stages=STAGES):  # pipelined: see the module's docstring
         t = T - 1 - k
-        go = go_next.to(tl.float32)
-        go_next = go_after
-        go_row -= grad_out_row_stride
-        go_after = tl.load(go_row, mask=_within(cols, N, t > 1), other=0.0)
-        h_prev = h_next  # H(t - 1)
-        h_next = h_after
+        go = tl.load(go_row, mask=mask, other=0.0).to(tl.float32)
         h_row -= N
-        h_after = tl.load(h_row, mask=_within(cols, N, t > 2), other=0.0)
+        h_prev = tl.load(h_row, mask=_within(cols, N, t > 0), other=0.0)  # H(t - 1)
         if GAIN_GRAD:
-            i = x_next.to(tl.float32)
-            x_next = x_after
-            x_row -= x_row_stride
-            x_after = tl.load(x_row, mask=_within(cols, N, t > 1), other=0.0)
+            i = tl.load(x_row, mask=mask, other=0.0).to(tl.float32)
         w = tl.load(width_ptr + t * width_stride)
         s = tl.where(x > 0.0, 1.0, 0.0)
         sg = _surrogate_derivative(x, w, SHAPE)
@@ -228,6 +207,9 @@ def lif_backward_kernel(grad_out_ptr, grad_out_row_stride, grad_x_ptr, h_ptr, x_
         h = h_prev
         thr = thr_prev
         x = x_prev
+        go_row -= grad_out_row_stride
+        if GAIN_GRAD:
+            x_row -= x_row_stride
         gx_row -= N
     row = partials_ptr + 5 * pid  # only the sums asked for: a block-wide reduction each (the rest stay unset)
     if DECAY_GRAD:

@@ -15,8 +15,8 @@ equality and measure their speed, each step in its own process under its own tim
     train-step       train_step.py: ResNet-19 at T=2, batch 128, fused vs eager, samples/s and peak memory
     kernel-host      kernel_host.py: the host's work per fused call on this machine's CPU (launches stubbed),
                      to set against the fused calls' times above
-    launch-sweep     neuron_kernels.py --launch-sweep: the fused LIF at both shapes under each launch shape
-                     (neurons per program, warps), against the default; last, in whatever time is left
+    launch-sweep     neuron_kernels.py --launch-sweep: the fused LIF at both shapes under each launch (pipeline
+                     stages, neurons per program, warps), against the default; last, in whatever time is left
 
 A step that fails or runs out of time does not stop the others. Into the output folder (the argument, else $OUT,
 else benchmarks/results/gpu_check/) it writes, rewritten atomically after every step: gpu_check.json (every
@@ -453,13 +453,14 @@ def summary(records: dict, dry_run: bool) -> str:
                          f"{share} |")
     sweep = records.get("launch-sweep", {}).get("result", {}).get("best", {})
     if sweep:
-        lines += ["", "## Launch shapes, fused LIF forward + backward (neurons per program / warps)", "",
+        lines += ["", "## Launches, fused LIF forward + backward (pipeline stages / neurons per program / warps)", "",
                   "| shape | default | ms | fastest | ms | default / fastest |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for shape, v in sweep.items():
             d, b = v["default"], v["best"]
-            lines.append(f"| {shape} | {d['block']} / {d['warps']} | {d['seconds'] * 1e3:.3f} | {b['block']} / "
-                         f"{b['warps']} | {b['seconds'] * 1e3:.3f} | {v['default_over_best']:.2f}x |")
+            lines.append(f"| {shape} | {d['stages']} / {d['block']} / {d['warps']} | {d['seconds'] * 1e3:.3f} | "
+                         f"{b['stages']} / {b['block']} / {b['warps']} | {b['seconds'] * 1e3:.3f} | "
+                         f"{v['default_over_best']:.2f}x |")
     lines += ["", "## Steps", "", "| step | status | seconds | note |", "| --- | --- | --- | --- |"]
     for step, r in records.items():
         lines.append(f"| {step} | {r['status']} | {r.get('seconds', '-')} | {_cell(r.get('note', ''))} |")

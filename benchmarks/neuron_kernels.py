@@ -19,9 +19,10 @@ of a type so that the column compares like with like, against the GPU's peak (gp
 which records where the figure comes from). SpikingJelly picks its implementation when imported, so each one
 runs in a subprocess of this script.
 
-``--launch-sweep`` times only the fused LIF, once per launch shape of LAUNCH_GRID (neurons per program, warps)
-besides the default that ``ops.launch_shape`` picks, and writes those rows instead: where the default is far
-from the best, the run says which way to move it, without another run on the GPU.
+``--launch-sweep`` times only the fused LIF, once per launch of LAUNCH_GRID (pipeline stages, neurons per
+program, warps) besides the default that ``ops.launch_shape`` and ``ops.PIPELINE_STAGES`` pick, and writes those
+rows instead: where the default is far from the best, the run says which way to move it, without another run on
+the GPU; its one-stage row (no pipelining) says what the pipelined timestep loop gains.
 
     pip install --no-deps spikingjelly==2.0.0 snntorch==1.0.0 loguru     # loguru: SpikingJelly's logger
     python benchmarks/neuron_kernels.py        # table, and benchmarks/results/neuron_kernels.json
@@ -53,10 +54,13 @@ DRY_SHAPES = {"seq-64": (5, 2, 64), "cifar-T2": (2, 2, 4, 4, 4), "tiny-T4": (4, 
 KINDS = ("lif", "atgo", "agl", "mpinit_trsg", "psg_pda")
 SPIKINGJELLY = ("cuda", "triton", "torch")  # SJ_LIF_CUDA_IMPLEMENTATION values
 # A shape's family is its name up to the first '-': "seq" (T = 500), "cifar" (T <= 6) or "tiny" (no targets).
-# (neurons per program, warps) for --launch-sweep: 1 to 8 neurons per thread, 1 to 16 warps
-LAUNCH_GRID = tuple((block, warps) for block in (64, 128, 256, 512, 1024, 2048) for warps in (1, 2, 4, 8, 16)
-                    if 1 <= block // (32 * warps) <= 8)
-DRY_LAUNCH_GRID = ((128, 1), (256, 2))
+# (pipeline stages, neurons per program, warps) for --launch-sweep, None for the default: first the depth of the
+# timestep loop's pipeline at the default launch shape (1: none, each timestep's loads wait out their latency),
+# then the launch shapes at the default depth, 1 to 8 neurons per thread, 1 to 16 warps
+LAUNCH_GRID = (*((stages, None, None) for stages in (1, 2, 3, 6, 8)),
+               *((None, block, warps) for block in (64, 128, 256, 512, 1024, 2048) for warps in (1, 2, 4, 8, 16)
+                 if 1 <= block // (32 * warps) <= 8))
+DRY_LAUNCH_GRID = ((1, None, None), (None, 128, 1), (None, 256, 2))
 TARGETS = {"fused_over_eager": {"seq": 20.0, "cifar": 3.0}, "lif_over_spikingjelly": 1.0,
            "fraction_of_peak_bandwidth": {"cifar": 0.5}}
 
@@ -223,23 +227,24 @@ def summarise(rows: list[dict], peak: float | None, element_bytes: int) -> dict:
 
 
 def launch_sweep(shapes: dict, device: torch.device, grid, args):
-    """The fused LIF under the default launch shape, then each of ``grid``, one list of rows (one per shape) at a
-    time: ``ops.launch_shape`` is replaced for the sweep's own calls (and put back), so every row runs the same
-    kernels with only their grid, block and warps changed."""
+    """The fused LIF under the default launch, then each of ``grid``, one list of rows (one per shape) at a
+    time: ``ops.launch_shape`` and ``ops.PIPELINE_STAGES`` are replaced for the sweep's own calls (and put back),
+    so every row runs the same kernels with only their pipeline depth, grid, block and warps changed."""
     from spikefold.train.kernels import ops
 
-    default = ops.launch_shape
-    for block, warps in ((None, None), *grid):
-        shape_of = default if block is None else (lambda n, _device, b=block, w=warps: (-(-n // b), b, w))
-        ops.launch_shape = shape_of
+    default_shape, default_stages = ops.launch_shape, ops.PIPELINE_STAGES
+    for stages, block, warps in ((None, None, None), *grid):
+        shape_of = default_shape if block is None else (lambda n, _device, b=block, w=warps: (-(-n // b), b, w))
+        ops.launch_shape, ops.PIPELINE_STAGES = shape_of, stages or default_stages
         try:
             rows = measure("spikefold-triton:lif", lambda shape: spikefold_layer("lif", "triton", shape, device),
                            shapes, device, args)
         finally:
-            ops.launch_shape = default
+            ops.launch_shape, ops.PIPELINE_STAGES = default_shape, default_stages
         for row in rows:
             programs, row_block, row_warps = shape_of(math.prod(row["dims"][1:]), device)
-            row.update(default=block is None, programs=programs, block=row_block, warps=row_warps)
+            row.update(default=stages is None and block is None, programs=programs, block=row_block,
+                       warps=row_warps, stages=stages or default_stages)
         yield rows
 
 
@@ -283,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                         "dry run writes only where --out says)")
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, kernels on Triton's "
                         "interpreter: checks the script end to end, measures nothing")
-    parser.add_argument("--launch-sweep", action="store_true", help="only the fused LIF, under each launch shape "
-                        "of LAUNCH_GRID and the default (rows with programs, block, warps)")
+    parser.add_argument("--launch-sweep", action="store_true", help="only the fused LIF, under each launch of "
+                        "LAUNCH_GRID and the default (rows with stages, programs, block, warps)")
     parser.add_argument("--spikingjelly-worker", choices=SPIKINGJELLY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.spikingjelly_worker:
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep_summary(rows: list[dict]) -> dict:
-    """Per shape: the default launch shape, the fastest, and how many times slower the default is."""
+    """Per shape: the default launch, the fastest, and how many times slower the default is."""
     summary = {}
     for shape in dict.fromkeys(r["shape"] for r in rows):
         timed = [r for r in rows if r["shape"] == shape and "seconds" in r]
@@ -354,31 +359,33 @@ def sweep_summary(rows: list[dict]) -> dict:
         if default is None:
             continue
         best = min(timed, key=lambda r: r["seconds"])
-        summary[shape] = {"default": {k: default[k] for k in ("block", "warps", "seconds")},
-                          "best": {k: best[k] for k in ("block", "warps", "seconds")},
+        summary[shape] = {"default": {k: default[k] for k in ("stages", "block", "warps", "seconds")},
+                          "best": {k: best[k] for k in ("stages", "block", "warps", "seconds")},
                           "default_over_best": default["seconds"] / best["seconds"]}
     return summary
 
 
 def sweep_main(shapes: dict, device: torch.device, record: dict, out: Path | None, args) -> int:
-    """--launch-sweep: the rows, the JSON rewritten after every launch shape, and per shape the default against
-    the fastest."""
+    """--launch-sweep: the rows, the JSON rewritten after every launch, and per shape the default against the
+    fastest."""
     rows: list[dict] = []
     settings = {"warmup": args.warmup, "repeats": args.repeats, "dtype": "float32", "mode": "train",
                 "statistic": "median", "kind": "lif"}
     grid = DRY_LAUNCH_GRID if args.dry_run else LAUNCH_GRID
     for done, measured in enumerate(launch_sweep(shapes, device, grid, args)):
         rows += measured
-        complete = done == len(grid)  # the default and every launch shape of the grid
+        complete = done == len(grid)  # the default and every launch of the grid
         if out is not None:
             gpu_timing.write(out, {"machine": record, "complete": complete, "settings": settings,
                                    "best": sweep_summary(rows), "results": rows}, quiet=not complete)
-    print(gpu_timing.table([[r["shape"], "default" if r["default"] else "", str(r["block"]), str(r["warps"]),
-                             str(r["programs"]), f"{r['seconds'] * 1e3:.3f}" if "seconds" in r else r["error"][:60]]
-                            for r in rows], ["shape", "", "block", "warps", "programs", "ms (median)"]))
+    print(gpu_timing.table([[r["shape"], "default" if r["default"] else "", str(r["stages"]), str(r["block"]),
+                             str(r["warps"]), str(r["programs"]),
+                             f"{r['seconds'] * 1e3:.3f}" if "seconds" in r else r["error"][:60]] for r in rows],
+                           ["shape", "", "stages", "block", "warps", "programs", "ms (median)"]))
 
     def launch(v: dict) -> str:
-        return f"{v['block']} neurons, {v['warps']} warp{'s' if v['warps'] > 1 else ''}"
+        return (f"{v['stages']} stage{'s' if v['stages'] > 1 else ''}, {v['block']} neurons, "
+                f"{v['warps']} warp{'s' if v['warps'] > 1 else ''}")
 
     for shape, v in sweep_summary(rows).items():
         print(f"{shape}: the default ({launch(v['default'])}) takes {v['default_over_best']:.2f}x the time of the "

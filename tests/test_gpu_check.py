@@ -124,6 +124,8 @@ def test_a_spikingjelly_worker_out_of_time_leaves_an_error_row_per_shape(monkeyp
 
 @pytest.mark.slow  # 5 minutes on the 2-core machine under other jobs' load (78 s of CPU time)
 def test_dry_run_goes_through_every_step(tmp_path):
+    from spikefold.train.kernels import ops
+
     done, report, table = _run(str(tmp_path), "--dry-run", timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = report["steps"]
@@ -145,15 +147,18 @@ def test_dry_run_goes_through_every_step(tmp_path):
     assert tiny == {r["contender"] for r in kernels["results"] if r["shape"] == "cifar-T2"}
     train = steps["train-step"]["result"]
     assert set(train["verdicts"]) == {"lif/fp32"} and all("error" not in r for r in train["results"])
-    sweep = steps["launch-sweep"]["result"]  # the default and each of the dry grid's launch shapes, per shape
-    assert all("error" not in r for r in sweep["results"]) and len(sweep["results"]) == 2 * 3
-    assert {(r["block"], r["warps"]) for r in sweep["results"] if not r["default"]} == {(128, 1), (256, 2)}
+    sweep = steps["launch-sweep"]["result"]  # the default and each of the dry grid's launches, per shape
+    assert all("error" not in r for r in sweep["results"]) and len(sweep["results"]) == 2 * 4
+    stages = ops.PIPELINE_STAGES  # the rows without a depth of their own run at the kernels' default
+    assert ({(r["stages"], r["block"], r["warps"]) for r in sweep["results"] if not r["default"]}
+            == {(1, 128, 1), (stages, 128, 1), (stages, 256, 2)})
+    assert {(r["stages"], r["block"], r["warps"]) for r in sweep["results"] if r["default"]} == {(stages, 128, 1)}
     assert set(sweep["best"]) == {"seq-64", "cifar-T2"} and sweep["complete"]
     host = steps["kernel-host"]["result"]
     assert [r["kind"] for r in host["results"]] == list(KINDS) and host["complete"]
     for row in ("| fused vs eager, fwd+bwd | seq-64 | atgo |", "| LIF vs fastest SpikingJelly 2.0 LIF | cifar-T2 |",
                 "| LIF vs snnTorch 1.0 Leaky (no target) |", "| ResNet-19 training step, fused vs eager |",
-                "| digits CNN (2 conv + 2 pool) |", "| seq-64 | 128 / 1 |", "## Host work per fused call",
+                "| digits CNN (2 conv + 2 pool) |", f"| seq-64 | {stages} / 128 / 1 |", "## Host work per fused call",
                 "## Fixed cost per call", "| spikingjelly-torch |"):
         assert row in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",

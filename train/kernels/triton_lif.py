@@ -49,8 +49,8 @@ def _surrogate_derivative(x, w, SHAPE: tl.constexpr):
 
 @triton.jit
 def _within(cols, N, row_exists):
-    """The load mask for a row that may not exist (before the first or after the last timestep). Written as
-    one comparison because Triton's interpreter rejects a vector mask and-ed with a scalar condition."""
+    """The load mask for a row that may not exist (the backward's H(t - 1) at t = 0). Written as one
+    comparison because Triton's interpreter rejects a vector mask and-ed with a scalar condition."""
     return cols < tl.where(row_exists, N, 0)
 
 

@@ -108,6 +108,7 @@ def profile_row(row: dict, make_run: Callable[[], Callable[[], object]], device:
         torch.cuda.empty_cache()
     return note
 
+
 def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
     """(bytes/s, where the figure comes from): the data-sheet figure for the device's name, else the memory clock
     and bus width from NVML when it is installed. The data sheet first: for the H200's HBM3e, NVML's clock times

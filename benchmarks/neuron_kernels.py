@@ -140,8 +140,7 @@ def measure(name: str, make, shapes: dict, device, args, kind="lif", reset_of=No
         try:
             layer = make(shape)
             reset = reset_of(layer) if reset_of else None
-            row["seconds"] = gpu_timing.median_seconds(layer_call(layer, shape, device, reset), device, args.warmup,
-                                                       args.repeats)
+            row["seconds"] = time_layer(layer, shape, device, args.warmup, args.repeats, reset)
         except Exception as exc:  # a contender that cannot run here is reported, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         if device.type == "cuda":
@@ -235,7 +234,8 @@ def launch_sweep(shapes: dict, device: torch.device, grid, args):
     default_shape, default_stages = ops.launch_shape, ops.PIPELINE_STAGES
     for stages, block, warps in ((None, None, None), *grid):
         shape_of = default_shape if block is None else (lambda n, _device, b=block, w=warps: (-(-n // b), b, w))
-        ops.launch_shape, ops.PIPELINE_STAGES = shape_of, stages or default_stages
+        depth = stages or default_stages
+        ops.launch_shape, ops.PIPELINE_STAGES = shape_of, depth
         try:
             rows = measure("spikefold-triton:lif", lambda shape: spikefold_layer("lif", "triton", shape, device),
                            shapes, device, args)
@@ -244,7 +244,7 @@ def launch_sweep(shapes: dict, device: torch.device, grid, args):
         for row in rows:
             programs, row_block, row_warps = shape_of(math.prod(row["dims"][1:]), device)
             row.update(default=stages is None and block is None, programs=programs, block=row_block,
-                       warps=row_warps, stages=stages or default_stages)
+                       warps=row_warps, stages=depth)
         yield rows
 
 

@@ -246,9 +246,12 @@ class Check:
         rows = record.get("result", {}).get("results", [])
         differing = [r["network"] for r in rows if "error" not in r and not (
             r["spikes_differing"] == 0 and r["readout_equal"] and r["stats_equal"])]
-        if differing or record.get("result", {}).get("machine", {}).get("lava_imported"):
+        convolutions = [r["network"] for r in rows
+                        if not all(side["equal"] for side in r.get("convolutions", {}).values())]
+        if differing or convolutions or record.get("result", {}).get("machine", {}).get("lava_imported"):
             record["status"] = "failed"
-            record["failures"] = [f"{name}: GPU and CPU spikes differ" for name in differing] + (
+            record["failures"] = [f"{name}: GPU and CPU spikes differ" for name in differing] + [
+                f"{name}: a convolution's sums differ from torch's conv2d" for name in convolutions] + (
                 ["Lava was imported"] if record["result"]["machine"]["lava_imported"] else [])
 
     def neuron_kernels(self) -> None:
@@ -366,8 +369,8 @@ def summary(records: dict, dry_run: bool) -> str:
     if sim:
         compared = sum(r.get("spikes_compared", 0) for r in sim_rows)
         differing = sum(r.get("spikes_differing", 0) for r in sim_rows)
-        lines.append(f"| simulator GPU = CPU (every spike, readout voltage, count) | {sim['status']} | "
-                     f"{len(sim_rows)} networks, {compared:,} spikes compared, {differing:,} differ"
+        lines.append(f"| simulator GPU = CPU (every spike, readout voltage, count; convolutions = torch's) | "
+                     f"{sim['status']} | {len(sim_rows)} networks, {compared:,} spikes compared, {differing:,} differ"
                      + (f"; {'; '.join(sim['failures'])}" if sim.get("failures") else "") + " |")
     lines += ["", "## Targets", "", "| target | shape | neuron | measured | target | met |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -425,6 +428,19 @@ def summary(records: dict, dry_run: bool) -> str:
                 f"{r['cpu_rate']:,.0f} ({r['cpu_threads']} threads) | {r['gpu_rate']:,.0f} | "
                 f"{r['gpu_over_cpu']:.1f}x | {r['spikes_differing']:,} of {r['spikes_compared']:,} | {fired} |"
                 if "error" not in r else f"{_cell(r['error'])} | - | - | - | - |"))
+        convolving = [r for r in sim_rows if r.get("convolutions")]
+        if convolving:
+            lines += ["", "Every convolution of a network once, on each device at the batch its simulator runs: as one "
+                      "matrix product (the simulator's way on a GPU) and by torch's conv2d without cuDNN (its way on "
+                      "the CPU; on a GPU, an im2col and a matrix product per sample).", "",
+                      "| network | device | convolutions x samples | one product (ms) | conv2d (ms) | conv2d / product "
+                      "| sums equal |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            for r in convolving:
+                for side, c in r["convolutions"].items():
+                    lines.append(f"| {r['network']} | {side.upper()} | {c['convolutions']} x {c['samples']:,} | "
+                                 f"{c['product_seconds'] * 1e3:.2f} | {c['conv2d_seconds'] * 1e3:.2f} | "
+                                 f"{c['conv2d_seconds'] / c['product_seconds']:.2f}x | "
+                                 f"{'yes' if c['equal'] else 'NO'} |")
     by_family = {family: next((shape for shape, _ in seconds if shape.startswith(family + "-")), None)
                  for family in ("tiny", "seq", "cifar")}
     tiny, cifar = by_family["tiny"], by_family["cifar"]

@@ -11,8 +11,13 @@ run; the CPU uses all of torch's threads.
     python benchmarks/gpu_check_sim.py --out sim.json          # needs CUDA
     python benchmarks/gpu_check_sim.py --dry-run --out sim.json  # tiny runs, "GPU" = the CPU in other batches
 
-Exits 1 when any spike, readout voltage or count differs between the two devices, or when Lava was imported
-(the GPU machine has no Lava: nothing here may need it).
+Side by side, for the networks with convolutions, on each device at the batch its simulator runs: every
+convolution once over random input as one matrix product (``intnet.Conv2d.correlate``, the simulator's way on a
+GPU) and by torch's ``conv2d`` without cuDNN (whose Winograd and FFT algorithms round; the simulator's way on the
+CPU, where oneDNN is fast; on a GPU, one im2col and one matrix product per sample). Both sums must agree.
+
+Exits 1 when any spike, readout voltage, count or convolution sum differs between the two devices or ways, or
+when Lava was imported (the GPU machine has no Lava: nothing here may need it).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from sim_vs_lava import _export, digits_28x28, median_time
 from spikefold.export import hw_config
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
-from spikefold.export.intnet import IntNetwork
+from spikefold.export.runner import default_batch_size
+from spikefold.export.intnet import Conv2d, IntNetwork
 from spikefold.sim.simulator import SimResult, simulate
 from spikefold.train.data import digits
 from spikefold.train.models import ModelConfig, batchnorm_from_data, build_model
@@ -78,6 +84,34 @@ def differences(net: IntNetwork, a: SimResult, b: SimResult) -> dict:
             "stats_equal": [vars(s) for s in a.stats] == [vars(s) for s in b.stats]}
 
 
+def convolutions(net: IntNetwork, samples: int, device: torch.device, repeats: int) -> dict:
+    """Every convolution of ``net`` once over ``samples`` random inputs on ``device``, as one matrix product per
+    chunk of samples (``Conv2d.correlate``, the simulator's way on a GPU) and by torch's ``conv2d`` without
+    cuDNN (its way on the CPU): the summed median seconds of each, and whether every sum agreed. Empty for a
+    network without convolutions."""
+    from torch.nn import functional
+
+    synapses = [c.synapses for layer in net.layers for c in layer.inputs if isinstance(c.synapses, Conv2d)]
+    if not synapses:
+        return {}
+    rng = np.random.default_rng(0)
+    seconds = {"product": 0.0, "conv2d": 0.0}
+    equal = True
+    torch.set_float32_matmul_precision("highest")  # as the simulator runs: products summed in IEEE float32
+    with torch.backends.cudnn.flags(enabled=False), torch.inference_mode():
+        for syn in synapses:
+            weights = torch.as_tensor(syn.exact_weights(), device=device)
+            s = torch.as_tensor(rng.integers(0, syn.max_input() + 1, size=(samples, *syn.input_shape)),
+                                device=device).to(weights.dtype)
+            runs = {"product": lambda: syn.correlate(s, weights),
+                    "conv2d": lambda: functional.conv2d(s, weights, stride=syn.stride, padding=syn.padding).flatten(1)}
+            equal &= torch.equal(runs["product"](), runs["conv2d"]())
+            for way, run in runs.items():
+                seconds[way] += gpu_timing.median_seconds(run, device, 1, repeats)
+    return {"convolutions": len(synapses), "samples": samples, "product_seconds": seconds["product"],
+            "conv2d_seconds": seconds["conv2d"], "equal": bool(equal)}
+
+
 def bench(name: str, net: IntNetwork, x_float: np.ndarray, samples: int, gpu: str, args) -> dict:
     x = np.resize(net.input.encode(x_float), (samples, net.input.size))
     steps = samples * net.timesteps
@@ -92,11 +126,18 @@ def bench(name: str, net: IntNetwork, x_float: np.ndarray, samples: int, gpu: st
     for device, run in runs.items():
         row[f"{device}_rate"] = steps / median_time(run, args.repeats)
     row["gpu_over_cpu"] = row["gpu_rate"] / row["cpu_rate"]
+    # each device at the batch its simulator runs
+    for side, device in (("cpu", torch.device("cpu")), ("gpu", torch.device(gpu))):
+        batch = gpu_batch if side == "gpu" and gpu_batch else default_batch_size(net, device)
+        found = convolutions(net, min(samples, batch), device, args.repeats)
+        if found:
+            row.setdefault("convolutions", {})[side] = found
     return row
 
 
 def agreed(row: dict) -> bool:
-    return row.get("spikes_differing") == 0 and row.get("readout_equal") and row.get("stats_equal")
+    return (row.get("spikes_differing") == 0 and row.get("readout_equal") and row.get("stats_equal")
+            and all(side["equal"] for side in row.get("convolutions", {}).values()))
 
 
 def main(argv: list[str] | None = None) -> int:

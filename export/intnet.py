@@ -3,7 +3,7 @@ fixed-point equations Lava's bit-accurate models (lava-nc 0.10.0, ``Loihi2SimCfg
 compute on them.
 
 This module is the one place those equations are written. They take numpy arrays or torch tensors alike
-(int64; ``_ops`` supplies the three functions the two libraries spell differently), so ``spikefold.sim``
+(int64; ``_ops`` supplies the few functions the two libraries spell differently), so ``spikefold.sim``
 runs this same code vectorised over samples on CPU or GPU; ``spikefold.deploy`` hands the same integers to
 Lava's processes and the tests check that both agree on every spike and state integer. What a layer needs beyond
 Loihi's basic neuron is said here as data (:attr:`Layer.needs`); which Lava process runs it is deploy's choice.
@@ -53,10 +53,11 @@ class _ArrayOps(NamedTuple):
     int32: Callable[[Any], Any]  # keeps the low 32 bits, two's complement, as a C cast does
     where: Callable[[Any, Any, Any], Any]
     clip: Callable[[Any, Any, Any], Any]
+    concatenate: Callable[[list], Any]  # along the first axis
 
 
 _NUMPY = _ArrayOps(int64=lambda a: np.asarray(a, dtype=np.int64), int32=lambda a: np.asarray(a).astype(np.int32),
-                   where=np.where, clip=np.clip)
+                   where=np.where, clip=np.clip, concatenate=np.concatenate)
 
 
 def _ops(*arrays: Any) -> _ArrayOps:
@@ -70,6 +71,7 @@ def _ops(*arrays: Any) -> _ArrayOps:
             int32=lambda a: a.to(torch.int32),
             where=torch.where,
             clip=lambda a, lo, hi: torch.clamp(a, min=lo, max=hi),
+            concatenate=torch.cat,
         )
     return _NUMPY
 
@@ -295,9 +297,9 @@ class Conv2d(Dense):
 
     a_out is the Dense's with ``W_eff @ s`` the convolution of ``s`` with the effective kernel: Lava's weight
     rules applied to the kernel, whose sign mode is that of the (out, in) matrix the convolution stands for
-    (unrolling adds only zeros). It runs as a convolution everywhere (torch ``conv2d`` on tensors, windows of
-    the padded maps on numpy arrays), so memory grows with the kernel, never with the matrix. A pooling layer
-    before the convolution is folded into its kernel by export.
+    (unrolling adds only zeros). It runs as a convolution everywhere, so memory grows with the kernel, never with
+    the matrix: torch's ``conv2d`` on CPU tensors, else :meth:`correlate` (numpy arrays, GPU tensors). A pooling
+    layer before the convolution is folded into its kernel by export.
     """
 
     input_shape: tuple[int, int, int] = (1, 1, 1)
@@ -317,21 +319,45 @@ class Conv2d(Dense):
 
     def _apply(self, s: Any, w: Any) -> Any:
         maps = s.reshape(s.shape[0], *self.input_shape)
-        if isinstance(s, np.ndarray):
-            return _correlate(maps, w, self.stride, self.padding).reshape(s.shape[0], -1)
+        if isinstance(s, np.ndarray) or s.device.type != "cpu":
+            return self.correlate(maps, w)
         from torch.nn import functional
 
+        # exact too (it adds products), and on the CPU faster (benchmarks/gpu_check_sim.py times both)
         return functional.conv2d(maps, w, stride=self.stride, padding=self.padding).flatten(1)
 
+    def correlate(self, maps: Any, w: Any) -> Any:
+        """The convolution of (batch, C, H, W) maps, numpy or torch, with kernel ``w`` -> (batch, out * H' * W'):
+        the windows of the zero-padded maps against the kernel, one matrix product per chunk of samples whose
+        windows (C * kh * kw values per output position) stay within :data:`WINDOW_VALUES`. On a GPU this
+        rather than torch's ``conv2d``: cuDNN's Winograd and FFT algorithms round, and without cuDNN torch runs one
+        im2col and one matrix product per sample, two kernel launches per sample and timestep."""
+        per_sample = int(np.prod(self.output_shape[1:])) * int(np.prod(w.shape[1:]))
+        samples = max(1, WINDOW_VALUES // per_sample)
+        parts = []
+        for start in range(0, len(maps), samples):
+            chunk = maps[start:start + samples]
+            parts.append(_correlate(chunk, w, self.stride, self.padding).reshape(len(chunk), -1))
+        return parts[0] if len(parts) == 1 else _ops(maps).concatenate(parts)
 
-def _correlate(maps: np.ndarray, kernel: np.ndarray, stride: int, padding: int) -> np.ndarray:
-    """torch's ``conv2d`` in numpy: (batch, C, H, W) maps with an (out, C, kh, kw) kernel -> (batch, out, H', W'),
-    summed in the arrays' type over the windows of the zero-padded maps."""
-    p = padding
-    padded = np.pad(maps, ((0, 0), (0, 0), (p, p), (p, p)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[2:], axis=(2, 3))
-    windows = windows[:, :, ::stride, ::stride]  # (batch, C, H', W', kh, kw)
-    return np.tensordot(windows, kernel, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+
+WINDOW_VALUES = 1 << 27  # the most window values one product of Conv2d.correlate unfolds (1 GiB in float64)
+
+
+def _correlate(maps: Any, kernel: Any, stride: int, padding: int) -> Any:
+    """torch's ``conv2d`` of (batch, C, H, W) maps with an (out, C, kh, kw) kernel -> (batch, out, H', W'): the
+    windows of the zero-padded maps (a view) contracted with the kernel, one matrix product over every sample and
+    position, summed in the arrays' type; numpy arrays or torch tensors."""
+    p, (kh, kw) = padding, kernel.shape[2:]
+    if isinstance(maps, np.ndarray):
+        padded = np.pad(maps, ((0, 0), (0, 0), (p, p), (p, p)))
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+        return np.tensordot(windows, kernel, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    import torch
+    from torch.nn import functional
+
+    windows = functional.pad(maps, (p, p, p, p)).unfold(2, kh, stride).unfold(3, kw, stride)
+    return torch.tensordot(windows, kernel, dims=([1, 4, 5], [1, 2, 3])).permute(0, 3, 1, 2)
 
 
 # What a layer may need beyond Loihi's basic CUBA LIF neuron fed by binary spikes (Layer.needs).

@@ -4,9 +4,9 @@ export's state-range check and the simulator (``spikefold.sim.simulator``), whic
 The arithmetic is :mod:`spikefold.export.intnet`'s, unchanged: its equations run here on int64 tensors, and its
 synapses' sums (``Dense.accumulate``: a matrix product, or a convolution kept as one, never unrolled) run in
 the float type ``intnet.exact_dtype`` picks for each connection, where every partial sum is an exact integer
-(see :func:`matmul_plan`): BLAS, oneDNN and GPUs do that fast. :func:`_torch_settings` keeps the libraries to
-algorithms that add products (no TF32/bf16 substitution in matrix products, no cuDNN convolution, whose
-Winograd and FFT algorithms would round).
+(see :func:`matmul_plan`): BLAS, oneDNN and GPUs do that fast. Only algorithms that add products may run:
+:func:`_torch_settings` forbids TF32/bf16 substitution in matrix products, and no convolution reaches cuDNN,
+whose Winograd and FFT algorithms would round (``intnet.Conv2d`` convolves GPU tensors by a matrix product).
 
 Two timings:
 
@@ -84,16 +84,14 @@ class LayerStats:
 
 @contextlib.contextmanager
 def _torch_settings(threads: int | None) -> Iterator[None]:
-    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set), no cuDNN
-    (its convolution algorithms include Winograd and FFT, which round; without it torch convolves by im2col and
-    a matrix product) and, when given, the number of CPU threads."""
+    """For the duration: IEEE float32 products (no TF32/bf16 substitution, whatever the caller set) and, when
+    given, the number of CPU threads."""
     precision, before_threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        with torch.backends.cudnn.flags(enabled=False):
-            yield
+        yield
     finally:
         torch.set_float32_matmul_precision(precision)
         torch.set_num_threads(before_threads)
@@ -131,6 +129,14 @@ class _DeviceLayer:
         self.initial = None if initial is None else torch.as_tensor(initial, dtype=torch.int64, device=device)
 
 
+def default_batch_size(net: IntNetwork, device: torch.device) -> int:
+    """Samples per pass when the caller gives none: on the CPU as many as keep the widest layer's state near
+    1 MiB (1 to 1024), on a GPU as many as keep every layer's state within 1 GiB."""
+    if device.type == "cpu":
+        return min(1024, max(1, CPU_STATE_VALUES // max(layer.size for layer in net.layers)))
+    return max(1, GPU_STATE_VALUES // sum(layer.size for layer in net.layers))
+
+
 def run_batches(net: IntNetwork, x: np.ndarray, record_state: bool, timing: str, device: str | None,
              batch_size: int | None, threads: int | None) -> Iterator[tuple[int, int, BatchRun]]:
     """Run checked input ``x`` batch by batch: (first sample, end, what the batch produced, on the device)."""
@@ -141,11 +147,7 @@ def run_batches(net: IntNetwork, x: np.ndarray, record_state: bool, timing: str,
         raise ConfigError(f"batch size must be >= 1 sample, got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    if dev.type == "cpu":
-        default = min(1024, max(1, CPU_STATE_VALUES // max(layer.size for layer in net.layers)))
-    else:
-        default = max(1, GPU_STATE_VALUES // sum(layer.size for layer in net.layers))
-    batch = batch_size or default
+    batch = batch_size or default_batch_size(net, dev)
     plan, depths = iter(matmul_plan(net)), net.depths()
     layers = [_DeviceLayer(net, i, depths, [next(plan) for _ in layer.inputs], dev)
               for i, layer in enumerate(net.layers)]

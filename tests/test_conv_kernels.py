@@ -19,6 +19,7 @@ from torch import nn
 from spikefold.deploy import lava_runner
 from spikefold.export.fold import fold
 from spikefold.export.quantise import quantise
+from spikefold.export import intnet
 from spikefold.export.intnet import Conv2d, Dense, IntNetwork
 from spikefold.export.state_range import check_state_range
 from spikefold.export.runner import matmul_plan
@@ -76,7 +77,7 @@ GEOMETRIES = [  # (c_in, c_out, input h, w, kernel, stride, padding)
 
 @pytest.mark.parametrize("sign", ["mixed", "excitatory", "inhibitory"])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_convolution_equals_the_unrolled_matrix(geometry, sign):
+def test_convolution_equals_the_unrolled_matrix(geometry, sign, monkeypatch):
     """Stride, padding, sizes that do not divide evenly, odd weights in every sign mode, 6 to 8 weight bits,
     graded and binary input: numpy and torch (float32 and float64) give the unrolled matrix's integers."""
     c_in, c_out, h, w, k, stride, padding = geometry
@@ -94,6 +95,14 @@ def test_convolution_equals_the_unrolled_matrix(geometry, sign):
         for dtype in (torch.float32, torch.float64):
             kernel_t = torch.as_tensor(conv.effective_weights(), dtype=dtype)
             np.testing.assert_array_equal(conv.forward(torch.as_tensor(s), kernel_t).numpy(), expected)
+            # the GPU's form (one matrix product per chunk of samples), here on the CPU: 5 samples in 1 or 3 chunks
+            maps = torch.as_tensor(s, dtype=dtype).reshape(5, c_in, h, w)
+            per_sample = int(np.prod(conv.output_shape[1:])) * c_in * k * k
+            for samples in (5, 2):
+                monkeypatch.setattr(intnet, "WINDOW_VALUES", samples * per_sample)
+                for array in (torch.as_tensor, np.asarray):  # the form GPU tensors and numpy arrays take
+                    got = conv.correlate(array(maps), array(kernel_t))
+                    np.testing.assert_array_equal(np.asarray(got).astype(np.int64), acc)
 
 
 def test_partial_sums_beyond_float32_run_in_float64():

@@ -13,16 +13,18 @@ from spikefold.export.intnet import (FLOAT32_EXACT, INPUT, LIF, VTH_NEVER, Conne
                                      IntNetwork, Layer)
 from spikefold.export.runner import matmul_plan
 from spikefold.sim.simulator import align_to_synchronous, simulate
-from tests.random_nets import random_input, random_network, residual_network
+from tests.random_nets import conv_skip_network, random_input, random_network, residual_network
 from tests.same_runs import assert_same_runs
 
 NETWORKS = [dict(seed=s) for s in range(4)] + [dict(seed=s, wild=True) for s in (0, 2, 4)] + [
     dict(seed=7, sizes=(6, 9, 8, 7, 6, 3), timesteps=1), dict(seed=8, timesteps=5)] + [
-    dict(seed=s, residual=True) for s in (0, 3)]
+    dict(seed=s, residual=True) for s in (0, 3)] + [dict(seed=s, conv=True) for s in (0, 1)]
 
 
 def _network(kwargs: dict) -> IntNetwork:
     kwargs = dict(kwargs)
+    if kwargs.pop("conv", False):  # convolutions: on a GPU, intnet's own matrix product rather than torch's
+        return conv_skip_network(kwargs["seed"])
     return residual_network(kwargs["seed"]) if kwargs.pop("residual", False) else random_network(**kwargs)
 
 

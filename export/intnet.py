@@ -157,7 +157,7 @@ class InputEncoding:
 
     def check(self, x_int: np.ndarray, timesteps: int) -> np.ndarray:
         """Validate encoded input for a network of ``timesteps``: shape (samples, size), or (samples, T, size) per
-        timestep, integers within the encoding's range. Returns it as int64."""
+        timestep, integers within the encoding's range. Returns it as int64 (itself when it already is)."""
         x = np.asarray(x_int)
         shape = self.sample_shape(timesteps)
         if x.shape[1:] != shape or x.ndim != 1 + len(shape):
@@ -169,7 +169,7 @@ class InputEncoding:
         hi = (1 << self.bits) - 1
         if x.size and (x.min() < 0 or x.max() > hi):
             raise DataError(f"input values span [{x.min()}, {x.max()}]; the encoding allows [0, {hi}]")
-        return x.astype(np.int64)
+        return x.astype(np.int64, copy=False)
 
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2**24 is a float32

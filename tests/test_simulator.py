@@ -153,3 +153,13 @@ def test_gpu_float64_layer_and_lava_agree():
     got = lava_runner.run(net, x, record_state=True)
     np.testing.assert_array_equal(gpu.u[0], got.u[0])
     np.testing.assert_array_equal(gpu.readout_v, got.readout_v)
+
+
+@pytest.mark.parametrize("bits", [12, 16, 24])
+def test_graded_input_wider_than_a_byte_reaches_the_synapses_whole(bits):
+    """Input of 12 to 24 bits, which travels to the device in a 16- or 32-bit integer type rather than int64:
+    Lava agrees with the simulator on every spike, u and v."""
+    net = random_network(bits, input_bits=bits)
+    x = random_input(net, samples=4, seed=bits)
+    assert x.max() >= 1 << (bits - 1), "the input's top bit must be used"
+    assert_same_runs(net, lava_runner.run(net, x, record_state=True), simulate(net, x, record_state=True))

@@ -61,13 +61,15 @@ def median_seconds(run: Callable[[], object], device: torch.device, warmup: int,
     return statistics.median(times)
 
 
-def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int = 4) -> dict:
+def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int = 4, ours: tuple[str, ...] = ()
+                     ) -> dict:
     """Where one call of ``run()`` spends its time, from torch's profiler: on a GPU, the kernels it launched
-    (how many, their summed device time, the longest by name), so that a caller can set that against the call's
-    CUDA-event time (the rest is host work and gaps between launches), and the host's events that took longest
-    by their own time (operators, and CUDA runtime and driver calls such as launches, allocations or a
-    synchronisation); on the CPU (a dry run), the operators it ran and those host events. One extra untimed
-    call first, so nothing compiles inside the profile."""
+    (how many, their summed device time, the longest by name, and the summed time of those whose names contain
+    one of ``ours``), so that a caller can set that against the call's CUDA-event time (the rest is host work and
+    gaps between launches), and the host's events that took longest by their own time (operators, and CUDA
+    runtime and driver calls such as launches, allocations or a synchronisation); on the CPU (a dry run), the
+    operators it ran and those host events. One extra untimed call first, so nothing compiles inside the
+    profile."""
     from torch.profiler import ProfilerActivity, profile
 
     run()
@@ -90,16 +92,18 @@ def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int =
     kernels.sort(key=lambda k: -k[2])
     return {"kernels": sum(count for _, count, _ in kernels), "kernel_seconds": sum(t for _, _, t in kernels),
             "longest": [{"name": name[:120], "count": count, "seconds": t} for name, count, t in kernels[:top]],
+            "ours_seconds": sum(t for name, _, t in kernels if any(part in name for part in ours)),
             "host_longest": host_longest}
 
 
-def profile_row(row: dict, make_run: Callable[[], Callable[[], object]], device: torch.device) -> str:
+def profile_row(row: dict, make_run: Callable[[], Callable[[], object]], device: torch.device,
+                ours: tuple[str, ...] = ()) -> str:
     """A timed row once more under the profiler: ``row["profile"]`` from :func:`kernel_breakdown` of a fresh
-    ``make_run()``, or ``row["profile_error"]`` when it fails; a line to print either way. Call it only once every
-    row is timed: a profiler that recorded CUDA activity leaves CUPTI attached, which slows the launches of
-    whatever runs after it (pytorch/pytorch#144455)."""
+    ``make_run()`` (``ours`` as there), or ``row["profile_error"]`` when it fails; a line to print either way.
+    Call it only once every row is timed: a profiler that recorded CUDA activity leaves CUPTI attached, which
+    slows the launches of whatever runs after it (pytorch/pytorch#144455)."""
     try:
-        row["profile"] = p = kernel_breakdown(make_run(), device)
+        row["profile"] = p = kernel_breakdown(make_run(), device, ours=ours)
         note = (f"{p['kernels']} kernels, {p['kernel_seconds'] * 1e3:.3f} ms on the GPU"
                 if p["kernel_seconds"] is not None else f"{p['operators']} operators")
     except Exception as exc:  # reported in the row; the other rows still get theirs

@@ -332,12 +332,12 @@ class Conv2d(Dense):
         windows (C * kh * kw values per output position) stay within :data:`WINDOW_VALUES`. On a GPU this
         rather than torch's ``conv2d``: cuDNN's Winograd and FFT algorithms round, and without cuDNN torch runs one
         im2col and one matrix product per sample, two kernel launches per sample and timestep."""
-        per_sample = int(np.prod(self.output_shape[1:])) * int(np.prod(w.shape[1:]))
-        samples = max(1, WINDOW_VALUES // per_sample)
+        outputs = int(np.prod(self.output_shape))
+        samples = max(1, WINDOW_VALUES // (int(np.prod(self.output_shape[1:])) * int(np.prod(w.shape[1:]))))
         parts = []
-        for start in range(0, len(maps), samples):
+        for start in range(0, max(len(maps), 1), samples):  # once for an empty batch too: its empty result
             chunk = maps[start:start + samples]
-            parts.append(_correlate(chunk, w, self.stride, self.padding).reshape(len(chunk), -1))
+            parts.append(_correlate(chunk, w, self.stride, self.padding).reshape(len(chunk), outputs))
         return parts[0] if len(parts) == 1 else _ops(maps).concatenate(parts)
 
 

@@ -103,6 +103,7 @@ def test_convolution_equals_the_unrolled_matrix(geometry, sign, monkeypatch):
                 for array in (torch.as_tensor, np.asarray):  # the form GPU tensors and numpy arrays take
                     got = conv.correlate(array(maps), array(kernel_t))
                     np.testing.assert_array_equal(np.asarray(got).astype(np.int64), acc)
+                    assert conv.correlate(array(maps[:0]), array(kernel_t)).shape == (0, acc.shape[1])
 
 
 def test_partial_sums_beyond_float32_run_in_float64():

@@ -12,7 +12,7 @@ import torch
 from spikefold.cli import main
 from spikefold.core.errors import ConfigError, DataError
 from spikefold.train import checkpoint, data, probes
-from spikefold.train.loop import TrainConfig, model_from_checkpoint, train
+from spikefold.train.loop import TrainConfig, augment, model_from_checkpoint, train
 from spikefold.train.models import ModelConfig, build_model
 from spikefold.train.neurons import NEURONS, NeuronConfig
 from tests import ddp
@@ -214,3 +214,21 @@ def test_shipped_recipes_build(recipe):
     TrainConfig.from_dict(r["train"])
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > (1_000 if r["dataset"] == "digits" else 1_000_000)
+
+
+def test_augmentation_crops_the_padded_image_and_mirrors_some():
+    """Every augmented image is the window of its 4-pixel zero-padded original at one offset in [0, 8] x [0, 8],
+    mirrored or not (random pixels: exactly one window matches); across a batch the offsets vary and both
+    orientations occur; the same seed gives the same batch."""
+    x = torch.rand(64, 3, 8, 8)
+    out = augment(x, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    found = []
+    for image, source in zip(out, padded):
+        matches = [(dy, dx, mirrored) for dy in range(9) for dx in range(9) for mirrored in (False, True)
+                   if torch.equal(image, source[:, dy:dy + 8, dx:dx + 8].flip(-1) if mirrored
+                                  else source[:, dy:dy + 8, dx:dx + 8])]
+        assert len(matches) == 1
+        found += matches
+    assert len({(dy, dx) for dy, dx, _ in found}) > 20 and {mirrored for *_, mirrored in found} == {False, True}
+    assert torch.equal(out, augment(x, torch.Generator().manual_seed(0)))

@@ -117,14 +117,20 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 4-pixel-padded crop and horizontal flip of (batch, C, H, W) images."""
-    b, _, h, w = x.shape
+    """Random 4-pixel-padded crop and horizontal flip of (batch, C, H, W) images, as one gather on x's device.
+    The offsets and flips are drawn from ``generator`` (a CPU generator), so a seed crops alike on any device."""
+    b, c, h, w = x.shape
     padded = nn.functional.pad(x, (4, 4, 4, 4))
     dy = torch.randint(0, 9, (b,), generator=generator)
     dx = torch.randint(0, 9, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
-    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
-    return torch.where(flip[:, None, None, None].to(x.device), out.flip(-1), out)
+    dy, dx, flip = torch.stack([dy, dx, flip.long()]).to(x.device)  # one copy to x's device
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None].bool(), cols.flip(1), cols)  # a flipped crop reads its columns from the right
+    samples = torch.arange(b, device=x.device)[:, None, None, None]
+    channels = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[samples, channels, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def model_from_checkpoint(path: str | Path) -> SpikingModel:
@@ -215,10 +221,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: Split, out: str | Path
             if len(batch) < world:  # too few to give every rank a sample: dropped by every rank alike, since a
                 break  # rank that skipped a step would leave the others waiting in its all-reduces
             idx = batch[rank::world]  # each rank its shard of the global batch
-            xb, yb = x_train[idx], y_train[idx]
+            xb, yb = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
             if cfg.augment:
                 xb = augment(xb.reshape(len(xb), *model_cfg.input_shape), generator)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if cfg.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast:

@@ -105,9 +105,9 @@ def convolutions(net: IntNetwork, samples: int, device: torch.device, repeats: i
                                 device=device).to(weights.dtype)
             runs = {"product": lambda: syn.correlate(s, weights),
                     "conv2d": lambda: functional.conv2d(s, weights, stride=syn.stride, padding=syn.padding).flatten(1)}
-            equal &= torch.equal(runs["product"](), runs["conv2d"]())
+            equal &= torch.equal(runs["product"](), runs["conv2d"]())  # also each way's warm-up
             for way, run in runs.items():
-                seconds[way] += gpu_timing.median_seconds(run, device, 1, repeats)
+                seconds[way] += gpu_timing.median_seconds(run, device, 0, repeats)
     return {"convolutions": len(synapses), "samples": samples, "product_seconds": seconds["product"],
             "conv2d_seconds": seconds["conv2d"], "equal": bool(equal)}
 

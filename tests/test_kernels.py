@@ -166,6 +166,26 @@ def test_kernels_run_sequences_shorter_than_their_pipeline(kind, options, steps)
 
 
 @interpreter
+def test_constants_first_made_for_inference_serve_training():
+    """The kernels' constant inputs (a threshold, a width given as a number) are kept, one tensor per value and
+    device: the first made while evaluating under inference_mode must still serve a training step after it,
+    which saves them for its backward, and the values and gradients stay the eager path's."""
+    kernels._kept_constant.cache_clear()
+    options = {"learn_beta": True, "vth": 0.61, "width": 0.83}  # values no other test keeps
+    ref, fast = _pair("lif", options, True, 4, 3, "cpu")
+    currents = torch.randn(4, 2, 3, 5, generator=torch.Generator().manual_seed(3)) + 0.5
+    with torch.inference_mode():
+        evaluated = fast(currents)
+    assert kernels._kept_constant.cache_info().currsize > 0
+    upstream = torch.randn(currents.shape, generator=torch.Generator().manual_seed(4))
+    ref_out, ref_grad, _ = _drive(ref, currents, upstream)
+    out, grad, _ = _drive(fast, currents, upstream)
+    assert torch.equal(evaluated, out) and torch.equal(out, ref_out)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.beta_logit.grad, ref.beta_logit.grad, rtol=1e-4, atol=1e-5)
+
+
+@interpreter
 def test_atgo_programs_walk_several_blocks(monkeypatch):
     """DS-ATGO's step kernel is given at most as many programs as the GPU holds at once; on a layer larger
     than that each program walks several blocks (here one program, three blocks, the last one partial) and

@@ -132,7 +132,7 @@ def _lif_backward(grad_out: Tensor, moments_grad: Tensor, h: Tensor, current: Te
         SHAPE=triton_lif.SURROGATES.index(surrogate), MOMENTS=moments, DECAY_GRAD=param_grads[0],
         GAIN_GRAD=param_grads[1], THR_GRAD=param_grads[2], WIDTH_GRAD=param_grads[3], SCALE_GRAD=param_grads[4],
         BLOCK=block, STAGES=PIPELINE_STAGES, num_warps=warps, **triton_lif.LAUNCH)
-    return grad_x, partials.sum(0)
+    return grad_x, partials.sum(0) if any(param_grads) else partials.new_empty(len(triton_lif.PARTIALS))
 
 
 lif_backward = custom_op("spikefold::lif_backward", _lif_backward, mutates_args=())
@@ -183,9 +183,10 @@ def _backward_lif(ctx, grad_out, grad_h, grad_final, grad_fired, grad_moments):
         raise RuntimeError("spikefold::lif_forward ran without saving H (save_h=False) but a gradient is needed")
     zero_reset, relative, scale_output, surrogate, moments = ctx.flags
     grad_out = _zeros_if_none(grad_out, h, ctx.input_dtype)
-    moments_grad = grad_moments if moments and grad_moments is not None else h.new_zeros(2, dtype=torch.float64)
-    grad_x, grads = _backward_op(ctx)(grad_out, moments_grad, h, current, decay, gain, threshold, width, scale,
-                                      initial, zero_reset, relative, scale_output, surrogate, moments,
+    # the sums' gradient is read only where one flows back to them; else any tensor stands in, unread
+    moments = moments and grad_moments is not None
+    grad_x, grads = _backward_op(ctx)(grad_out, grad_moments if moments else h, h, current, decay, gain, threshold,
+                                      width, scale, initial, zero_reset, relative, scale_output, surrogate, moments,
                                       ctx.param_grads, ctx.input_dtype)
     params = (decay, gain, threshold, width, scale)
     param_grads = [grads[k].reshape(p.shape).to(p.dtype) if ctx.param_grads[k] else None

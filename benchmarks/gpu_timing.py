@@ -61,15 +61,25 @@ def median_seconds(run: Callable[[], object], device: torch.device, warmup: int,
     return statistics.median(times)
 
 
-def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int = 4, ours: tuple[str, ...] = ()
-                     ) -> dict:
+def neuron_kernel_names() -> tuple[str, ...]:
+    """The names spikefold's neuron kernels carry in a profile: triton_lif's launched kernels. Their time in a
+    call is what the kernels themselves take (bandwidth, launch choices); their share of a fused training step
+    bounds what any neuron kernel could still gain there (Amdahl: convolutions, BatchNorm, the optimiser stay)."""
+    from spikefold.train.kernels import triton_lif
+
+    return tuple(name for name in vars(triton_lif) if name.endswith("_kernel"))
+
+
+def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int = 4, ours: tuple[str, ...] = (),
+                     calls: int = 1) -> dict:
     """Where one call of ``run()`` spends its time, from torch's profiler: on a GPU, the kernels it launched
     (how many, their summed device time, the longest by name, and the summed time of those whose names contain
     one of ``ours``), so that a caller can set that against the call's CUDA-event time (the rest is host work and
     gaps between launches), and the host's events that took longest by their own time (operators, and CUDA
     runtime and driver calls such as launches, allocations or a synchronisation); on the CPU (a dry run), the
     operators it ran and those host events. One extra untimed call first, so nothing compiles inside the
-    profile."""
+    profile; then ``calls`` calls profiled, every figure given per call (their mean)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     run()
@@ -77,18 +87,27 @@ def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int =
     if cuda:
         torch.cuda.synchronize(device)
     with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
-        run()
+        for _ in range(calls):
+            run()
         if cuda:
             torch.cuda.synchronize(device)
     averages = list(prof.key_averages())
-    host = sorted(((a.key, a.count, a.self_cpu_time_total / 1e6) for a in averages if a.self_cpu_time_total > 0),
-                  key=lambda k: -k[2])
+
+    def per_call(count: int) -> float:  # a whole number where every call ran the same events
+        return count // calls if count % calls == 0 else count / calls
+
+    host = sorted(((a.key, per_call(a.count), a.self_cpu_time_total / 1e6 / calls) for a in averages
+                   if a.self_cpu_time_total > 0), key=lambda k: -k[2])
     host_longest = [{"name": name[:120], "count": count, "seconds": t} for name, count, t in host[:top]]
     if not cuda:
-        return {"operators": sum(a.count for a in averages), "kernels": None, "kernel_seconds": None,
+        return {"operators": per_call(sum(a.count for a in averages)), "kernels": None, "kernel_seconds": None,
                 "host_longest": host_longest}
-    # self device time counts each kernel once, under its own name (an operator's total would count it again)
-    kernels = [(a.key, a.count, a.self_device_time_total / 1e6) for a in averages if a.self_device_time_total > 0]
+    # The GPU's own events, each kernel (or copy, or fill) once under its own name: not the operators that
+    # launched them, whose device time is those kernels' again, nor the ranges of record_function and
+    # autograd.Function (user annotations), which the profiler also lays on the GPU's timeline around them.
+    kernels = [(a.key, per_call(a.count), a.self_device_time_total / 1e6 / calls) for a in averages
+               if a.device_type == DeviceType.CUDA and not getattr(a, "is_user_annotation", False)
+               and a.self_device_time_total > 0]
     kernels.sort(key=lambda k: -k[2])
     return {"kernels": sum(count for _, count, _ in kernels), "kernel_seconds": sum(t for _, _, t in kernels),
             "longest": [{"name": name[:120], "count": count, "seconds": t} for name, count, t in kernels[:top]],
@@ -97,13 +116,13 @@ def kernel_breakdown(run: Callable[[], object], device: torch.device, top: int =
 
 
 def profile_row(row: dict, make_run: Callable[[], Callable[[], object]], device: torch.device,
-                ours: tuple[str, ...] = ()) -> str:
+                ours: tuple[str, ...] = (), calls: int = 1) -> str:
     """A timed row once more under the profiler: ``row["profile"]`` from :func:`kernel_breakdown` of a fresh
-    ``make_run()`` (``ours`` as there), or ``row["profile_error"]`` when it fails; a line to print either way.
-    Call it only once every row is timed: a profiler that recorded CUDA activity leaves CUPTI attached, which
+    ``make_run()`` (``ours`` and ``calls`` as there), or ``row["profile_error"]`` when it fails; a line to print
+    either way. Call it only once every row is timed: a profiler that recorded CUDA activity leaves CUPTI attached, which
     slows the launches of whatever runs after it (pytorch/pytorch#144455)."""
     try:
-        row["profile"] = p = kernel_breakdown(make_run(), device, ours=ours)
+        row["profile"] = p = kernel_breakdown(make_run(), device, ours=ours, calls=calls)
         note = (f"{p['kernels']} kernels, {p['kernel_seconds'] * 1e3:.3f} ms on the GPU"
                 if p["kernel_seconds"] is not None else f"{p['operators']} operators")
     except Exception as exc:  # reported in the row; the other rows still get theirs

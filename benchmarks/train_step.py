@@ -84,15 +84,6 @@ def step_of(fields: dict, batch: int, kind: str, backend: str, variant: str, dev
     return step
 
 
-def neuron_kernel_names() -> tuple[str, ...]:
-    """The names spikefold's neuron kernels carry in a profile: triton_lif's launched kernels. Their share of
-    a fused step bounds what any neuron kernel could still gain (Amdahl): the rest of the step (convolutions,
-    BatchNorm, the optimiser) stays."""
-    from spikefold.train.kernels import triton_lif
-
-    return tuple(name for name in vars(triton_lif) if name.endswith("_kernel"))
-
-
 def _cell(row: dict, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
     return fmt.format(row[key] / scale) if key in row else row.get("error", "-")[:30]
 
@@ -159,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         fields, batch = chosen[row["network"]]
         gpu_timing.profile_row(row, lambda: step_of(fields, batch, row["kind"], row["backend"], row["variant"],
-                                                    device), device, ours=neuron_kernel_names())
+                                                    device), device, ours=gpu_timing.neuron_kernel_names())
         save(None)
 
     by = {(r["network"], r["kind"], r["variant"], r["backend"]): r for r in rows}

@@ -36,6 +36,20 @@ def _run(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict,
     return done, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
 
 
+def test_driver_reports_with_the_standard_library_alone(tmp_path):
+    """On a fresh GPU machine spikefold is not installed until the driver's first step, and the checkout alone
+    is no importable package (its folders become spikefold's subpackages when installed): the driver must get
+    as far as writing its report with no site-packages at all (-S), atomically, leaving no temporary file."""
+    done = subprocess.run([sys.executable, "-I", "-S", str(BENCH / "gpu_check.py"), str(tmp_path), "--dry-run",
+                           "--skip-install", "--steps", "kernel-host", "--budget", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr[-3000:]  # a step not run: no time left in a 1-second budget
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["steps"]["kernel-host"] == {"status": "not run", "note": "no time left in --budget"}
+    assert "| kernel-host | not run | - | no time left in --budget |" in (tmp_path / "gpu_check.md").read_text()
+
+
 def test_exit_status_names_what_failed():
     check = _gpu_check()
     passed = {"status": "passed"}
@@ -78,10 +92,42 @@ def test_summary_of_a_gpu_run_reads_its_profiles_and_tiny_layer():
     assert f"| spikefold-triton:lif | {ms / 2:.3f} | {ms:.3f} | 50 % |" in table
     assert sum(line.startswith("| spikingjelly-") for line in table.split("## Fixed cost")[1].splitlines()) == 2
     assert (f"| T=2, batch 128 | lif, fused | 50 % (800 kernels, {step['seconds'] * 500:.3f} of "
-            f"{step['seconds'] * 1e3:.3f} ms) |") in table
+            f"{step['seconds'] * 1e3:.3f} ms, spikefold's neuron kernels {step['seconds'] * 250:.3f} ms) |") in table
     # the first run's LIF step: 41.04 ms fused, 44.76 ms eager; were a quarter of the fused step neuron kernels,
     # then free, the step would take 30.78 ms: 44.76 / 30.78 = 1.45x at most
     assert "| T=2, batch 128 | lif, fused | 10.26 of 41.04 ms; at most 1.45x |" in table
+
+
+def test_bandwidth_target_reads_the_kernels_own_time_where_profiled(monkeypatch):
+    """On the H200 (run 5) the fused LIF call on the CIFAR shape took 0.886 ms, more than half of it the host's
+    work; its two kernels took 0.389 ms of it (the profile's ``ours_seconds``). The bandwidth verdict is over
+    those kernels' time where a profile gives it, the call's otherwise, and says which; the call's figure stays
+    beside it."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import neuron_kernels
+
+    runs = BENCH / "results" / "gpu_check"
+    report = json.loads((runs / "run5_after_fixes.json").read_text())["steps"]["neuron-kernels"]["result"]
+    rows = [r for r in report["results"] if r["shape"] == "cifar-T4" and "seconds" in r]
+    lif, atgo = (next(r for r in rows if r["contender"] == f"spikefold-triton:{k}") for k in ("lif", "atgo"))
+    assert {"lif_forward_kernel", "lif_backward_kernel", "adaptive_step_kernel"} <= set(
+        neuron_kernels.gpu_timing.neuron_kernel_names())
+    assert [k["name"] for k in lif["profile"]["longest"][:2]] == ["lif_forward_kernel", "lif_backward_kernel"]
+    del atgo["profile"]  # as if its profile had failed
+    peak = report["machine"]["peak_bandwidth_bytes_per_s"]
+    verdicts = neuron_kernels.summarise(rows, peak, element_bytes=4)["fraction_of_peak_bandwidth"]
+    # 6 passes over 4 x 128 x 128 x 32 x 32 fp32 values: 1.61 GB; in 0.389 ms 4.14 TB/s, 86 % of 4.8 TB/s
+    assert lif["bytes"] == 6 * 4 * 128 * 128 * 32 * 32 * 4
+    assert abs(lif["profile"]["ours_seconds"] - 0.389e-3) < 1e-6 and abs(lif["seconds"] - 0.886e-3) < 1e-6
+    v = verdicts["cifar-T4/lif"]
+    assert v["over"] == "the neuron kernels' GPU time" and v["met"] and 0.86 < v["fraction"] < 0.87
+    assert 0.37 < v["call_fraction"] < 0.38 and v["call_fraction"] == lif["fraction_of_peak"]
+    v = verdicts["cifar-T4/atgo"]
+    assert v["over"] == "the call's time" and v["fraction"] == v["call_fraction"] and not v["met"]
+    table = _gpu_check().summary({"neuron-kernels": {"status": "passed", "result": {
+        **report, "verdicts": {"fraction_of_peak_bandwidth": verdicts}}}}, dry_run=False)
+    assert ("| memory bandwidth, of peak, over the neuron kernels' GPU time | cifar-T4 | lif | 86 % (4.14 TB/s); "
+            "over the call's time 38 % | >= 50 % | yes |") in table
 
 
 def test_wheel_list_matches_the_bench_extra():
@@ -149,7 +195,7 @@ def test_dry_run_goes_through_every_step(tmp_path):
     tiny = {r["contender"] for r in kernels["results"] if r["shape"] == "tiny-T4"}  # every contender, no target
     assert tiny == {r["contender"] for r in kernels["results"] if r["shape"] == "cifar-T2"}
     train = steps["train-step"]["result"]
-    assert set(train["verdicts"]) == {"lif/fp32"} and all("error" not in r for r in train["results"])
+    assert set(train["verdicts"]) == {"lif/fp32", "lif/bf16-cl"} and all("error" not in r for r in train["results"])
     sweep = steps["launch-sweep"]["result"]  # the default and each of the dry grid's launches, per shape
     assert all("error" not in r for r in sweep["results"]) and len(sweep["results"]) == 2 * 4
     stages = ops.PIPELINE_STAGES  # the rows without a depth of their own run at the kernels' default
@@ -161,6 +207,7 @@ def test_dry_run_goes_through_every_step(tmp_path):
     assert [r["kind"] for r in host["results"]] == list(KINDS) and host["complete"]
     for row in ("| fused vs eager, fwd+bwd | seq-64 | atgo |", "| LIF vs fastest SpikingJelly 2.0 LIF | cifar-T2 |",
                 "| LIF vs snnTorch 1.0 Leaky (no target) |", "| ResNet-19 training step, fused vs eager |",
+                "| lif, bf16-cl | ",
                 "| digits CNN (2 conv + 2 pool) |", f"| seq-64 | {stages} / 128 / 1 |", "## Host work per fused call",
                 "## Fixed cost per call", "| spikingjelly-torch |"):
         assert row in table
